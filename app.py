@@ -1,0 +1,98 @@
+"""The botstate app factory: settings, storage, the API blueprint, errors, logs and the CLI."""
+
+import logging
+import os
+import sys
+import time
+
+from flask import Flask, g, request
+
+import config
+from api import bp
+from cli import register_commands
+from errors import register_error_handlers
+from jsoncodec import JSONProvider
+from schemas import StateUpdatesSchema
+from storage import SQLiteStorage
+
+log = logging.getLogger("botstate")
+
+
+class BotstateFlask(Flask):
+    """Flask with the order-preserving, strict JSON provider."""
+
+    json_provider_class = JSONProvider
+
+
+def create_app(test_config=None):
+    """Build the app: defaults, then BOTSTATE_* environment, then `test_config`."""
+    app = BotstateFlask(__name__, instance_relative_config=True)
+    app.config.from_mapping(config.DEFAULTS)
+    app.config["DATABASE"] = os.path.join(app.instance_path, "botstate.db")
+    app.config.from_prefixed_env(config.ENV_PREFIX)
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    config.check(app.config)
+    # Flask refuses bodies past this with a 413, which errors.py words as JSON.
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
+
+    configure_logging(app.config["LOG_LEVEL"])
+    storage = SQLiteStorage(
+        app.config["DATABASE"],
+        busy_timeout_ms=app.config["BUSY_TIMEOUT_MS"],
+        synchronous=app.config["SYNCHRONOUS"],
+    )
+    app.extensions["botstate.migrated"] = storage.migrate()
+    app.extensions["botstate.storage"] = storage
+    app.extensions["botstate.updates_schema"] = StateUpdatesSchema(
+        max_states=app.config["MAX_STATES"]
+    )
+
+    app.register_blueprint(bp)
+    register_error_handlers(app)
+    app.before_request(_start_timer)
+    app.after_request(_log_request)
+    register_commands(app)
+    return app
+
+
+def configure_logging(level):
+    """Send the service's logs to stderr, one line each, unless the host app configured them."""
+    logger = logging.getLogger("botstate")
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def _start_timer():
+    g.started = time.perf_counter()
+
+
+def _printable(text, limit=200):
+    # Paths are client-controlled: escape control characters so one request is one log line.
+    return text[:limit].encode("unicode_escape").decode("ascii")
+
+
+def _log_request(response):
+    """One line per request: method, path, status, duration, bot and item summary; never keys or bodies."""
+    started = g.get("started")
+    duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
+    parts = [
+        request.method,
+        _printable(request.path),
+        str(response.status_code),
+        f"{duration_ms:.1f}ms",
+    ]
+    if "bot_slug" in g:
+        parts.append(f"bot={_printable(g.bot_slug, 100)}")
+    summary = g.get("summary")
+    if summary is not None:
+        parts.append(
+            f"items={summary['total']} succeeded={summary['succeeded']} failed={summary['failed']}"
+        )
+        parts.extend(f'"{error}"={count}' for error, count in g.failures.items())
+    log.info(" ".join(parts))
+    return response

@@ -1,0 +1,328 @@
+"""Admin commands: `flask bots|accounts|tickers ...` and `flask init-db`."""
+
+import contextlib
+import csv
+import io
+import json
+import sys
+import uuid
+
+import click
+from flask import current_app
+from flask.cli import AppGroup, with_appcontext
+
+import keys
+from schemas import is_uuid, is_valid_slug
+from storage import StorageError
+
+IMPORT_BATCH = 500
+MAX_SYMBOL_LENGTH = 32
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON value on stdout and nothing else."
+)
+
+bots = AppGroup("bots", help="Create, list, re-key and delete bots.")
+accounts = AppGroup("accounts", help="Register user broker accounts that bots keep state for.")
+tickers = AppGroup("tickers", help="Register tickers that bots keep state for.")
+
+
+def storage():
+    """The storage backend of the current app."""
+    return current_app.extensions["botstate.storage"]
+
+
+def emit(as_json, value, text):
+    """Print `value` as JSON, or the friendly `text`."""
+    click.echo(json.dumps(value) if as_json else text)
+
+
+@contextlib.contextmanager
+def storage_errors():
+    """Turn storage failures into one-line CLI errors."""
+    try:
+        yield
+    except StorageError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def canonical_uuid(value, what):
+    """The lowercase form of a UUID option, or a clear usage error."""
+    if not is_uuid(value):
+        raise click.BadParameter(f"{value!r} is not a UUID like 550e8400-e29b-41d4-a716-446655440000", param_hint=what)
+    return value.lower()
+
+
+def is_valid_symbol(symbol):
+    """Whether a ticker symbol is 1..32 printable characters without spaces or commas."""
+    return (
+        0 < len(symbol) <= MAX_SYMBOL_LENGTH
+        and symbol.isprintable()
+        and not any(c.isspace() or c == "," for c in symbol)
+    )
+
+
+def progress(length, label, enabled):
+    """A progress bar on stderr when it is a terminal, else a silent stand-in."""
+    if enabled and sys.stderr.isatty():
+        return click.progressbar(length=length, label=label, file=sys.stderr)
+    return contextlib.nullcontext(_NoProgress())
+
+
+class _NoProgress:
+    def update(self, steps):
+        pass
+
+
+def read_csv_rows(file):
+    """(line number, cells) for each non-blank, non-comment line of a CSV file."""
+    text = file.read()
+    for number, cells in enumerate(csv.reader(io.StringIO(text)), start=1):
+        cells = [cell.strip() for cell in cells]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        yield number, cells
+
+
+def batches(items, size):
+    """Consecutive slices of `items` of at most `size`."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# bots
+
+
+@bots.command("create")
+@click.argument("slug")
+@click.option("--name", help="A display name (default: the slug).")
+@json_option
+def bots_create(slug, name, as_json):
+    """Create a bot and print its API key (shown only this once)."""
+    if not is_valid_slug(slug):
+        raise click.BadParameter(
+            "use only letters, digits, hyphens and underscores", param_hint="SLUG"
+        )
+    api_key = keys.generate_key()
+    with storage_errors():
+        bot = storage().create_bot(slug, name or slug, keys.hash_key(api_key))
+    emit(
+        as_json,
+        {"id": bot["id"], "slug": bot["slug"], "name": bot["name"], "apiKey": api_key},
+        f"Created bot '{bot['slug']}' (id {bot['id']}).\n"
+        f"API key: {api_key}\n"
+        "Store it now: only its hash is kept, so it cannot be shown again.",
+    )
+
+
+@bots.command("list")
+@json_option
+def bots_list(as_json):
+    """List bots with their number of stored states."""
+    with storage_errors():
+        rows = storage().list_bots()
+    lines = [f"{r['slug']}\t{r['name']}\t{r['states']} states\t{r['id']}" for r in rows]
+    emit(as_json, rows, "\n".join(lines) if lines else "No bots yet. Create one with: flask bots create SLUG")
+
+
+@bots.command("rotate-key")
+@click.argument("slug")
+@json_option
+def bots_rotate_key(slug, as_json):
+    """Give a bot a new API key; the old one stops working at once."""
+    api_key = keys.generate_key()
+    with storage_errors():
+        bot = storage().replace_bot_key(slug, keys.hash_key(api_key))
+    emit(
+        as_json,
+        {"id": bot["id"], "slug": bot["slug"], "name": bot["name"], "apiKey": api_key},
+        f"New API key for '{bot['slug']}': {api_key}\nThe old key no longer works.",
+    )
+
+
+@bots.command("delete")
+@click.argument("slug")
+@click.option("--yes", is_flag=True, help="Confirm: the bot and all its states are deleted.")
+@json_option
+def bots_delete(slug, yes, as_json):
+    """Delete a bot and every state it stored."""
+    with storage_errors():
+        bot = storage().get_bot(slug)
+        if bot is None:
+            raise click.ClickException(f"Bot '{slug}' not found")
+        if not yes:
+            if as_json or not sys.stdin.isatty():
+                raise click.ClickException(
+                    f"Deleting bot '{slug}' also deletes its {bot['states']} states: add --yes to confirm"
+                )
+            click.confirm(
+                f"Delete bot '{slug}' and its {bot['states']} states?", abort=True, err=True
+            )
+        storage().delete_bot(slug)
+    emit(
+        as_json,
+        {"id": bot["id"], "slug": bot["slug"], "deletedStates": bot["states"]},
+        f"Deleted bot '{slug}' and its {bot['states']} states.",
+    )
+
+
+# accounts
+
+
+@accounts.command("add")
+@click.option("--id", "account_id", help="The account's UUID (default: a new one).")
+@click.option("--name", help="A name to recognize the account by.")
+@json_option
+def accounts_add(account_id, name, as_json):
+    """Register one user broker account."""
+    account_id = canonical_uuid(account_id, "--id") if account_id else str(uuid.uuid4())
+    with storage_errors():
+        account = storage().add_account(account_id, name)
+    emit(as_json, account, f"Added account {account_id}" + (f" ({name})" if name else ""))
+
+
+@accounts.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
+@json_option
+def accounts_import(file, as_json):
+    """Register accounts from FILE: one UUID per line, or CSV with an id column and optional name.
+
+    Accounts already registered are left as they are, so running it twice is harmless.
+    Use - to read from standard input.
+    """
+    rows = parse_accounts(file)
+    added = 0
+    with storage_errors(), progress(len(rows), "Importing accounts", not as_json) as bar:
+        for batch in batches(rows, IMPORT_BATCH):
+            added += storage().import_accounts(batch)
+            bar.update(len(batch))
+    result = {"added": added, "existing": len(rows) - added, "total": len(rows)}
+    emit(as_json, result, f"Added {added} accounts ({result['existing']} already registered).")
+
+
+def parse_accounts(file):
+    """Unique (id, name) rows from an account file, or a ClickException naming the bad line."""
+    id_column, name_column = 0, 1
+    rows = {}
+    for position, (number, cells) in enumerate(read_csv_rows(file)):
+        header = [cell.lower() for cell in cells]
+        if position == 0 and "id" in header:
+            id_column = header.index("id")
+            name_column = header.index("name") if "name" in header else None
+            continue
+        value = cells[id_column] if id_column < len(cells) else ""
+        if not is_uuid(value):
+            raise click.ClickException(f"{file.name} line {number}: {value!r} is not a UUID")
+        name = None
+        if name_column is not None and name_column < len(cells) and cells[name_column]:
+            name = cells[name_column]
+        rows.setdefault(value.lower(), name)
+    return list(rows.items())
+
+
+@accounts.command("list")
+@json_option
+def accounts_list(as_json):
+    """List registered accounts."""
+    with storage_errors():
+        rows = storage().list_accounts()
+    lines = [f"{r['id']}\t{r['name'] or ''}" for r in rows]
+    emit(as_json, rows, "\n".join(lines) if lines else "No accounts yet.")
+
+
+# tickers
+
+
+@tickers.command("add")
+@click.argument("symbol")
+@click.option("--id", "ticker_id", help="The ticker's UUID (default: a new one).")
+@json_option
+def tickers_add(symbol, ticker_id, as_json):
+    """Register one ticker by its symbol."""
+    if not is_valid_symbol(symbol):
+        raise click.BadParameter(
+            f"1 to {MAX_SYMBOL_LENGTH} characters, no spaces or commas", param_hint="SYMBOL"
+        )
+    ticker_id = canonical_uuid(ticker_id, "--id") if ticker_id else str(uuid.uuid4())
+    with storage_errors():
+        ticker = storage().add_ticker(symbol, ticker_id)
+    emit(as_json, ticker, f"Added ticker {symbol} ({ticker_id})")
+
+
+@tickers.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
+@json_option
+def tickers_import(file, as_json):
+    """Register tickers from a CSV FILE of symbol[,id] rows (a header row is optional).
+
+    Tickers already registered with the same symbol (and id, when given) are skipped.
+    Use - to read from standard input.
+    """
+    rows = parse_tickers(file)
+    added = 0
+    with storage_errors(), progress(len(rows), "Importing tickers", not as_json) as bar:
+        for batch in batches(rows, IMPORT_BATCH):
+            added += storage().import_tickers(batch)
+            bar.update(len(batch))
+    result = {"added": added, "existing": len(rows) - added, "total": len(rows)}
+    emit(as_json, result, f"Added {added} tickers ({result['existing']} already registered).")
+
+
+def parse_tickers(file):
+    """Unique (symbol, id or None) rows from a ticker CSV, or a ClickException naming the bad line."""
+    symbol_column, id_column = 0, 1
+    rows = {}
+    for position, (number, cells) in enumerate(read_csv_rows(file)):
+        header = [cell.lower() for cell in cells]
+        if position == 0 and "symbol" in header:
+            symbol_column = header.index("symbol")
+            id_column = header.index("id") if "id" in header else None
+            continue
+        symbol = cells[symbol_column] if symbol_column < len(cells) else ""
+        if not is_valid_symbol(symbol):
+            raise click.ClickException(f"{file.name} line {number}: {symbol!r} is not a ticker symbol")
+        ticker_id = None
+        if id_column is not None and id_column < len(cells) and cells[id_column]:
+            if not is_uuid(cells[id_column]):
+                raise click.ClickException(
+                    f"{file.name} line {number}: {cells[id_column]!r} is not a UUID"
+                )
+            ticker_id = cells[id_column].lower()
+        if rows.get(symbol, ticker_id) != ticker_id:
+            raise click.ClickException(f"{file.name} line {number}: {symbol} appears twice with different ids")
+        rows[symbol] = ticker_id
+    return list(rows.items())
+
+
+@tickers.command("list")
+@json_option
+def tickers_list(as_json):
+    """List registered tickers."""
+    with storage_errors():
+        rows = storage().list_tickers()
+    lines = [f"{r['symbol']}\t{r['id']}" for r in rows]
+    emit(as_json, rows, "\n".join(lines) if lines else "No tickers yet.")
+
+
+# database
+
+
+@click.command("init-db")
+@json_option
+@with_appcontext
+def init_db(as_json):
+    """Create the database or upgrade its schema (safe to run any time)."""
+    applied = current_app.extensions["botstate.migrated"]
+    with storage_errors():
+        version = storage().schema_version()
+    path = current_app.config["DATABASE"]
+    text = f"Database ready at {path} (schema {version[-1]})"
+    if applied:
+        text += f"; applied {', '.join(applied)}"
+    emit(as_json, {"database": path, "schema": version[-1], "applied": applied}, text)
+
+
+def register_commands(app):
+    """Add the admin command groups to `flask`."""
+    for command in (bots, accounts, tickers, init_db):
+        app.cli.add_command(command)

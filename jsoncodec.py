@@ -1,0 +1,96 @@
+"""Strict JSON in, order-preserving JSON out: the rules that make a state round-trip exactly."""
+
+import json
+import math
+import re
+
+from flask.json.provider import DefaultJSONProvider
+
+# A \uD800-\uDFFF escape in the raw text is the only way a lone surrogate gets in.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class InvalidJSON(ValueError):
+    """The bytes are not one strict JSON document in UTF-8."""
+
+
+def _refuse_constant(name):
+    raise InvalidJSON(f"{name} is not JSON")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidJSON(f"number out of range: {text[:40]}")
+    return value
+
+
+def loads(data):
+    """Parse UTF-8 bytes as strict JSON: no NaN/Infinity, no lone surrogates, no overflow."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, digit limit
+        raise InvalidJSON(str(error)) from None
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        raise InvalidJSON("lone surrogate in string")
+    return value
+
+
+def dumps(value):
+    """Serialize compactly, keeping key order and non-ASCII text as is."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def depth_exceeds(value, limit):
+    """Whether `value` nests objects/arrays more than `limit` levels deep."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _has_lone_surrogate(value):
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            strings = (item,)
+        elif isinstance(item, dict):
+            strings = item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            strings = ()
+            stack.extend(item)
+        else:
+            continue
+        for string in strings:
+            try:
+                string.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON provider, but keeping key order (states round-trip) and UTF-8 output."""
+
+    sort_keys = False
+    ensure_ascii = False
+    compact = True
+
+    def dumps(self, obj, **kwargs):
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
+
+    def loads(self, s, **kwargs):
+        return loads(s)

@@ -1,0 +1,477 @@
+"""SQLite storage: every SQL statement of the service lives behind this interface."""
+
+import contextlib
+import dataclasses
+import enum
+import json
+import logging
+import os
+import sqlite3
+import threading
+import uuid
+
+import sqlite_utils
+
+log = logging.getLogger("botstate.storage")
+
+NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+# Primary SQLite result codes that mean the database, not the request, is at fault.
+_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+_UNAVAILABLE_CODES = {
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CORRUPT,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_NOTADB,
+    sqlite3.SQLITE_PERM,
+}
+
+migrations = sqlite_utils.Migrations("botstate")
+
+
+@migrations(name="0001_create_tables")
+def _create_tables(db):
+    db.execute(
+        """CREATE TABLE bots (
+            id TEXT PRIMARY KEY,
+            slug TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            api_key_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE accounts (
+            id TEXT PRIMARY KEY,
+            name TEXT,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE tickers (
+            id TEXT PRIMARY KEY,
+            symbol TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE user_bot_states (
+            id TEXT PRIMARY KEY,
+            bot_id TEXT NOT NULL REFERENCES bots (id) ON DELETE CASCADE,
+            user_broker_account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+            ticker_id TEXT NOT NULL REFERENCES tickers (id) ON DELETE CASCADE,
+            state TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (bot_id, user_broker_account_id, ticker_id)
+        )"""
+    )
+
+
+@migrations(name="0002_state_foreign_key_indexes")
+def _index_state_foreign_keys(db):
+    # Deleting an account or ticker cascades to its states: without these
+    # indexes each such delete scans the whole state table.
+    db.execute(
+        "CREATE INDEX idx_user_bot_states_account ON user_bot_states (user_broker_account_id)"
+    )
+    db.execute("CREATE INDEX idx_user_bot_states_ticker ON user_bot_states (ticker_id)")
+
+
+class StorageError(Exception):
+    """Base class of the errors the storage layer raises."""
+
+
+class DatabaseBusy(StorageError):
+    """The write lock could not be had within the busy timeout."""
+
+
+class DatabaseUnavailable(StorageError):
+    """The database file cannot be opened, read or written."""
+
+
+class Conflict(StorageError):
+    """A unique key (slug, id, symbol) is already taken."""
+
+
+class NotFound(StorageError):
+    """The named row does not exist."""
+
+
+class ItemError(enum.Enum):
+    """Why one item of a bulk write failed; the value is the client-facing message."""
+
+    TICKER_NOT_FOUND = "Ticker not found"
+    ACCOUNT_NOT_FOUND = "Account not found"
+    FAILED = "Failed to update state"
+
+
+@dataclasses.dataclass(frozen=True)
+class StateWrite:
+    """One state to upsert: canonical lowercase ids and the state as JSON text."""
+
+    account_id: str
+    ticker_id: str
+    state_json: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StateRow:
+    """A stored state row, without the state itself (the caller holds it)."""
+
+    id: str
+    bot_id: str
+    account_id: str
+    ticker_id: str
+    created_at: str
+    updated_at: str
+
+
+_UPSERT_STATE = f"""
+INSERT INTO user_bot_states
+    (id, bot_id, user_broker_account_id, ticker_id, state, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, {NOW}, {NOW})
+ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
+    state = excluded.state,
+    updated_at = excluded.updated_at
+RETURNING id, created_at, updated_at
+"""
+
+
+class SQLiteStorage:
+    """The service's database: one connection per thread, writers queued in-process."""
+
+    def __init__(self, path, busy_timeout_ms=5000, synchronous="NORMAL"):
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self.synchronous = synchronous
+        self._local = threading.local()
+        self._connections = []
+        self._connections_lock = threading.Lock()
+        # Writers of this process wait here, in order, instead of in SQLite's
+        # busy handler, whose growing sleeps (up to 100 ms) wreck the latency tail.
+        self._write_lock = threading.Lock()
+
+    # Connections and transactions
+
+    def _connect(self):
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.busy_timeout_ms / 1000,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        with self._connections_lock:
+            self._connections.append(conn)
+        return sqlite_utils.Database(conn)
+
+    def _db(self):
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            self._local.db = db
+        return db
+
+    @contextlib.contextmanager
+    def _errors_translated(self):
+        try:
+            yield
+        except sqlite3.Error as error:
+            code = getattr(error, "sqlite_errorcode", None)
+            primary = code & 0xFF if code is not None else None
+            if primary in _BUSY_CODES:
+                raise DatabaseBusy(str(error)) from error
+            if primary in _UNAVAILABLE_CODES:
+                self._forget_connection()
+                raise DatabaseUnavailable(str(error)) from error
+            raise
+
+    def _forget_connection(self):
+        db = getattr(self._local, "db", None)
+        self._local.db = None
+        if db is not None:
+            with self._connections_lock:
+                if db.conn in self._connections:
+                    self._connections.remove(db.conn)
+            with contextlib.suppress(sqlite3.Error):
+                db.conn.close()
+
+    @contextlib.contextmanager
+    def _reading(self):
+        with self._errors_translated():
+            yield self._db()
+
+    @contextlib.contextmanager
+    def _writing(self):
+        if not self._write_lock.acquire(timeout=self.busy_timeout_ms / 1000):
+            raise DatabaseBusy("timed out waiting for the write lock")
+        try:
+            with self._errors_translated():
+                db = self._db()
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.conn.in_transaction:
+                        db.conn.execute("ROLLBACK")
+                    raise
+        finally:
+            self._write_lock.release()
+
+    def close(self):
+        """Close every connection this storage opened, in any thread."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+
+    # Schema
+
+    def migrate(self):
+        """Create or upgrade the schema; returns the names of the steps applied."""
+        folder = os.path.dirname(self.path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        with self._errors_translated():
+            self._db().execute("PRAGMA journal_mode = WAL")
+        with self._writing() as db:
+            pending = [migration.name for migration in migrations.pending(db)]
+            migrations.apply(db)
+        return pending
+
+    def schema_version(self):
+        """Names of the migration steps applied to this database, oldest first."""
+        with self._reading() as db:
+            return [migration.name for migration in migrations.applied(db)]
+
+    def ping(self):
+        """Raise StorageError unless the database answers a read of its schema."""
+        with self._reading() as db:
+            db.execute("SELECT count(*) FROM bots").fetchone()
+
+    # Bots
+
+    def create_bot(self, slug, name, api_key_hash):
+        """Insert a bot; raises Conflict when the slug is taken."""
+        bot_id = str(uuid.uuid4())
+        with self._writing() as db:
+            try:
+                db.execute(
+                    f"INSERT INTO bots (id, slug, name, api_key_hash, created_at)"
+                    f" VALUES (?, ?, ?, ?, {NOW})",
+                    [bot_id, slug, name, api_key_hash],
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"Bot '{slug}' already exists") from None
+        return self.get_bot(slug)
+
+    def get_bot(self, slug):
+        """The bot with this slug (id, slug, name, apiKeyHash, createdAt, states) or None."""
+        with self._reading() as db:
+            rows = list(
+                db.query(
+                    "SELECT id, slug, name, api_key_hash AS apiKeyHash, created_at AS createdAt,"
+                    " (SELECT count(*) FROM user_bot_states WHERE bot_id = bots.id) AS states"
+                    " FROM bots WHERE slug = ?",
+                    [slug],
+                )
+            )
+        return rows[0] if rows else None
+
+    def find_bot_credentials(self, slug):
+        """(bot id, key hash) for the slug, or None: the one read on every API request."""
+        with self._reading() as db:
+            return db.execute(
+                "SELECT id, api_key_hash FROM bots WHERE slug = ?", [slug]
+            ).fetchone()
+
+    def list_bots(self):
+        """Every bot with its number of states, by slug."""
+        with self._reading() as db:
+            return list(
+                db.query(
+                    "SELECT id, slug, name, created_at AS createdAt,"
+                    " (SELECT count(*) FROM user_bot_states WHERE bot_id = bots.id) AS states"
+                    " FROM bots ORDER BY slug"
+                )
+            )
+
+    def count_bots(self):
+        """How many bots exist."""
+        with self._reading() as db:
+            return db.execute("SELECT count(*) FROM bots").fetchone()[0]
+
+    def replace_bot_key(self, slug, api_key_hash):
+        """Store a new key hash for the bot; the old key stops working at once."""
+        with self._writing() as db:
+            cursor = db.execute(
+                "UPDATE bots SET api_key_hash = ? WHERE slug = ?", [api_key_hash, slug]
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"Bot '{slug}' not found")
+        return self.get_bot(slug)
+
+    def delete_bot(self, slug):
+        """Delete the bot and, by cascade, its states; returns the bot as it was."""
+        bot = self.get_bot(slug)
+        if bot is None:
+            raise NotFound(f"Bot '{slug}' not found")
+        with self._writing() as db:
+            db.execute("DELETE FROM bots WHERE id = ?", [bot["id"]])
+        return bot
+
+    # Accounts and tickers
+
+    def add_account(self, account_id, name):
+        """Insert one account; raises Conflict when the id exists."""
+        with self._writing() as db:
+            try:
+                db.execute(
+                    f"INSERT INTO accounts (id, name, created_at) VALUES (?, ?, {NOW})",
+                    [account_id, name],
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"Account {account_id} already exists") from None
+        return {"id": account_id, "name": name}
+
+    def import_accounts(self, rows):
+        """Insert (id, name) rows, leaving existing ids as they are; returns how many were new."""
+        with self._writing() as db:
+            cursor = db.conn.executemany(
+                f"INSERT INTO accounts (id, name, created_at) VALUES (?, ?, {NOW})"
+                " ON CONFLICT (id) DO NOTHING",
+                rows,
+            )
+            return cursor.rowcount
+
+    def list_accounts(self):
+        """Every account, by id."""
+        with self._reading() as db:
+            return list(
+                db.query("SELECT id, name, created_at AS createdAt FROM accounts ORDER BY id")
+            )
+
+    def add_ticker(self, symbol, ticker_id):
+        """Insert one ticker; raises Conflict when the symbol or id exists."""
+        with self._writing() as db:
+            if not self._insert_ticker(db, symbol, ticker_id):
+                raise Conflict(self._ticker_conflict(db, symbol, ticker_id))
+        return {"id": ticker_id, "symbol": symbol}
+
+    def import_tickers(self, rows):
+        """Insert (symbol, id or None) rows; existing identical ones are skipped.
+
+        Returns how many were new. Raises Conflict, undoing the batch, when a
+        symbol exists under another id or an id under another symbol.
+        """
+        added = 0
+        with self._writing() as db:
+            for symbol, ticker_id in rows:
+                if self._insert_ticker(db, symbol, ticker_id or str(uuid.uuid4())):
+                    added += 1
+                    continue
+                existing = db.execute(
+                    "SELECT id FROM tickers WHERE symbol = ?", [symbol]
+                ).fetchone()
+                if existing is None or (ticker_id and existing[0] != ticker_id):
+                    raise Conflict(self._ticker_conflict(db, symbol, ticker_id))
+        return added
+
+    @staticmethod
+    def _insert_ticker(db, symbol, ticker_id):
+        cursor = db.execute(
+            f"INSERT INTO tickers (id, symbol, created_at) VALUES (?, ?, {NOW})"
+            " ON CONFLICT DO NOTHING",
+            [ticker_id, symbol],
+        )
+        return cursor.rowcount == 1
+
+    @staticmethod
+    def _ticker_conflict(db, symbol, ticker_id):
+        by_symbol = db.execute("SELECT id FROM tickers WHERE symbol = ?", [symbol]).fetchone()
+        if by_symbol is not None:
+            return f"Ticker '{symbol}' already exists with id {by_symbol[0]}"
+        by_id = db.execute("SELECT symbol FROM tickers WHERE id = ?", [ticker_id]).fetchone()
+        return f"Ticker id {ticker_id} already belongs to '{by_id[0]}'"
+
+    def list_tickers(self):
+        """Every ticker, by symbol."""
+        with self._reading() as db:
+            return list(
+                db.query("SELECT id, symbol, created_at AS createdAt FROM tickers ORDER BY symbol")
+            )
+
+    # States
+
+    def upsert_states(self, bot_id, writes):
+        """Upsert StateWrites in order, each isolated in its own savepoint.
+
+        Returns one entry per write: a StateRow, or the ItemError that stopped it.
+        Raises DatabaseBusy or DatabaseUnavailable when no write could be attempted.
+        """
+        with self._writing() as db:
+            accounts = self._existing_ids(db, "accounts", {w.account_id for w in writes})
+            tickers = self._existing_ids(db, "tickers", {w.ticker_id for w in writes})
+            return [self._upsert_one(db, bot_id, w, accounts, tickers) for w in writes]
+
+    def _upsert_one(self, db, bot_id, write, accounts, tickers):
+        if write.ticker_id not in tickers:
+            return ItemError.TICKER_NOT_FOUND
+        if write.account_id not in accounts:
+            return ItemError.ACCOUNT_NOT_FOUND
+        conn = db.conn
+        conn.execute("SAVEPOINT state_item")
+        try:
+            row_id, created_at, updated_at = conn.execute(
+                _UPSERT_STATE,
+                [str(uuid.uuid4()), bot_id, write.account_id, write.ticker_id, write.state_json],
+            ).fetchone()
+        except sqlite3.Error as error:
+            code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+            if code in _BUSY_CODES or code in _UNAVAILABLE_CODES:
+                raise
+            conn.execute("ROLLBACK TO state_item")
+            conn.execute("RELEASE state_item")
+            log.exception("state upsert failed for bot %s", bot_id)
+            return ItemError.FAILED
+        conn.execute("RELEASE state_item")
+        return StateRow(row_id, bot_id, write.account_id, write.ticker_id, created_at, updated_at)
+
+    @staticmethod
+    def _existing_ids(db, table, ids):
+        rows = db.execute(
+            f"SELECT id FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
+            [json.dumps(sorted(ids))],
+        ).fetchall()
+        return {row[0] for row in rows}
+
+    def get_state(self, bot_id, account_id, ticker_id):
+        """The stored state row as a dict with the state's JSON text, or None."""
+        with self._reading() as db:
+            rows = list(
+                db.query(
+                    "SELECT id, bot_id AS botId, user_broker_account_id AS userBrokerAccountId,"
+                    " ticker_id AS tickerId, state, created_at AS createdAt,"
+                    " updated_at AS updatedAt FROM user_bot_states"
+                    " WHERE bot_id = ? AND user_broker_account_id = ? AND ticker_id = ?",
+                    [bot_id, account_id, ticker_id],
+                )
+            )
+        return rows[0] if rows else None
+
+    def count_states(self, bot_id=None):
+        """How many state rows exist, for one bot or all."""
+        with self._reading() as db:
+            if bot_id is None:
+                return db.execute("SELECT count(*) FROM user_bot_states").fetchone()[0]
+            return db.execute(
+                "SELECT count(*) FROM user_bot_states WHERE bot_id = ?", [bot_id]
+            ).fetchone()[0]
