@@ -78,7 +78,9 @@ class StateUpdateSchema(Schema):
 class StateUpdatesSchema(Schema):
     """The body of POST /api/bots/:slug/state."""
 
-    states = fields.List(fields.Nested(StateUpdateSchema), required=True)
+    states = fields.List(
+        fields.Nested(StateUpdateSchema, error_messages={"null": ITEM_NOT_OBJECT}), required=True
+    )
 
     class Meta:
         unknown = EXCLUDE
@@ -107,6 +109,8 @@ def first_error(messages):
         return states[0]
     index = min(states)
     item = states[index]
+    if isinstance(item, list):  # a null item: the Nested field's own message
+        return f"states[{index}] {item[0]}"
     if "_schema" in item:
         return f"states[{index}] {item['_schema'][0]}"
     field = next(name for name in ITEM_FIELDS if name in item)

@@ -1,0 +1,96 @@
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import keys
+from app import create_app
+from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app({"DATABASE": str(tmp_path / "botstate.db")})
+    yield app
+    app.extensions["botstate.storage"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def storage(app):
+    return app.extensions["botstate.storage"]
+
+
+@pytest.fixture
+def bot(storage):
+    """A bot 'my-bot' and its plaintext key, as `flask bots create` makes them."""
+    api_key = keys.generate_key()
+    created = storage.create_bot("my-bot", "My bot", keys.hash_key(api_key))
+    return {"id": created["id"], "slug": "my-bot", "apiKey": api_key}
+
+
+@pytest.fixture
+def registered(storage):
+    """The accounts and tickers that the spec's successful examples name."""
+    for account_id in (ACCOUNT_0, ACCOUNT_1):
+        storage.add_account(account_id, None)
+    storage.add_ticker("AAPL", TICKER_AAPL)
+    storage.add_ticker("MSFT", TICKER_MSFT)
+
+
+def start_server(database, **settings):
+    """Start `python serve.py` on a free loopback port; returns (process, base URL, log path)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTSTATE_")}
+    env.update({"BOTSTATE_DATABASE": str(database), "BOTSTATE_PORT": "0", "BOTSTATE_HOST": "127.0.0.1"})
+    env.update({f"BOTSTATE_{k}": str(v) for k, v in settings.items()})
+    log_path = Path(str(database) + ".log")
+    log_file = open(log_path, "w")
+    process = subprocess.Popen(
+        [sys.executable, "serve.py"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+    )
+    log_file.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        match = LISTENING.search(log_path.read_text())
+        if match:
+            return process, match.group(1), log_path
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+
+
+def stop_server(process):
+    """SIGTERM the server and wait for it to exit."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def live_server(tmp_path, storage):
+    """A real waitress server (serve.py) on the same database file as `storage`."""
+    process, base_url, log_path = start_server(storage.path)
+    server = type("LiveServer", (), {"url": base_url, "log_path": log_path, "process": process})
+    yield server
+    stop_server(process)

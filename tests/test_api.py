@@ -1,0 +1,206 @@
+import json
+import shutil
+import sqlite3
+
+import pytest
+
+from app import create_app
+from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
+
+
+def post(client, bot, body, **headers):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return client.post(
+        f"/api/bots/{bot['slug']}/state", data=data, headers={"x-api-key": bot["apiKey"], **headers}
+    )
+
+
+def nested(depth):
+    """A state object nested `depth` levels deep (the state itself is level 1)."""
+    state = {}
+    for _ in range(depth - 1):
+        state = {"n": state}
+    return state
+
+
+@pytest.mark.parametrize(
+    "raw",
+    (
+        b"",
+        b"{",
+        b'{"states": [}',
+        b'{"states": NaN}',
+        b'{"states": [{"accountId": "x", "tickerId": "y", "state": {"v": Infinity}}]}',
+        b'{"states": [{"accountId": "x", "tickerId": "y", "state": {"v": -Infinity}}]}',
+        b'{"states": [], "v": 1e999}',
+        b'{"v": "\\ud800"}',
+        b'{"v": "\\udc00\\ud800"}',
+        b'{"v": "\xff\xfe"}',
+        b"\xef\xbb\xbf{}",
+        b'{"v": ' + b"9" * 5000 + b"}",
+        b"[" * 100_000 + b"]" * 100_000,
+        '{"states": []}'.encode("utf-16"),
+        b"states=1",
+    ),
+)
+def test_hostile_json_is_refused_and_changes_nothing(client, bot, registered, storage, raw):
+    response = post(client, bot, raw)
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "Invalid JSON in request body", "code": "BAD_REQUEST"}
+    assert storage.count_states() == 0
+
+
+def test_an_escaped_surrogate_pair_is_one_valid_character(client, bot, registered, storage):
+    response = post(client, bot, b'{"states": [{"accountId": "%s", "tickerId": "%s", "state": {"e": "\\ud83d\\ude00"}}]}' % (ACCOUNT_0.encode(), TICKER_AAPL.encode()))
+    assert response.get_json()["results"][0]["data"]["state"] == {"e": "\U0001f600"}
+
+
+def test_validation_errors_change_nothing(client, bot, registered, storage):
+    response = post(client, bot, {"states": [item(), item(account="bad")]})
+    assert response.status_code == 400
+    assert storage.count_states() == 0
+
+
+@pytest.mark.parametrize(
+    "depth,error",
+    ((100, None), (101, "State exceeds 100 levels of nesting"), (400, "State exceeds 100 levels of nesting")),
+)
+def test_state_nesting_limit_is_a_per_item_error(client, bot, registered, depth, error):
+    response = post(client, bot, {"states": [item(state=nested(depth)), item(ACCOUNT_1, TICKER_MSFT)]})
+    first, second = response.get_json()["results"]
+    assert second["status"] == "success"
+    if error is None:
+        assert first["status"] == "success"
+    else:
+        assert first == {"status": "error", "error": error, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "index": 0}
+
+
+def test_state_size_is_measured_as_stored_utf8_json(tmp_path):
+    app = create_app({"DATABASE": str(tmp_path / "db.sqlite"), "MAX_STATE_BYTES": 20})
+    storage = app.extensions["botstate.storage"]
+    from keys import generate_key, hash_key
+
+    key = generate_key()
+    storage.create_bot("b", "b", hash_key(key))
+    storage.add_account(ACCOUNT_0, None)
+    storage.add_ticker("AAPL", TICKER_AAPL)
+    bot = {"slug": "b", "apiKey": key}
+    client = app.test_client()
+    # {"k":"ééééééé"} is 12 + 7*2 = 26 bytes stored, 19 characters.
+    fits = post(client, bot, {"states": [item(state={"k": "é" * 4})]}).get_json()
+    too_big = post(client, bot, {"states": [item(state={"k": "é" * 7})]}).get_json()
+    storage.close()
+    assert fits["results"][0]["status"] == "success"
+    assert too_big["results"][0]["error"] == "State exceeds 20 bytes"
+
+
+def test_too_many_states_uses_the_configured_limit(tmp_path):
+    app = create_app({"DATABASE": str(tmp_path / "db.sqlite"), "MAX_STATES": 2})
+    from keys import generate_key, hash_key
+
+    key = generate_key()
+    app.extensions["botstate.storage"].create_bot("b", "b", hash_key(key))
+    response = post(app.test_client(), {"slug": "b", "apiKey": key}, {"states": [item()] * 3})
+    app.extensions["botstate.storage"].close()
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "states array cannot contain more than 2 items", "code": "BAD_REQUEST"}
+
+
+def test_body_over_the_limit_is_413_json(tmp_path):
+    app = create_app({"DATABASE": str(tmp_path / "db.sqlite"), "MAX_BODY_BYTES": 2048})
+    from keys import generate_key, hash_key
+
+    key = generate_key()
+    app.extensions["botstate.storage"].create_bot("b", "b", hash_key(key))
+    response = post(app.test_client(), {"slug": "b", "apiKey": key}, {"states": [item(state={"x": "y" * 3000})]})
+    app.extensions["botstate.storage"].close()
+    assert response.status_code == 413
+    assert response.get_json() == {"error": "Request body exceeds 2048 bytes", "code": "PAYLOAD_TOO_LARGE"}
+
+
+def test_response_keeps_state_key_order_and_unicode(client, bot, registered):
+    state = {"z": 1, "a": {"y": [3, 2, 1], "b": None}, "m": "日本語 é"}
+    response = post(client, bot, {"states": [item(state=state)]})
+    raw = response.get_data(as_text=True)
+    assert '"state":{"z":1,"a":{"y":[3,2,1],"b":null},"m":"日本語 é"}' in raw
+
+
+def test_unexpected_error_is_the_spec_500_with_a_logged_traceback(client, bot, registered, storage, monkeypatch, caplog):
+    def explode(*args):
+        raise RuntimeError("disk gremlin")
+
+    caplog.set_level("ERROR", logger="botstate")
+    monkeypatch.setattr(storage, "upsert_states", explode)
+    response = post(client, bot, {"states": [item()]})
+    assert response.status_code == 500
+    assert response.get_json() == {"error": "Internal server error", "code": "INTERNAL_SERVER_ERROR"}
+    assert "disk gremlin" not in response.get_data(as_text=True)
+    assert any(record.exc_info and "disk gremlin" in str(record.exc_info[1]) for record in caplog.records)
+
+
+def test_database_locked_past_the_timeout_is_503_with_retry_after(tmp_path):
+    app = create_app({"DATABASE": str(tmp_path / "db.sqlite"), "BUSY_TIMEOUT_MS": 100})
+    storage = app.extensions["botstate.storage"]
+    from keys import generate_key, hash_key
+
+    key = generate_key()
+    storage.create_bot("b", "b", hash_key(key))
+    storage.add_account(ACCOUNT_0, None)
+    storage.add_ticker("AAPL", TICKER_AAPL)
+    holder = sqlite3.connect(storage.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        response = post(app.test_client(), {"slug": "b", "apiKey": key}, {"states": [item()]})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    after = post(app.test_client(), {"slug": "b", "apiKey": key}, {"states": [item()]})
+    storage.close()
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.get_json() == {"error": "Database is busy, retry later", "code": "SERVICE_UNAVAILABLE"}
+    assert after.status_code == 200
+
+
+def test_healthz_reports_a_database_that_cannot_be_opened(tmp_path):
+    folder = tmp_path / "data"
+    app = create_app({"DATABASE": str(folder / "db.sqlite")})
+    client = app.test_client()
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    app.extensions["botstate.storage"].close()
+    shutil.rmtree(folder)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json() == {"status": "unavailable"}
+
+
+@pytest.mark.parametrize(
+    "method,path,status,code",
+    (
+        ("GET", "/nowhere", 404, "NOT_FOUND"),
+        ("GET", "/api/bots/my-bot/state", 405, "METHOD_NOT_ALLOWED"),
+        ("DELETE", "/api/bots/my-bot/state", 405, "METHOD_NOT_ALLOWED"),
+        ("OPTIONS", "/api/bots/my-bot/state", 405, "METHOD_NOT_ALLOWED"),
+        ("POST", "/healthz", 405, "METHOD_NOT_ALLOWED"),
+        ("POST", "/api/bots//state", 404, "NOT_FOUND"),
+    ),
+)
+def test_routing_errors_are_json(client, method, path, status, code):
+    response = client.open(path, method=method)
+    assert response.status_code == status
+    assert response.is_json and response.get_json()["code"] == code
+
+
+def test_one_log_line_per_request_without_key_or_state(client, bot, registered, caplog):
+    caplog.set_level("INFO", logger="botstate")
+    post(client, bot, {"states": [item(state={"secret": "marker-4242"})]})
+    lines = [r.getMessage() for r in caplog.records if r.name == "botstate"]
+    assert lines == [f"POST /api/bots/my-bot/state 200 {lines[0].split()[3]} bot=my-bot items=1 succeeded=1 failed=0"]
+    assert bot["apiKey"] not in lines[0] and "marker-4242" not in lines[0]
+
+
+def test_log_line_escapes_control_characters_in_the_path(client, caplog):
+    caplog.set_level("INFO", logger="botstate")
+    client.post("/api/bots/a%0Afake%20line/state")
+    [line] = [r.getMessage() for r in caplog.records if r.name == "botstate"]
+    assert "\n" not in line and "\\n" in line

@@ -1,0 +1,80 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+import config
+from app import create_app
+from conftest import ROOT, start_server, stop_server
+
+
+def test_defaults(tmp_path, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("BOTSTATE_"):
+            monkeypatch.delenv(name)
+    app = create_app({"DATABASE": str(tmp_path / "x.db")})
+    app.extensions["botstate.storage"].close()
+    assert (app.config["HOST"], app.config["PORT"], app.config["THREADS"]) == ("127.0.0.1", 8080, 4)
+    assert (app.config["MAX_STATES"], app.config["MAX_STATE_BYTES"]) == (1000, 65536)
+    assert app.config["MAX_BODY_BYTES"] == 10 * 1024 * 1024
+
+
+def test_default_database_is_in_the_instance_folder(monkeypatch):
+    monkeypatch.delenv("BOTSTATE_DATABASE", raising=False)
+    conf = dict(config.DEFAULTS, DATABASE="instance/botstate.db")
+    assert config.check(conf)["DATABASE"] == os.path.abspath("instance/botstate.db")
+
+
+def test_environment_overrides_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOTSTATE_DATABASE", str(tmp_path / "env.db"))
+    monkeypatch.setenv("BOTSTATE_THREADS", "8")
+    monkeypatch.setenv("BOTSTATE_MAX_STATES", "50")
+    monkeypatch.setenv("BOTSTATE_SYNCHRONOUS", "full")
+    app = create_app()
+    app.extensions["botstate.storage"].close()
+    assert app.config["DATABASE"] == str(tmp_path / "env.db")
+    assert (tmp_path / "env.db").exists()
+    assert (app.config["THREADS"], app.config["MAX_STATES"], app.config["SYNCHRONOUS"]) == (8, 50, "FULL")
+
+
+@pytest.mark.parametrize(
+    "name,value,message",
+    (
+        ("PORT", "http", "BOTSTATE_PORT must be an integer from 0 to 65535, got 'http'"),
+        ("PORT", "70000", "BOTSTATE_PORT must be an integer from 0 to 65535, got 70000"),
+        ("THREADS", "0", "BOTSTATE_THREADS must be an integer from 1 to 256, got 0"),
+        ("MAX_STATES", "true", "BOTSTATE_MAX_STATES must be an integer from 1 to 100000, got True"),
+        ("SYNCHRONOUS", "sometimes", "BOTSTATE_SYNCHRONOUS must be one of OFF, NORMAL, FULL, EXTRA, got 'sometimes'"),
+        ("HOST", "", "BOTSTATE_HOST must not be empty"),
+    ),
+)
+def test_bad_settings_are_named(tmp_path, monkeypatch, name, value, message):
+    monkeypatch.setenv(f"BOTSTATE_{name}", value)
+    with pytest.raises(config.ConfigError) as raised:
+        create_app({"DATABASE": str(tmp_path / "x.db")})
+    assert str(raised.value) == message
+
+
+def test_serve_refuses_a_bad_setting_with_one_line(tmp_path):
+    env = dict(os.environ, BOTSTATE_DATABASE=str(tmp_path / "x.db"), BOTSTATE_PORT="http")
+    result = subprocess.run([sys.executable, "serve.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip() == "botstate: BOTSTATE_PORT must be an integer from 0 to 65535, got 'http'"
+
+
+def test_serve_says_where_it_listens_and_how_to_create_a_bot(tmp_path):
+    database = tmp_path / "new.db"
+    process, url, log_path = start_server(database)
+    stop_server(process)
+    log = log_path.read_text()
+    assert f"botstate listening on {url} (database {database}, 4 threads)" in log
+    assert f"Create one with: BOTSTATE_DATABASE={database} .venv/bin/flask bots create my-bot" in log
+    assert process.returncode == 0, "SIGTERM stops the server cleanly"
+
+
+def test_serve_gives_no_hint_once_a_bot_exists(tmp_path, storage, bot):
+    process, url, log_path = start_server(storage.path)
+    stop_server(process)
+    assert "listening on" in log_path.read_text()
+    assert "Create one with" not in log_path.read_text()

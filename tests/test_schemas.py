@@ -1,0 +1,113 @@
+import pytest
+from marshmallow import ValidationError
+
+from schemas import StateUpdatesSchema, first_error, is_uuid, is_valid_slug
+from spec_data import ACCOUNT_0, TICKER_AAPL, item
+
+schema = StateUpdatesSchema(max_states=3)
+
+
+def load_error(body):
+    with pytest.raises(ValidationError) as raised:
+        schema.load(body)
+    return first_error(raised.value.messages)
+
+
+@pytest.mark.parametrize(
+    "body,message",
+    (
+        # One row per message of the spec, plus the ones the issue adds.
+        ({}, "states must be an array"),
+        ({"states": None}, "states must be an array"),
+        ({"states": {"0": item()}}, "states must be an array"),
+        ({"states": "[]"}, "states must be an array"),
+        (None, "states must be an array"),
+        ([item()], "states must be an array"),
+        ("states", "states must be an array"),
+        ({"states": []}, "states array cannot be empty"),
+        ({"states": [item()] * 4}, "states array cannot contain more than 3 items"),
+        ({"states": [5]}, "states[0] must be an object"),
+        ({"states": [None]}, "states[0] must be an object"),
+        ({"states": [[item()]]}, "states[0] must be an object"),
+        ({"states": [{"tickerId": TICKER_AAPL, "state": {}}]}, "states[0].accountId is required and must be a string"),
+        ({"states": [item(account=None)]}, "states[0].accountId is required and must be a string"),
+        ({"states": [item(account=550)]}, "states[0].accountId is required and must be a string"),
+        ({"states": [item(account="")]}, "states[0].accountId is required and must be a string"),
+        ({"states": [item(account="not-a-uuid")]}, "states[0].accountId must be a valid UUID"),
+        ({"states": [{"accountId": ACCOUNT_0, "state": {}}]}, "states[0].tickerId is required and must be a string"),
+        ({"states": [item(ticker=["x"])]}, "states[0].tickerId is required and must be a string"),
+        ({"states": [item(ticker="{" + TICKER_AAPL + "}")]}, "states[0].tickerId must be a valid UUID"),
+        ({"states": [{"accountId": ACCOUNT_0, "tickerId": TICKER_AAPL}]}, "states[0].state is required and must be an object"),
+        ({"states": [item(state=[])]}, "states[0].state is required and must be an object"),
+        ({"states": [{"accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": None}]}, "states[0].state is required and must be an object"),
+        ({"states": [item(state="long")]}, "states[0].state is required and must be an object"),
+        ({"states": [item(state=1)]}, "states[0].state is required and must be an object"),
+        ({"states": [item(state=True)]}, "states[0].state is required and must be an object"),
+    ),
+)
+def test_messages(body, message):
+    assert load_error(body) == message
+
+
+@pytest.mark.parametrize(
+    "items,message",
+    (
+        # The first problem in index order wins, and within an item accountId, tickerId, state.
+        ([item(), item(account="x"), item(ticker="y")], "states[1].accountId must be a valid UUID"),
+        ([item(), item(), item(state=[])], "states[2].state is required and must be an object"),
+        ([item(state=[], ticker="x", account="y")], "states[0].accountId must be a valid UUID"),
+        ([item(state=[], ticker="x")], "states[0].tickerId must be a valid UUID"),
+        ([item(), "x", item(account=1)], "states[1] must be an object"),
+    ),
+)
+def test_first_problem_in_index_order(items, message):
+    assert load_error({"states": items}) == message
+
+
+def test_valid_body_keeps_ids_as_sent_and_state_order():
+    upper = ACCOUNT_0.upper()
+    loaded = schema.load({"states": [item(account=upper, state={"z": 1, "a": 2})], "extra": 1})
+    assert loaded["states"][0]["accountId"] == upper
+    assert list(loaded["states"][0]["state"]) == ["z", "a"]
+
+
+def test_unknown_item_fields_are_ignored():
+    loaded = schema.load({"states": [{**item(), "note": "x"}]})
+    assert "note" not in loaded["states"][0]
+
+
+@pytest.mark.parametrize(
+    "value,valid",
+    (
+        ("550e8400-e29b-41d4-a716-446655440000", True),
+        ("550E8400-E29B-41D4-A716-446655440000", True),
+        ("{550e8400-e29b-41d4-a716-446655440000}", False),
+        ("urn:uuid:550e8400-e29b-41d4-a716-446655440000", False),
+        ("550e8400e29b41d4a716446655440000", False),
+        ("550e8400-e29b-41d4-a716-446655440000\n", False),
+        (" 550e8400-e29b-41d4-a716-446655440000", False),
+        ("550e8400-e29b-41d4-a716-44665544000g", False),
+        ("٥٥0e8400-e29b-41d4-a716-446655440000", False),
+        ("", False),
+    ),
+)
+def test_uuid_form(value, valid):
+    assert is_uuid(value) is valid
+
+
+@pytest.mark.parametrize(
+    "slug,valid",
+    (
+        ("my-trading-bot", True),
+        ("Bot_2", True),
+        ("a", True),
+        ("my bot", False),
+        ("bot!", False),
+        ("bot\n", False),
+        ("bøt", False),
+        ("bot.v2", False),
+        ("", False),
+    ),
+)
+def test_slug_form(slug, valid):
+    assert is_valid_slug(slug) is valid

@@ -1,0 +1,182 @@
+import json
+import sqlite3
+
+import pytest
+import sqlite_utils
+
+from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, TICKER_UNKNOWN
+from storage import (
+    Conflict,
+    DatabaseBusy,
+    ItemError,
+    NotFound,
+    SQLiteStorage,
+    StateRow,
+    StateWrite,
+    migrations,
+)
+
+
+def write(account=ACCOUNT_0, ticker=TICKER_AAPL, state=None):
+    return StateWrite(account, ticker, json.dumps(state or {"position": "long"}))
+
+
+def test_upsert_creates_then_updates_the_same_row(storage, bot, registered):
+    [created] = storage.upsert_states(bot["id"], [write(state={"v": 1})])
+    [updated] = storage.upsert_states(bot["id"], [write(state={"v": 2})])
+    assert isinstance(created, StateRow) and isinstance(updated, StateRow)
+    assert updated.id == created.id
+    assert updated.created_at == created.created_at
+    assert updated.updated_at >= created.updated_at
+    row = storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)
+    assert json.loads(row["state"]) == {"v": 2}
+    assert storage.count_states(bot["id"]) == 1
+
+
+def test_unknown_ticker_and_account_fail_alone(storage, bot, registered):
+    outcomes = storage.upsert_states(
+        bot["id"],
+        [write(), write(ticker=TICKER_UNKNOWN), write(account=TICKER_UNKNOWN), write(ACCOUNT_1, TICKER_MSFT)],
+    )
+    assert outcomes[1] is ItemError.TICKER_NOT_FOUND
+    assert outcomes[2] is ItemError.ACCOUNT_NOT_FOUND
+    assert isinstance(outcomes[0], StateRow) and isinstance(outcomes[3], StateRow)
+    assert storage.count_states() == 2
+
+
+def test_unknown_ticker_is_reported_before_unknown_account(storage, bot, registered):
+    # The spec's example item names neither a registered account nor ticker: "Ticker not found".
+    [outcome] = storage.upsert_states(bot["id"], [write(TICKER_UNKNOWN, TICKER_UNKNOWN)])
+    assert outcome is ItemError.TICKER_NOT_FOUND
+
+
+def test_a_failing_item_is_rolled_back_without_undoing_the_others(storage, bot, registered):
+    # A real SQLite failure inside one item's savepoint: a trigger that aborts one write
+    # after the item already changed a row.
+    sqlite_utils.Database(storage.path).execute(
+        """CREATE TRIGGER refuse_boom AFTER UPDATE ON user_bot_states
+           WHEN NEW.state LIKE '%boom%' BEGIN SELECT RAISE(ABORT, 'boom refused'); END"""
+    )
+    storage.upsert_states(bot["id"], [write(state={"v": "before"})])
+    outcomes = storage.upsert_states(
+        bot["id"],
+        [write(ACCOUNT_1, TICKER_MSFT, {"v": 1}), write(state={"v": "boom"}), write(ACCOUNT_1, TICKER_AAPL, {"v": 3})],
+    )
+    assert outcomes[1] is ItemError.FAILED
+    assert isinstance(outcomes[0], StateRow) and isinstance(outcomes[2], StateRow)
+    assert json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)["state"]) == {"v": "before"}
+    assert json.loads(storage.get_state(bot["id"], ACCOUNT_1, TICKER_AAPL)["state"]) == {"v": 3}
+
+
+def test_same_key_twice_applies_in_order(storage, bot, registered):
+    outcomes = storage.upsert_states(bot["id"], [write(state={"v": 1}), write(state={"v": 2})])
+    assert outcomes[0].id == outcomes[1].id
+    assert json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)["state"]) == {"v": 2}
+
+
+def test_bots_do_not_share_rows(storage, bot, registered):
+    other = storage.create_bot("other", "Other", "0" * 64)
+    storage.upsert_states(bot["id"], [write(state={"mine": True})])
+    [theirs] = storage.upsert_states(other["id"], [write(state={"theirs": True})])
+    assert theirs.bot_id == other["id"]
+    assert json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)["state"]) == {"mine": True}
+
+
+def test_deleting_a_bot_cascades_to_its_states_only(storage, bot, registered):
+    other = storage.create_bot("other", "Other", "0" * 64)
+    storage.upsert_states(bot["id"], [write(), write(ACCOUNT_1, TICKER_MSFT)])
+    storage.upsert_states(other["id"], [write()])
+    deleted = storage.delete_bot("my-bot")
+    assert deleted["states"] == 2
+    assert storage.count_states() == 1
+    with pytest.raises(NotFound):
+        storage.delete_bot("my-bot")
+
+
+def test_deleting_an_account_or_ticker_leaves_no_orphans(storage, bot, registered):
+    storage.upsert_states(bot["id"], [write(), write(ACCOUNT_1, TICKER_MSFT)])
+    db = sqlite_utils.Database(storage.path)
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute("DELETE FROM accounts WHERE id = ?", [ACCOUNT_0])
+    db.execute("DELETE FROM tickers WHERE id = ?", [TICKER_MSFT])
+    assert storage.count_states() == 0
+
+
+@pytest.mark.parametrize(
+    "call",
+    (
+        lambda s: s.create_bot("my-bot", "again", "0" * 64),
+        lambda s: s.add_account(ACCOUNT_0, None),
+        lambda s: s.add_ticker("AAPL", "11111111-1111-1111-1111-111111111111"),
+        lambda s: s.add_ticker("NEW", TICKER_AAPL),
+        lambda s: s.import_tickers([("AAPL", "11111111-1111-1111-1111-111111111111")]),
+    ),
+)
+def test_unique_keys_raise_conflict(storage, bot, registered, call):
+    with pytest.raises(Conflict):
+        call(storage)
+
+
+def test_imports_are_idempotent(storage):
+    rows = [(ACCOUNT_0, "a"), (ACCOUNT_1, None)]
+    assert storage.import_accounts(rows) == 2
+    assert storage.import_accounts(rows) == 0
+    assert storage.import_tickers([("AAPL", TICKER_AAPL), ("MSFT", None)]) == 2
+    assert storage.import_tickers([("AAPL", TICKER_AAPL), ("MSFT", None)]) == 0
+    assert [t["symbol"] for t in storage.list_tickers()] == ["AAPL", "MSFT"]
+
+
+def test_rotating_a_key_replaces_the_hash(storage, bot):
+    storage.replace_bot_key("my-bot", "f" * 64)
+    assert storage.find_bot_credentials("my-bot") == (bot["id"], "f" * 64)
+    with pytest.raises(NotFound):
+        storage.replace_bot_key("nope", "f" * 64)
+
+
+def test_migrate_is_idempotent_and_uses_wal(storage):
+    assert storage.migrate() == []
+    assert storage.schema_version() == [m.name for m in migrations._migrations]
+    assert sqlite_utils.Database(storage.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_an_old_database_file_is_upgraded_without_losing_rows(tmp_path):
+    path = str(tmp_path / "old.db")
+    newest = migrations._migrations[-1].name
+    # A database made by the release before the newest migration, holding data.
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before=newest)
+    old.execute("INSERT INTO bots VALUES ('b', 'old-bot', 'Old', 'hash', '2026-01-01T00:00:00.000Z')")
+    old.execute("INSERT INTO accounts VALUES (?, 'acct', '2026-01-01T00:00:00.000Z')", [ACCOUNT_0])
+    old.execute("INSERT INTO tickers VALUES (?, 'AAPL', '2026-01-01T00:00:00.000Z')", [TICKER_AAPL])
+    old.execute(
+        "INSERT INTO user_bot_states VALUES ('s', 'b', ?, ?, '{\"v\":1}', 'c', 'u')",
+        [ACCOUNT_0, TICKER_AAPL],
+    )
+    old.conn.close()
+
+    storage = SQLiteStorage(path)
+    assert storage.migrate() == [newest]
+    assert storage.migrate() == []
+    assert json.loads(storage.get_state("b", ACCOUNT_0, TICKER_AAPL)["state"]) == {"v": 1}
+    assert storage.get_bot("old-bot")["states"] == 1
+    storage.close()
+
+
+def test_a_write_lock_held_elsewhere_past_the_timeout_raises_busy(tmp_path):
+    storage = SQLiteStorage(str(tmp_path / "busy.db"), busy_timeout_ms=100)
+    storage.migrate()
+    other = sqlite3.connect(storage.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(DatabaseBusy):
+            storage.create_bot("x", "x", "0" * 64)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert storage.create_bot("x", "x", "0" * 64)["slug"] == "x"
+    storage.close()
+
+
+def test_connections_have_foreign_keys_on(storage):
+    with storage._reading() as db:
+        assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
