@@ -49,7 +49,9 @@ def storage_errors():
 def canonical_uuid(value, what):
     """The lowercase form of a UUID option, or a clear usage error."""
     if not is_uuid(value):
-        raise click.BadParameter(f"{value!r} is not a UUID like 550e8400-e29b-41d4-a716-446655440000", param_hint=what)
+        raise click.ClickException(
+            f"{what}: {value!r} is not a UUID like 550e8400-e29b-41d4-a716-446655440000"
+        )
     return value.lower()
 
 
@@ -100,8 +102,8 @@ def batches(items, size):
 def bots_create(slug, name, as_json):
     """Create a bot and print its API key (shown only this once)."""
     if not is_valid_slug(slug):
-        raise click.BadParameter(
-            "use only letters, digits, hyphens and underscores", param_hint="SLUG"
+        raise click.ClickException(
+            f"invalid slug {slug!r}: use only letters, digits, hyphens and underscores"
         )
     api_key = keys.generate_key()
     with storage_errors():
@@ -240,8 +242,8 @@ def accounts_list(as_json):
 def tickers_add(symbol, ticker_id, as_json):
     """Register one ticker by its symbol."""
     if not is_valid_symbol(symbol):
-        raise click.BadParameter(
-            f"1 to {MAX_SYMBOL_LENGTH} characters, no spaces or commas", param_hint="SYMBOL"
+        raise click.ClickException(
+            f"invalid symbol {symbol!r}: 1 to {MAX_SYMBOL_LENGTH} characters, no spaces or commas"
         )
     ticker_id = canonical_uuid(ticker_id, "--id") if ticker_id else str(uuid.uuid4())
     with storage_errors():
