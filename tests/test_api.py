@@ -5,6 +5,7 @@ import sqlite3
 import pytest
 
 from app import create_app
+from keys import generate_key, hash_key
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
 
 
@@ -13,6 +14,26 @@ def post(client, bot, body, **headers):
     return client.post(
         f"/api/bots/{bot['slug']}/state", data=data, headers={"x-api-key": bot["apiKey"], **headers}
     )
+
+
+@pytest.fixture
+def configured(tmp_path):
+    """Factory: a client of an app with extra settings, and its bot 'b' with the spec's first ids."""
+    storages = []
+
+    def make(**settings):
+        app = create_app({"DATABASE": str(tmp_path / f"db{len(storages)}.sqlite"), **settings})
+        storage = app.extensions["botstate.storage"]
+        storages.append(storage)
+        key = generate_key()
+        storage.create_bot("b", "b", hash_key(key))
+        storage.add_account(ACCOUNT_0, None)
+        storage.add_ticker("AAPL", TICKER_AAPL)
+        return app.test_client(), {"slug": "b", "apiKey": key}, storage
+
+    yield make
+    for storage in storages:
+        storage.close()
 
 
 def nested(depth):
@@ -75,45 +96,25 @@ def test_state_nesting_limit_is_a_per_item_error(client, bot, registered, depth,
         assert first == {"status": "error", "error": error, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "index": 0}
 
 
-def test_state_size_is_measured_as_stored_utf8_json(tmp_path):
-    app = create_app({"DATABASE": str(tmp_path / "db.sqlite"), "MAX_STATE_BYTES": 20})
-    storage = app.extensions["botstate.storage"]
-    from keys import generate_key, hash_key
-
-    key = generate_key()
-    storage.create_bot("b", "b", hash_key(key))
-    storage.add_account(ACCOUNT_0, None)
-    storage.add_ticker("AAPL", TICKER_AAPL)
-    bot = {"slug": "b", "apiKey": key}
-    client = app.test_client()
+def test_state_size_is_measured_as_stored_utf8_json(configured):
+    client, bot, _ = configured(MAX_STATE_BYTES=20)
     # {"k":"ééééééé"} is 12 + 7*2 = 26 bytes stored, 19 characters.
     fits = post(client, bot, {"states": [item(state={"k": "é" * 4})]}).get_json()
     too_big = post(client, bot, {"states": [item(state={"k": "é" * 7})]}).get_json()
-    storage.close()
     assert fits["results"][0]["status"] == "success"
     assert too_big["results"][0]["error"] == "State exceeds 20 bytes"
 
 
-def test_too_many_states_uses_the_configured_limit(tmp_path):
-    app = create_app({"DATABASE": str(tmp_path / "db.sqlite"), "MAX_STATES": 2})
-    from keys import generate_key, hash_key
-
-    key = generate_key()
-    app.extensions["botstate.storage"].create_bot("b", "b", hash_key(key))
-    response = post(app.test_client(), {"slug": "b", "apiKey": key}, {"states": [item()] * 3})
-    app.extensions["botstate.storage"].close()
+def test_too_many_states_uses_the_configured_limit(configured):
+    client, bot, _ = configured(MAX_STATES=2)
+    response = post(client, bot, {"states": [item()] * 3})
     assert response.status_code == 400
     assert response.get_json() == {"error": "states array cannot contain more than 2 items", "code": "BAD_REQUEST"}
 
 
-def test_body_over_the_limit_is_413_json(tmp_path):
-    app = create_app({"DATABASE": str(tmp_path / "db.sqlite"), "MAX_BODY_BYTES": 2048})
-    from keys import generate_key, hash_key
-
-    key = generate_key()
-    app.extensions["botstate.storage"].create_bot("b", "b", hash_key(key))
-    response = post(app.test_client(), {"slug": "b", "apiKey": key}, {"states": [item(state={"x": "y" * 3000})]})
-    app.extensions["botstate.storage"].close()
+def test_body_over_the_limit_is_413_json(configured):
+    client, bot, _ = configured(MAX_BODY_BYTES=2048)
+    response = post(client, bot, {"states": [item(state={"x": "y" * 3000})]})
     assert response.status_code == 413
     assert response.get_json() == {"error": "Request body exceeds 2048 bytes", "code": "PAYLOAD_TOO_LARGE"}
 
@@ -138,24 +139,16 @@ def test_unexpected_error_is_the_spec_500_with_a_logged_traceback(client, bot, r
     assert any(record.exc_info and "disk gremlin" in str(record.exc_info[1]) for record in caplog.records)
 
 
-def test_database_locked_past_the_timeout_is_503_with_retry_after(tmp_path):
-    app = create_app({"DATABASE": str(tmp_path / "db.sqlite"), "BUSY_TIMEOUT_MS": 100})
-    storage = app.extensions["botstate.storage"]
-    from keys import generate_key, hash_key
-
-    key = generate_key()
-    storage.create_bot("b", "b", hash_key(key))
-    storage.add_account(ACCOUNT_0, None)
-    storage.add_ticker("AAPL", TICKER_AAPL)
+def test_database_locked_past_the_timeout_is_503_with_retry_after(configured):
+    client, bot, storage = configured(BUSY_TIMEOUT_MS=100)
     holder = sqlite3.connect(storage.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        response = post(app.test_client(), {"slug": "b", "apiKey": key}, {"states": [item()]})
+        response = post(client, bot, {"states": [item()]})
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    after = post(app.test_client(), {"slug": "b", "apiKey": key}, {"states": [item()]})
-    storage.close()
+    after = post(client, bot, {"states": [item()]})
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
     assert response.get_json() == {"error": "Database is busy, retry later", "code": "SERVICE_UNAVAILABLE"}
