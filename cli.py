@@ -76,6 +76,11 @@ class _NoProgress:
         pass
 
 
+def file_label(file):
+    """How to name an input file in an error message."""
+    return getattr(file, "name", None) or "<stdin>"
+
+
 def read_csv_rows(file):
     """(line number, cells) for each non-blank, non-comment line of a CSV file."""
     text = file.read()
@@ -177,7 +182,7 @@ def bots_delete(slug, yes, as_json):
 @json_option
 def accounts_add(account_id, name, as_json):
     """Register one user broker account."""
-    account_id = canonical_uuid(account_id, "--id") if account_id else str(uuid.uuid4())
+    account_id = str(uuid.uuid4()) if account_id is None else canonical_uuid(account_id, "--id")
     with storage_errors():
         account = storage().add_account(account_id, name)
     emit(as_json, account, f"Added account {account_id}" + (f" ({name})" if name else ""))
@@ -214,7 +219,7 @@ def parse_accounts(file):
             continue
         value = cells[id_column] if id_column < len(cells) else ""
         if not is_uuid(value):
-            raise click.ClickException(f"{file.name} line {number}: {value!r} is not a UUID")
+            raise click.ClickException(f"{file_label(file)} line {number}: {value!r} is not a UUID")
         name = None
         if name_column is not None and name_column < len(cells) and cells[name_column]:
             name = cells[name_column]
@@ -245,7 +250,7 @@ def tickers_add(symbol, ticker_id, as_json):
         raise click.ClickException(
             f"invalid symbol {symbol!r}: 1 to {MAX_SYMBOL_LENGTH} characters, no spaces or commas"
         )
-    ticker_id = canonical_uuid(ticker_id, "--id") if ticker_id else str(uuid.uuid4())
+    ticker_id = str(uuid.uuid4()) if ticker_id is None else canonical_uuid(ticker_id, "--id")
     with storage_errors():
         ticker = storage().add_ticker(symbol, ticker_id)
     emit(as_json, ticker, f"Added ticker {symbol} ({ticker_id})")
@@ -261,11 +266,9 @@ def tickers_import(file, as_json):
     Use - to read from standard input.
     """
     rows = parse_tickers(file)
-    added = 0
+    # One transaction: a conflict with a registered ticker undoes the whole import.
     with storage_errors(), progress(len(rows), "Importing tickers", not as_json) as bar:
-        for batch in batches(rows, IMPORT_BATCH):
-            added += storage().import_tickers(batch)
-            bar.update(len(batch))
+        added = storage().import_tickers(rows, on_progress=bar.update)
     result = {"added": added, "existing": len(rows) - added, "total": len(rows)}
     emit(as_json, result, f"Added {added} tickers ({result['existing']} already registered).")
 
@@ -282,16 +285,16 @@ def parse_tickers(file):
             continue
         symbol = cells[symbol_column] if symbol_column < len(cells) else ""
         if not is_valid_symbol(symbol):
-            raise click.ClickException(f"{file.name} line {number}: {symbol!r} is not a ticker symbol")
+            raise click.ClickException(f"{file_label(file)} line {number}: {symbol!r} is not a ticker symbol")
         ticker_id = None
         if id_column is not None and id_column < len(cells) and cells[id_column]:
             if not is_uuid(cells[id_column]):
                 raise click.ClickException(
-                    f"{file.name} line {number}: {cells[id_column]!r} is not a UUID"
+                    f"{file_label(file)} line {number}: {cells[id_column]!r} is not a UUID"
                 )
             ticker_id = cells[id_column].lower()
         if rows.get(symbol, ticker_id) != ticker_id:
-            raise click.ClickException(f"{file.name} line {number}: {symbol} appears twice with different ids")
+            raise click.ClickException(f"{file_label(file)} line {number}: {symbol} appears twice with different ids")
         rows[symbol] = ticker_id
     return list(rows.items())
 

@@ -14,6 +14,8 @@ import sqlite_utils
 
 log = logging.getLogger("botstate.storage")
 
+PROGRESS_EVERY = 500
+
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 # Primary SQLite result codes that mean the database, not the request, is at fault.
@@ -366,15 +368,18 @@ class SQLiteStorage:
                 raise Conflict(self._ticker_conflict(db, symbol, ticker_id))
         return {"id": ticker_id, "symbol": symbol}
 
-    def import_tickers(self, rows):
-        """Insert (symbol, id or None) rows; existing identical ones are skipped.
+    def import_tickers(self, rows, on_progress=None):
+        """Insert (symbol, id or None) rows in one transaction; existing identical ones are skipped.
 
-        Returns how many were new. Raises Conflict, undoing the batch, when a
+        Returns how many were new. Raises Conflict, undoing all of them, when a
         symbol exists under another id or an id under another symbol.
+        `on_progress(n)` is called as rows are done.
         """
         added = 0
         with self._writing() as db:
-            for symbol, ticker_id in rows:
+            for done, (symbol, ticker_id) in enumerate(rows, start=1):
+                if on_progress is not None and done % PROGRESS_EVERY == 0:
+                    on_progress(PROGRESS_EVERY)
                 if self._insert_ticker(db, symbol, ticker_id or str(uuid.uuid4())):
                     added += 1
                     continue
@@ -383,6 +388,8 @@ class SQLiteStorage:
                 ).fetchone()
                 if existing is None or (ticker_id and existing[0] != ticker_id):
                     raise Conflict(self._ticker_conflict(db, symbol, ticker_id))
+            if on_progress is not None:
+                on_progress(len(rows) % PROGRESS_EVERY)
         return added
 
     @staticmethod
