@@ -80,6 +80,16 @@ def resolve(headers, api_key):
     return {k: (api_key if v == GOOD_KEY else v) for k, v in headers.items()}
 
 
+def post_table_row(live_server, bot, path, headers, data):
+    """POST one row of an error table: its path, headers (GOOD_KEY resolved) and raw body."""
+    return requests.post(
+        live_server.url + path,
+        data=data.encode("utf-8"),
+        headers={**JSON_TYPE, **resolve(headers, bot["apiKey"])},
+        timeout=TIMEOUT,
+    )
+
+
 def assert_json(response, status, expected=None):
     """The response has this status, a JSON Content-Type and (if given) exactly this body."""
     assert response.status_code == status, response.text
@@ -258,12 +268,7 @@ ERRORS = [
     "path, headers, data, status, expected", [row[1:] for row in ERRORS], ids=[row[0] for row in ERRORS]
 )
 def test_spec_error_responses(live_server, bot, registered, storage, path, headers, data, status, expected):
-    response = requests.post(
-        live_server.url + path,
-        data=data.encode("utf-8"),
-        headers={**JSON_TYPE, **resolve(headers, bot["apiKey"])},
-        timeout=TIMEOUT,
-    )
+    response = post_table_row(live_server, bot, path, headers, data)
     assert_json(response, status, expected)
     assert storage.count_states() == 0  # a refused request writes nothing
 
@@ -289,12 +294,7 @@ PRECEDENCE = [
     ids=[row[0] for row in PRECEDENCE],
 )
 def test_order_of_checks(live_server, bot, path, headers, data, status, expected):
-    response = requests.post(
-        live_server.url + path,
-        data=data.encode("utf-8"),
-        headers={**JSON_TYPE, **resolve(headers, bot["apiKey"])},
-        timeout=TIMEOUT,
-    )
+    response = post_table_row(live_server, bot, path, headers, data)
     assert_json(response, status, expected)
 
 
