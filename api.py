@@ -1,4 +1,4 @@
-"""The HTTP API blueprint: POST /api/bots/:slug/state and the health check."""
+"""The HTTP API blueprint: write, merge, read, page and delete bot state; the health check."""
 
 import logging
 from collections import Counter
@@ -9,8 +9,15 @@ from marshmallow import ValidationError
 import jsoncodec
 import keys
 from errors import APIError, bad_request
-from schemas import first_error, is_valid_slug
-from storage import StateRow, StateWrite, StorageError
+from schemas import (
+    StateKeySchema,
+    StateQuerySchema,
+    encode_cursor,
+    first_error,
+    first_param_error,
+    is_valid_slug,
+)
+from storage import ItemError, StateRow, StateWrite, StorageError, VersionConflict
 
 log = logging.getLogger("botstate")
 
@@ -19,6 +26,9 @@ bp = Blueprint("api", __name__)
 INVALID_SLUG = (
     "Invalid slug format. Only alphanumeric characters, hyphens, and underscores are allowed."
 )
+STATE_QUERY = StateQuerySchema()
+STATE_KEY = StateKeySchema()
+_NOT_PARSED = object()
 
 
 def storage():
@@ -61,8 +71,41 @@ def state_updates(body):
         raise bad_request(first_error(error.messages)) from None
 
 
-def item_error(update, index, message):
+def load_params(schema, data):
+    """Path or query parameters loaded by `schema`, or a 400 naming the first bad one."""
+    try:
+        return schema.load(data)
+    except ValidationError as error:
+        raise bad_request(first_param_error(error.messages, schema)) from None
+
+
+def row_json(row, state=_NOT_PARSED):
+    """A stored state row as the API shows it."""
+    return {
+        "id": row.id,
+        "botId": row.bot_id,
+        "userBrokerAccountId": row.account_id,
+        "tickerId": row.ticker_id,
+        "state": jsoncodec.loads(row.state_json) if state is _NOT_PARSED else state,
+        "version": row.version,
+        "createdAt": row.created_at,
+        "updatedAt": row.updated_at,
+    }
+
+
+def etag(version):
+    """The strong validator of a row: its quoted version."""
+    return f'"{version}"'
+
+
+def item_error(update, index, outcome):
     """A failed item of the response, as the spec shows it."""
+    if isinstance(outcome, VersionConflict):
+        message = f"Version conflict: expected {outcome.expected}, found {outcome.found}"
+    elif outcome is ItemError.STATE_TOO_LARGE:
+        message = outcome.value.format(max_state_bytes=current_app.config["MAX_STATE_BYTES"])
+    else:
+        message = outcome if isinstance(outcome, str) else outcome.value
     return {
         "status": "error",
         "error": message,
@@ -72,63 +115,132 @@ def item_error(update, index, message):
     }
 
 
-def state_data(row, state):
-    """A stored state row as the API shows it."""
-    return {
-        "id": row.id,
-        "botId": row.bot_id,
-        "userBrokerAccountId": row.account_id,
-        "tickerId": row.ticker_id,
-        "state": state,
-        "createdAt": row.created_at,
-        "updatedAt": row.updated_at,
-    }
-
-
-@bp.post("/api/bots/<slug>/state", provide_automatic_options=False)
-def update_states(slug):
-    """Upsert the state of each (account, ticker) item independently."""
+def write_states(slug, merge):
+    """Validate the items, write each independently, and answer the spec's bulk response."""
     bot_id = authenticate(slug)
     updates = state_updates(json_body())
-    config = current_app.config
-    results = [None] * len(updates)
+    max_depth = current_app.config["MAX_STATE_DEPTH"]
+    outcomes = [None] * len(updates)
     writes, write_indexes = [], []
     for index, update in enumerate(updates):
-        state = update["state"]
-        if jsoncodec.depth_exceeds(state, config["MAX_STATE_DEPTH"]):
-            results[index] = f"State exceeds {config['MAX_STATE_DEPTH']} levels of nesting"
-            continue
-        state_json = jsoncodec.dumps(state)
-        if len(state_json.encode("utf-8")) > config["MAX_STATE_BYTES"]:
-            results[index] = f"State exceeds {config['MAX_STATE_BYTES']} bytes"
+        if jsoncodec.depth_exceeds(update["state"], max_depth):
+            outcomes[index] = f"State exceeds {max_depth} levels of nesting"
             continue
         writes.append(
-            StateWrite(update["accountId"].lower(), update["tickerId"].lower(), state_json)
+            StateWrite(
+                update["accountId"].lower(),
+                update["tickerId"].lower(),
+                jsoncodec.dumps(update["state"]),
+                update["expectedVersion"],
+            )
         )
         write_indexes.append(index)
     if writes:
-        for index, outcome in zip(write_indexes, storage().upsert_states(bot_id, writes)):
-            results[index] = outcome
+        stored = storage().write_states(
+            bot_id, writes, merge=merge, max_state_bytes=current_app.config["MAX_STATE_BYTES"]
+        )
+        for index, outcome in zip(write_indexes, stored):
+            outcomes[index] = outcome
 
-    response_items = []
-    for index, (update, outcome) in enumerate(zip(updates, results)):
-        if isinstance(outcome, StateRow):
-            response_items.append(
-                {
-                    "status": "success",
-                    "data": state_data(outcome, update["state"]),
-                    "accountId": update["accountId"],
-                    "tickerId": update["tickerId"],
-                }
-            )
-        else:
-            message = outcome if isinstance(outcome, str) else outcome.value
-            response_items.append(item_error(update, index, message))
-    failures = Counter(item["error"] for item in response_items if item["status"] == "error")
+    results = []
+    for index, (update, outcome) in enumerate(zip(updates, outcomes)):
+        if not isinstance(outcome, StateRow):
+            results.append(item_error(update, index, outcome))
+            continue
+        # A replaced state is exactly what was sent; a merged one is read back.
+        data = row_json(outcome) if merge else row_json(outcome, update["state"])
+        results.append(
+            {
+                "status": "success",
+                "data": data,
+                "accountId": update["accountId"],
+                "tickerId": update["tickerId"],
+            }
+        )
+    failures = Counter(item["error"] for item in results if item["status"] == "error")
     failed = sum(failures.values())
     summary = {"total": len(updates), "succeeded": len(updates) - failed, "failed": failed}
     g.summary, g.failures = summary, failures
-    return jsonify(success=True, summary=summary, results=response_items)
+    return jsonify(success=True, summary=summary, results=results)
+
+
+@bp.post("/api/bots/<slug>/state", provide_automatic_options=False)
+def replace_states(slug):
+    """Upsert each (account, ticker) state, replacing what was stored."""
+    return write_states(slug, merge=False)
+
+
+@bp.patch("/api/bots/<slug>/state", provide_automatic_options=False)
+def merge_states(slug):
+    """Apply each state as an RFC 7396 merge patch to what was stored (or to {})."""
+    return write_states(slug, merge=True)
+
+
+@bp.get("/api/bots/<slug>/state", provide_automatic_options=False)
+def list_states(slug):
+    """A page of the bot's states, filtered, in a stable order, with the cursor of the next."""
+    bot_id = authenticate(slug)
+    query = load_params(STATE_QUERY, request.args.to_dict(flat=True))
+    rows, more = storage().list_states(
+        bot_id,
+        query["limit"],
+        account_id=query.get("accountId"),
+        ticker_id=query.get("tickerId"),
+        updated_since=query.get("updatedSince"),
+        after=query.get("cursor"),
+    )
+    next_cursor = encode_cursor(rows[-1].account_id, rows[-1].ticker_id) if more else None
+    return jsonify(data=[row_json(row) for row in rows], nextCursor=next_cursor)
+
+
+def state_key(account_id, ticker_id):
+    """The canonical (account, ticker) of a state path, or a 400 naming the bad one."""
+    key = load_params(STATE_KEY, {"accountId": account_id, "tickerId": ticker_id})
+    return key["accountId"], key["tickerId"]
+
+
+def state_not_found():
+    """The 404 for a row that does not exist (or belongs to another bot)."""
+    return APIError(404, "State not found", "NOT_FOUND")
+
+
+@bp.get("/api/bots/<slug>/state/<account_id>/<ticker_id>", provide_automatic_options=False)
+def get_state(slug, account_id, ticker_id):
+    """One state row, with its version as ETag; 304 when If-None-Match has it."""
+    bot_id = authenticate(slug)
+    row = storage().get_state(bot_id, *state_key(account_id, ticker_id))
+    if row is None:
+        raise state_not_found()
+    if request.if_none_match.star_tag or request.if_none_match.contains_weak(str(row.version)):
+        response = current_app.response_class(status=304)
+    else:
+        response = jsonify(data=row_json(row))
+    response.headers["ETag"] = etag(row.version)
+    return response
+
+
+@bp.delete("/api/bots/<slug>/state/<account_id>/<ticker_id>", provide_automatic_options=False)
+def delete_state(slug, account_id, ticker_id):
+    """Delete one state row; with If-Match, only while its version is one of those given."""
+    bot_id = authenticate(slug)
+    key = state_key(account_id, ticker_id)
+    expected = None
+    if request.if_match and not request.if_match.star_tag:
+        # Strong comparison (RFC 9110): weak tags and tags that are not versions never match.
+        tags = request.if_match.as_set(include_weak=False)
+        expected = sorted(int(tag) for tag in tags if tag.isdigit() and len(tag) < 19)
+    outcome = storage().delete_state(bot_id, *key, expected_versions=expected)
+    if outcome is None:
+        raise state_not_found()
+    if isinstance(outcome, VersionConflict):
+        sent = request.headers.get("If-Match", "").replace('"', "")[:100]
+        raise APIError(
+            412,
+            f"Version conflict: expected {sent}, found {outcome.found}",
+            "PRECONDITION_FAILED",
+            {"ETag": etag(outcome.found)},
+        )
+    return jsonify(data=row_json(outcome))
 
 
 @bp.get("/healthz", provide_automatic_options=False)

@@ -1,8 +1,11 @@
 """Request validation with marshmallow, reporting problems in the spec's wording."""
 
+import base64
+import datetime
 import re
+import uuid
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
 
 SLUG_PATTERN = re.compile(r"[a-zA-Z0-9_-]+")
 # Only the canonical 8-4-4-4-12 form: no braces, no urn:uuid:, no missing hyphens.
@@ -19,7 +22,19 @@ FIELD_REQUIRED_STRING = "is required and must be a string"
 FIELD_NOT_UUID = "must be a valid UUID"
 STATE_REQUIRED_OBJECT = "is required and must be an object"
 
-ITEM_FIELDS = ("accountId", "tickerId", "state")
+VERSION_INVALID = "must be an integer from 0 to {max}"
+LIMIT_INVALID = "must be an integer from {min} to {max}"
+TIMESTAMP_INVALID = "must be an RFC 3339 date-time, e.g. 2026-11-24T21:00:00Z"
+CURSOR_INVALID = "is not a cursor this service returned"
+
+ITEM_FIELDS = ("accountId", "tickerId", "state", "expectedVersion")
+MAX_VERSION = 2**63 - 1  # SQLite's largest integer
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))"
+)
 
 
 def is_valid_slug(slug):
@@ -62,14 +77,33 @@ class StateObject(fields.Dict):
     }
 
 
+class Version(fields.Integer):
+    """A row version: a JSON integer (not a boolean, float or string) from 0 up."""
+
+    default_error_messages = {
+        key: VERSION_INVALID.format(max=MAX_VERSION) for key in ("invalid", "null", "too_large")
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            strict=True, validate=validate.Range(0, MAX_VERSION, error=VERSION_INVALID.format(max=MAX_VERSION)), **kwargs
+        )
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class StateUpdateSchema(Schema):
-    """One item of `states`: which account and ticker, and the state to store."""
+    """One item of `states`: which account and ticker, the state, and optionally the version it must have."""
 
     error_messages = {"type": ITEM_NOT_OBJECT}
 
     accountId = UUIDString(required=True)
     tickerId = UUIDString(required=True)
     state = StateObject(required=True)
+    expectedVersion = Version(load_default=None)
 
     class Meta:
         unknown = EXCLUDE
@@ -100,6 +134,98 @@ class StateUpdatesSchema(Schema):
         if len(states) > self.max_states:
             raise ValidationError(STATES_TOO_MANY.format(max=self.max_states), "states")
         return data
+
+
+class Timestamp(fields.String):
+    """An RFC 3339 date-time, loaded as the stored form: UTC, milliseconds, Z."""
+
+    default_error_messages = {"invalid": TIMESTAMP_INVALID, "not_timestamp": TIMESTAMP_INVALID}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        match = RFC3339.fullmatch(value)
+        if match is None:
+            raise self.make_error("not_timestamp")
+        year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
+        fraction = match.group(7) or ".0"
+        try:
+            moment = datetime.datetime(
+                year, month, day, hour, minute, min(second, 59),  # a leap second counts as :59
+                int(fraction[1:7].ljust(6, "0")),
+                tzinfo=datetime.timezone.utc,
+            )
+        except ValueError:
+            raise self.make_error("not_timestamp") from None
+        if match.group(8) is None:
+            sign = 1 if match.group(9) == "+" else -1
+            offset = datetime.timedelta(hours=int(match.group(10)), minutes=int(match.group(11)))
+            try:
+                moment -= sign * offset
+            except OverflowError:  # beyond year 1..9999 in UTC: before or after every row
+                return "0000" if sign > 0 else "9999-99"
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def encode_cursor(account_id, ticker_id):
+    """The opaque cursor that points just past the row with these ids."""
+    raw = uuid.UUID(account_id).bytes + uuid.UUID(ticker_id).bytes
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+class Cursor(fields.String):
+    """A page cursor, loaded as the (account id, ticker id) key it points past."""
+
+    PATTERN = r"^[A-Za-z0-9_-]{43}$"
+    default_error_messages = {"invalid": CURSOR_INVALID, "not_cursor": CURSOR_INVALID}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if re.fullmatch(self.PATTERN[1:-1], value) is None:
+            raise self.make_error("not_cursor")
+        raw = base64.urlsafe_b64decode(value + "=")
+        return str(uuid.UUID(bytes=raw[:16])), str(uuid.UUID(bytes=raw[16:32]))
+
+
+class FilterUUID(UUIDString):
+    """An optional UUID query parameter, loaded lowercase."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).lower()
+
+
+class StateQuerySchema(Schema):
+    """The query of GET /api/bots/:slug/state: optional filters and paging."""
+
+    accountId = FilterUUID()
+    tickerId = FilterUUID()
+    updatedSince = Timestamp()
+    limit = fields.Integer(
+        load_default=DEFAULT_PAGE_SIZE,
+        validate=validate.Range(1, MAX_PAGE_SIZE, error=LIMIT_INVALID.format(min=1, max=MAX_PAGE_SIZE)),
+        error_messages={"invalid": LIMIT_INVALID.format(min=1, max=MAX_PAGE_SIZE)},
+    )
+    cursor = Cursor()
+
+    class Meta:
+        unknown = EXCLUDE
+
+    @pre_load
+    def drop_empty(self, data, **kwargs):
+        """Treat `?accountId=` like an absent filter; take the first of repeated parameters."""
+        return {key: data[key] for key in data if data[key] != ""}
+
+
+class StateKeySchema(Schema):
+    """The path of one state row: /api/bots/:slug/state/:accountId/:tickerId."""
+
+    accountId = FilterUUID(required=True)
+    tickerId = FilterUUID(required=True)
+
+
+def first_param_error(messages, schema):
+    """The first invalid parameter, in the schema's field order, as one sentence."""
+    name = next(name for name in schema.fields if name in messages)
+    return f"{name} {messages[name][0]}"
 
 
 def first_error(messages):

@@ -82,6 +82,12 @@ def _index_state_foreign_keys(db):
     db.execute("CREATE INDEX idx_user_bot_states_ticker ON user_bot_states (ticker_id)")
 
 
+@migrations(name="0003_state_versions")
+def _add_state_versions(db):
+    # Rows written before versions existed start at 1, like a newly created row.
+    db.execute("ALTER TABLE user_bot_states ADD COLUMN version INTEGER NOT NULL DEFAULT 1")
+
+
 class StorageError(Exception):
     """Base class of the errors the storage layer raises."""
 
@@ -107,39 +113,75 @@ class ItemError(enum.Enum):
 
     TICKER_NOT_FOUND = "Ticker not found"
     ACCOUNT_NOT_FOUND = "Account not found"
+    STATE_TOO_LARGE = "State exceeds {max_state_bytes} bytes"
     FAILED = "Failed to update state"
 
 
 @dataclasses.dataclass(frozen=True)
+class VersionConflict:
+    """A write or delete whose expected version is not the stored one (0: no row)."""
+
+    expected: object
+    found: int
+
+
+@dataclasses.dataclass(frozen=True)
 class StateWrite:
-    """One state to upsert: canonical lowercase ids and the state as JSON text."""
+    """One state to write: canonical lowercase ids, the state (or merge patch) as JSON text,
+    and the version the row must have (0: must not exist; None: any)."""
 
     account_id: str
     ticker_id: str
     state_json: str
+    expected_version: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class StateRow:
-    """A stored state row, without the state itself (the caller holds it)."""
+    """A stored state row; the state is the stored JSON text."""
 
     id: str
     bot_id: str
     account_id: str
     ticker_id: str
+    state_json: str
+    version: int
     created_at: str
     updated_at: str
 
 
-_UPSERT_STATE = f"""
+_STATE_COLUMNS = (
+    "id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at"
+)
+
+# One statement writes a state and enforces expectedVersion atomically: the SELECT's
+# WHERE refuses to create a row unless none was expected, and the DO UPDATE's WHERE
+# refuses to touch a row whose version is not the expected one. No row back: conflict.
+_WRITE_STATE = """
 INSERT INTO user_bot_states
-    (id, bot_id, user_broker_account_id, ticker_id, state, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, {NOW}, {NOW})
+    (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)
+SELECT :id, :bot_id, :account_id, :ticker_id, {new_state}, 1, {now}, {now}
+WHERE :expected IS NULL OR :expected = 0 OR EXISTS (
+    SELECT 1 FROM user_bot_states
+    WHERE bot_id = :bot_id AND user_broker_account_id = :account_id AND ticker_id = :ticker_id
+)
 ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
-    state = excluded.state,
+    state = {updated_state},
+    version = user_bot_states.version + 1,
     updated_at = excluded.updated_at
-RETURNING id, created_at, updated_at
+WHERE :expected IS NULL OR user_bot_states.version = :expected
+RETURNING {columns}
 """
+_REPLACE_STATE = _WRITE_STATE.format(
+    new_state=":state", updated_state="excluded.state", now=NOW, columns=_STATE_COLUMNS
+)
+# RFC 7396 JSON Merge Patch, applied by SQLite's json_patch() to {} or the stored state.
+_MERGE_STATE = _WRITE_STATE.format(
+    new_state="json_patch('{}', :state)",
+    updated_state="json_patch(user_bot_states.state, :state)",
+    now=NOW,
+    columns=_STATE_COLUMNS,
+)
 
 
 class SQLiteStorage:
@@ -418,39 +460,71 @@ class SQLiteStorage:
 
     # States
 
-    def upsert_states(self, bot_id, writes):
-        """Upsert StateWrites in order, each isolated in its own savepoint.
+    def write_states(self, bot_id, writes, merge=False, max_state_bytes=None):
+        """Write StateWrites in order, each isolated in its own savepoint.
 
-        Returns one entry per write: a StateRow, or the ItemError that stopped it.
+        With merge, each state is an RFC 7396 merge patch applied to the stored
+        state (or to {}); otherwise it replaces the stored state. Returns one
+        entry per write: the StateRow as stored, an ItemError or a VersionConflict.
         Raises DatabaseBusy or DatabaseUnavailable when no write could be attempted.
         """
+        statement = _MERGE_STATE if merge else _REPLACE_STATE
         with self._writing() as db:
             accounts = self._existing_ids(db, "accounts", {w.account_id for w in writes})
             tickers = self._existing_ids(db, "tickers", {w.ticker_id for w in writes})
-            return [self._upsert_one(db, bot_id, w, accounts, tickers) for w in writes]
+            return [
+                self._write_one(db.conn, statement, bot_id, w, accounts, tickers, max_state_bytes)
+                for w in writes
+            ]
 
-    def _upsert_one(self, db, bot_id, write, accounts, tickers):
+    def _write_one(self, conn, statement, bot_id, write, accounts, tickers, max_state_bytes):
         if write.ticker_id not in tickers:
             return ItemError.TICKER_NOT_FOUND
         if write.account_id not in accounts:
             return ItemError.ACCOUNT_NOT_FOUND
-        conn = db.conn
         conn.execute("SAVEPOINT state_item")
         try:
-            row_id, created_at, updated_at = conn.execute(
-                _UPSERT_STATE,
-                [str(uuid.uuid4()), bot_id, write.account_id, write.ticker_id, write.state_json],
+            row = conn.execute(
+                statement,
+                {
+                    "id": str(uuid.uuid4()),
+                    "bot_id": bot_id,
+                    "account_id": write.account_id,
+                    "ticker_id": write.ticker_id,
+                    "state": write.state_json,
+                    "expected": write.expected_version,
+                },
             ).fetchone()
+            if row is None:
+                outcome = VersionConflict(
+                    write.expected_version,
+                    self._version(conn, bot_id, write.account_id, write.ticker_id),
+                )
+            elif max_state_bytes is not None and len(row[4].encode("utf-8")) > max_state_bytes:
+                outcome = ItemError.STATE_TOO_LARGE
+            else:
+                outcome = StateRow(*row)
         except sqlite3.Error as error:
             code = getattr(error, "sqlite_errorcode", 0) & 0xFF
             if code in _BUSY_CODES or code in _UNAVAILABLE_CODES:
                 raise
+            log.exception("state write failed for bot %s", bot_id)
+            outcome = ItemError.FAILED
+        if isinstance(outcome, StateRow):
+            conn.execute("RELEASE state_item")
+        else:
             conn.execute("ROLLBACK TO state_item")
             conn.execute("RELEASE state_item")
-            log.exception("state upsert failed for bot %s", bot_id)
-            return ItemError.FAILED
-        conn.execute("RELEASE state_item")
-        return StateRow(row_id, bot_id, write.account_id, write.ticker_id, created_at, updated_at)
+        return outcome
+
+    @staticmethod
+    def _version(conn, bot_id, account_id, ticker_id):
+        row = conn.execute(
+            "SELECT version FROM user_bot_states"
+            " WHERE bot_id = ? AND user_broker_account_id = ? AND ticker_id = ?",
+            [bot_id, account_id, ticker_id],
+        ).fetchone()
+        return 0 if row is None else row[0]
 
     @staticmethod
     def _existing_ids(db, table, ids):
@@ -461,18 +535,65 @@ class SQLiteStorage:
         return {row[0] for row in rows}
 
     def get_state(self, bot_id, account_id, ticker_id):
-        """The stored state row as a dict with the state's JSON text, or None."""
+        """The bot's StateRow for this account and ticker, or None."""
         with self._reading() as db:
-            rows = list(
-                db.query(
-                    "SELECT id, bot_id AS botId, user_broker_account_id AS userBrokerAccountId,"
-                    " ticker_id AS tickerId, state, created_at AS createdAt,"
-                    " updated_at AS updatedAt FROM user_bot_states"
-                    " WHERE bot_id = ? AND user_broker_account_id = ? AND ticker_id = ?",
-                    [bot_id, account_id, ticker_id],
-                )
-            )
-        return rows[0] if rows else None
+            row = db.execute(
+                f"SELECT {_STATE_COLUMNS} FROM user_bot_states"
+                " WHERE bot_id = ? AND user_broker_account_id = ? AND ticker_id = ?",
+                [bot_id, account_id, ticker_id],
+            ).fetchone()
+        return None if row is None else StateRow(*row)
+
+    def list_states(self, bot_id, limit, account_id=None, ticker_id=None, updated_since=None, after=None):
+        """Up to `limit` of the bot's StateRows in (account, ticker) order, and whether more follow.
+
+        `after` is the (account, ticker) key of the last row of the previous
+        page: keys never change, so paging neither skips nor repeats a row
+        that exists throughout, whatever is written meanwhile.
+        """
+        sql = [f"SELECT {_STATE_COLUMNS} FROM user_bot_states WHERE bot_id = ?"]
+        params = [bot_id]
+        for condition, value in (
+            ("user_broker_account_id = ?", account_id),
+            ("ticker_id = ?", ticker_id),
+            ("updated_at >= ?", updated_since),
+        ):
+            if value is not None:
+                sql.append(f"AND {condition}")
+                params.append(value)
+        if after is not None:
+            sql.append("AND (user_broker_account_id, ticker_id) > (?, ?)")
+            params.extend(after)
+        sql.append("ORDER BY user_broker_account_id, ticker_id LIMIT ?")
+        params.append(limit + 1)
+        with self._reading() as db:
+            rows = [StateRow(*row) for row in db.execute(" ".join(sql), params).fetchall()]
+        return rows[:limit], len(rows) > limit
+
+    def delete_state(self, bot_id, account_id, ticker_id, expected_versions=None):
+        """Delete the bot's row for this account and ticker.
+
+        With `expected_versions` (a list), only when its version is one of them.
+        Returns the deleted StateRow, None when there was no row, or a VersionConflict.
+        """
+        with self._writing() as db:
+            row = db.execute(
+                f"DELETE FROM user_bot_states"
+                " WHERE bot_id = ? AND user_broker_account_id = ? AND ticker_id = ?"
+                " AND (? IS NULL OR version IN (SELECT value FROM json_each(?)))"
+                f" RETURNING {_STATE_COLUMNS}",
+                [
+                    bot_id,
+                    account_id,
+                    ticker_id,
+                    None if expected_versions is None else 1,
+                    json.dumps(expected_versions or []),
+                ],
+            ).fetchone()
+            if row is not None:
+                return StateRow(*row)
+            found = self._version(db.conn, bot_id, account_id, ticker_id)
+        return None if found == 0 else VersionConflict(expected_versions, found)
 
     def count_states(self, bot_id=None):
         """How many state rows exist, for one bot or all."""

@@ -127,11 +127,11 @@ def test_response_keeps_state_key_order_and_unicode(client, bot, registered):
 
 
 def test_unexpected_error_is_the_spec_500_with_a_logged_traceback(client, bot, registered, storage, monkeypatch, caplog):
-    def explode(*args):
+    def explode(*args, **kwargs):
         raise RuntimeError("disk gremlin")
 
     caplog.set_level("ERROR", logger="botstate")
-    monkeypatch.setattr(storage, "upsert_states", explode)
+    monkeypatch.setattr(storage, "write_states", explode)
     response = post(client, bot, {"states": [item()]})
     assert response.status_code == 500
     assert response.get_json() == {"error": "Internal server error", "code": "INTERNAL_SERVER_ERROR"}
@@ -171,7 +171,7 @@ def test_healthz_reports_a_database_that_cannot_be_opened(tmp_path):
     "method,path,status,code",
     (
         ("GET", "/nowhere", 404, "NOT_FOUND"),
-        ("GET", "/api/bots/my-bot/state", 405, "METHOD_NOT_ALLOWED"),
+        ("PUT", "/api/bots/my-bot/state", 405, "METHOD_NOT_ALLOWED"),
         ("DELETE", "/api/bots/my-bot/state", 405, "METHOD_NOT_ALLOWED"),
         ("OPTIONS", "/api/bots/my-bot/state", 405, "METHOD_NOT_ALLOWED"),
         ("POST", "/healthz", 405, "METHOD_NOT_ALLOWED"),

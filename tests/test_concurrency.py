@@ -57,7 +57,7 @@ def check(answers, storage, bot):
             acknowledged[(state["accountId"], state["tickerId"])].append(state["state"])
     assert storage.count_states(bot["id"]) == len(KEYS)
     for (account, ticker), written in acknowledged.items():
-        stored = json.loads(storage.get_state(bot["id"], account, ticker)["state"])
+        stored = json.loads(storage.get_state(bot["id"], account, ticker).state_json)
         assert stored in written
 
 

@@ -137,7 +137,7 @@ def test_three_item_example_has_the_spec_shape(live_server, bot, registered, sto
         assert result["tickerId"] == sent["tickerId"]
         data = result["data"]
         assert list(data) == [
-            "id", "botId", "userBrokerAccountId", "tickerId", "state", "createdAt", "updatedAt",
+            "id", "botId", "userBrokerAccountId", "tickerId", "state", "version", "createdAt", "updatedAt",
         ]
         assert str(uuid.UUID(data["id"])) == data["id"]
         assert data["botId"] == bot["id"]
@@ -147,8 +147,8 @@ def test_three_item_example_has_the_spec_shape(live_server, bot, registered, sto
         assert ISO_MILLIS_UTC.match(data["createdAt"]), data["createdAt"]
         assert ISO_MILLIS_UTC.match(data["updatedAt"]), data["updatedAt"]
         stored = storage.get_state(bot["id"], sent["accountId"], sent["tickerId"])
-        assert stored["id"] == data["id"]
-        assert canonical(json.loads(stored["state"])) == canonical(sent["state"])
+        assert stored.id == data["id"]
+        assert canonical(json.loads(stored.state_json)) == canonical(sent["state"])
     assert ok_0["data"]["id"] != ok_1["data"]["id"]
 
     assert failed == {
@@ -178,8 +178,8 @@ def test_posting_the_same_item_again_upserts(live_server, bot, registered, stora
     assert second["updatedAt"] > first["updatedAt"]
     assert second["state"] == {"position": "flat"}
     stored = storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)
-    assert json.loads(stored["state"]) == {"position": "flat"}
-    assert (stored["id"], stored["createdAt"]) == (first["id"], first["createdAt"])
+    assert json.loads(stored.state_json) == {"position": "flat"}
+    assert (stored.id, stored.created_at) == (first["id"], first["createdAt"])
     assert storage.count_states(bot["id"]) == 1
 
 
@@ -195,7 +195,7 @@ def test_the_same_pair_twice_in_one_request_keeps_the_last_state(
     assert payload["summary"] == {"total": 2, "succeeded": 2, "failed": 0}
     first, second = (result["data"] for result in payload["results"])
     assert first["id"] == second["id"]
-    assert json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)["state"]) == {"n": 2}
+    assert json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL).state_json) == {"n": 2}
 
 
 # 2. Every error example of the spec, word for word
@@ -333,7 +333,7 @@ def test_spec_python_client(live_server, bot, registered, storage):
     for sent, result_item in zip(SPEC_EXAMPLE_STATES, result["results"]):
         assert canonical(result_item["data"]["state"]) == canonical(sent["state"])
         stored = storage.get_state(bot["id"], sent["accountId"], sent["tickerId"])
-        assert canonical(json.loads(stored["state"])) == canonical(sent["state"])
+        assert canonical(json.loads(stored.state_json)) == canonical(sent["state"])
 
 
 def test_spec_python_client_raises_http_error_on_a_wrong_key(live_server, bot, registered, storage):
@@ -371,7 +371,7 @@ def test_body_is_json_whatever_the_content_type(live_server, bot, registered, st
     assert response.request.headers.get("Content-Type") == content_type
     payload = assert_json(response, 200)
     assert payload["summary"] == {"total": 1, "succeeded": 1, "failed": 0}
-    assert json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)["state"]) == state
+    assert json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL).state_json) == state
 
 
 # 5. States round-trip exactly; anything that is not strict JSON is refused
@@ -404,7 +404,7 @@ def test_state_round_trips_over_http(live_server, bot, registered, storage, stat
     assert payload["summary"] == {"total": 1, "succeeded": 1, "failed": 0}
 
     echoed = payload["results"][0]["data"]["state"]
-    stored = json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)["state"])
+    stored = json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL).state_json)
     assert canonical(echoed) == canonical(expected)
     assert canonical(stored) == canonical(expected)
     if "c" in expected:  # -0.0 == 0.0, so check the sign itself
@@ -580,7 +580,7 @@ def test_state_over_the_byte_limit_fails_alone(limited):
         assert storage.get_state(limited.bot_id, *key) == before[key]
     for index in (0, 2):
         stored = storage.get_state(limited.bot_id, items[index]["accountId"], items[index]["tickerId"])
-        assert json.loads(stored["state"]) == items[index]["state"]
+        assert json.loads(stored.state_json) == items[index]["state"]
 
 
 # 7. Every response is JSON
@@ -590,11 +590,11 @@ ROUTING = [
     ("GET", "/nope", 404, "NOT_FOUND"),
     ("POST", "/api/bots/my-bot", 404, "NOT_FOUND"),
     ("POST", "/api/bots/my-bot/state/", 404, "NOT_FOUND"),
-    ("GET", STATE_PATH, 405, "METHOD_NOT_ALLOWED"),
     ("PUT", STATE_PATH, 405, "METHOD_NOT_ALLOWED"),
-    ("PATCH", STATE_PATH, 405, "METHOD_NOT_ALLOWED"),
     ("DELETE", STATE_PATH, 405, "METHOD_NOT_ALLOWED"),
     ("OPTIONS", STATE_PATH, 405, "METHOD_NOT_ALLOWED"),
+    ("POST", STATE_PATH + "/" + ACCOUNT_0 + "/" + TICKER_AAPL, 405, "METHOD_NOT_ALLOWED"),
+    ("PUT", STATE_PATH + "/" + ACCOUNT_0 + "/" + TICKER_AAPL, 405, "METHOD_NOT_ALLOWED"),
     ("POST", "/healthz", 405, "METHOD_NOT_ALLOWED"),
 ]
 
@@ -610,7 +610,10 @@ def test_routing_errors_are_json(live_server, bot, method, path, status, code):
     assert payload["code"] == code
     if status == 405:
         allowed = {m.strip() for m in response.headers["Allow"].split(",")}
-        assert ("GET" if path == "/healthz" else "POST") in allowed
+        expected = {"/healthz": {"GET", "HEAD"}, STATE_PATH: {"GET", "HEAD", "POST", "PATCH"}}.get(
+            path, {"GET", "HEAD", "DELETE"}
+        )
+        assert allowed == expected
 
 
 def test_healthz(live_server):
