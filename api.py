@@ -228,7 +228,7 @@ def delete_state(slug, account_id, ticker_id):
     if request.if_match and not request.if_match.star_tag:
         # Strong comparison (RFC 9110): weak tags and tags that are not versions never match.
         tags = request.if_match.as_set(include_weak=False)
-        expected = sorted(int(tag) for tag in tags if tag.isdigit() and len(tag) < 19)
+        expected = sorted(int(tag) for tag in tags if tag and tag.isdigit() and len(tag) < 19)
     outcome = storage().delete_state(bot_id, *key, expected_versions=expected)
     if outcome is None:
         raise state_not_found()

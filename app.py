@@ -8,10 +8,11 @@ import time
 from flask import Flask, g, request
 
 import config
-from api import bp
+from api import bp as api_blueprint
 from cli import register_commands
 from errors import register_error_handlers
 from jsoncodec import JSONProvider
+from openapi import bp as openapi_blueprint
 from schemas import StateUpdatesSchema
 from storage import SQLiteStorage
 
@@ -48,7 +49,8 @@ def create_app(test_config=None):
         max_states=app.config["MAX_STATES"]
     )
 
-    app.register_blueprint(bp)
+    app.register_blueprint(api_blueprint)
+    app.register_blueprint(openapi_blueprint)
     register_error_handlers(app)
     app.before_request(_start_timer)
     app.after_request(_log_request)

@@ -9,9 +9,11 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, vali
 
 SLUG_PATTERN = re.compile(r"[a-zA-Z0-9_-]+")
 # Only the canonical 8-4-4-4-12 form: no braces, no urn:uuid:, no missing hyphens.
-UUID_PATTERN = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
+UUID_REGEX = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+UUID_PATTERN = re.compile(UUID_REGEX)
+# The same rules, written for the OpenAPI document (JSON Schema patterns are not anchored).
+UUID_DOC = {"type": "string", "pattern": f"^{UUID_REGEX}$"}
+SLUG_DOC = {"type": "string", "pattern": "^[a-zA-Z0-9_-]+$"}
 
 STATES_NOT_ARRAY = "states must be an array"
 STATES_EMPTY = "states array cannot be empty"
@@ -78,7 +80,7 @@ class StateObject(fields.Dict):
 
 
 class Version(fields.Integer):
-    """A row version: a JSON integer (not a boolean, float or string) from 0 up."""
+    """A row version: a JSON integer (5 or 5.0, not a boolean, fraction or string) from 0 up."""
 
     default_error_messages = {
         key: VERSION_INVALID.format(max=MAX_VERSION) for key in ("invalid", "null", "too_large")
@@ -92,6 +94,8 @@ class Version(fields.Integer):
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, bool):
             raise self.make_error("invalid")
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**64:
+            value = int(value)  # JSON has one number type: 5.0 is the integer 5, as in JSON Schema
         return super()._deserialize(value, attr, data, **kwargs)
 
 
@@ -100,10 +104,13 @@ class StateUpdateSchema(Schema):
 
     error_messages = {"type": ITEM_NOT_OBJECT}
 
-    accountId = UUIDString(required=True)
-    tickerId = UUIDString(required=True)
-    state = StateObject(required=True)
-    expectedVersion = Version(load_default=None)
+    accountId = UUIDString(required=True, metadata={"pattern": UUID_DOC["pattern"]})
+    tickerId = UUIDString(required=True, metadata={"pattern": UUID_DOC["pattern"]})
+    state = StateObject(required=True, metadata={"description": "Bot-specific state: any JSON object."})
+    expectedVersion = Version(
+        load_default=None,
+        metadata={"description": "Write only if the stored version is this (0: only if no row exists)."},
+    )
 
     class Meta:
         unknown = EXCLUDE
@@ -122,6 +129,8 @@ class StateUpdatesSchema(Schema):
     def __init__(self, *, max_states, **kwargs):
         super().__init__(**kwargs)
         self.max_states = max_states
+        # Checked in check_array (to word it as the spec does); stated here for the document.
+        self.fields["states"].metadata = {"minItems": 1, "maxItems": max_states}
 
     @pre_load
     def check_array(self, data, **kwargs):
@@ -187,39 +196,46 @@ class Cursor(fields.String):
 
 
 class FilterUUID(UUIDString):
-    """An optional UUID query parameter, loaded lowercase."""
+    """A UUID path or query parameter, loaded lowercase; present but empty is not a UUID."""
 
     def _deserialize(self, value, attr, data, **kwargs):
+        if value == "":
+            raise self.make_error("not_uuid")
         return super()._deserialize(value, attr, data, **kwargs).lower()
 
 
 class StateQuerySchema(Schema):
     """The query of GET /api/bots/:slug/state: optional filters and paging."""
 
-    accountId = FilterUUID()
-    tickerId = FilterUUID()
-    updatedSince = Timestamp()
+    accountId = FilterUUID(metadata={"pattern": UUID_DOC["pattern"]})
+    tickerId = FilterUUID(metadata={"pattern": UUID_DOC["pattern"]})
+    updatedSince = Timestamp(
+        metadata={"format": "date-time", "description": "Only rows updated at or after this moment."}
+    )
     limit = fields.Integer(
         load_default=DEFAULT_PAGE_SIZE,
         validate=validate.Range(1, MAX_PAGE_SIZE, error=LIMIT_INVALID.format(min=1, max=MAX_PAGE_SIZE)),
         error_messages={"invalid": LIMIT_INVALID.format(min=1, max=MAX_PAGE_SIZE)},
     )
-    cursor = Cursor()
+    cursor = Cursor(
+        metadata={"pattern": Cursor.PATTERN, "description": "The nextCursor of the previous page."}
+    )
 
     class Meta:
         unknown = EXCLUDE
-
-    @pre_load
-    def drop_empty(self, data, **kwargs):
-        """Treat `?accountId=` like an absent filter; take the first of repeated parameters."""
-        return {key: data[key] for key in data if data[key] != ""}
 
 
 class StateKeySchema(Schema):
     """The path of one state row: /api/bots/:slug/state/:accountId/:tickerId."""
 
-    accountId = FilterUUID(required=True)
-    tickerId = FilterUUID(required=True)
+    accountId = FilterUUID(
+        required=True,
+        metadata={"pattern": UUID_DOC["pattern"], "example": "550e8400-e29b-41d4-a716-446655440000"},
+    )
+    tickerId = FilterUUID(
+        required=True,
+        metadata={"pattern": UUID_DOC["pattern"], "example": "222e4567-e89b-12d3-a456-426614174002"},
+    )
 
 
 def first_param_error(messages, schema):
@@ -241,3 +257,79 @@ def first_error(messages):
         return f"states[{index}] {item['_schema'][0]}"
     field = next(name for name in ITEM_FIELDS if name in item)
     return f"states[{index}].{field} {item[field][0]}"
+
+
+# Response bodies. The API builds them directly; these schemas describe them in the
+# OpenAPI document, so every field the server sends is declared here.
+
+
+class StateRowSchema(Schema):
+    """A stored state row."""
+
+    id = fields.UUID(required=True)
+    botId = fields.UUID(required=True)
+    userBrokerAccountId = fields.UUID(required=True)
+    tickerId = fields.UUID(required=True)
+    state = fields.Dict(required=True)
+    version = fields.Integer(required=True, validate=validate.Range(1, MAX_VERSION))
+    createdAt = fields.DateTime(required=True)
+    updatedAt = fields.DateTime(required=True)
+
+
+class SummarySchema(Schema):
+    """How many items a bulk write had, and how many succeeded or failed."""
+
+    total = fields.Integer(required=True)
+    succeeded = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+
+
+class ItemResultSchema(Schema):
+    """The outcome of one item: `data` on success, `error` and `index` on failure."""
+
+    status = fields.String(required=True, validate=validate.OneOf(["success", "error"]))
+    data = fields.Nested(StateRowSchema)
+    error = fields.String()
+    accountId = fields.String(required=True)
+    tickerId = fields.String(required=True)
+    index = fields.Integer()
+
+
+class WriteResponseSchema(Schema):
+    """The answer to POST and PATCH: always success, with a result per item."""
+
+    success = fields.Boolean(required=True)
+    summary = fields.Nested(SummarySchema, required=True)
+    results = fields.List(fields.Nested(ItemResultSchema), required=True)
+
+
+class StateResponseSchema(Schema):
+    """One state row."""
+
+    data = fields.Nested(StateRowSchema, required=True)
+
+
+class StatePageSchema(Schema):
+    """A page of state rows and the cursor of the next page (null on the last)."""
+
+    data = fields.List(fields.Nested(StateRowSchema), required=True)
+    nextCursor = fields.String(required=True, allow_none=True)
+
+
+class ErrorSchema(Schema):
+    """An error: a message and a machine-readable code."""
+
+    error = fields.String(required=True)
+    code = fields.String(required=True)
+
+
+class AuthErrorSchema(Schema):
+    """An authentication error (401, 403), shaped as the spec shows it."""
+
+    message = fields.String(required=True)
+
+
+class HealthSchema(Schema):
+    """Whether the service and its database answer."""
+
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))

@@ -1,0 +1,66 @@
+"""The OpenAPI document matches what the server does: schemathesis against a live server."""
+
+import pytest
+import requests
+import schemathesis
+from schemathesis.config import SchemathesisConfig
+
+from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
+
+SEED = 20261124
+EXAMPLES_PER_OPERATION = 150
+
+
+@pytest.fixture
+def api_schema(live_server, bot, registered, storage):
+    # Rows to read, merge and delete, so generated requests reach stored data too.
+    requests.post(
+        f"{live_server.url}/api/bots/my-bot/state",
+        json={"states": [{"accountId": a, "tickerId": t, "state": {"n": 1}} for a in (ACCOUNT_0, ACCOUNT_1) for t in (TICKER_AAPL, TICKER_MSFT)]},
+        headers={"x-api-key": bot["apiKey"]},
+        timeout=10,
+    ).raise_for_status()
+    config = SchemathesisConfig.from_dict(
+        {
+            "seed": SEED,
+            "base-url": live_server.url,
+            "headers": {"x-api-key": bot["apiKey"]},
+            # The real bot, so that requests pass authentication and reach the database.
+            "parameters": {"path.slug": "my-bot"},
+            "generation": {"max-examples": EXAMPLES_PER_OPERATION, "mode": "all"},
+        }
+    )
+    return schemathesis.openapi.from_url(f"{live_server.url}/openapi.json", config=config)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+def test_server_conforms_to_its_openapi_document(case):
+    case.call_and_validate()
+
+
+def test_document_is_openapi_3_1_with_the_key_scheme(client):
+    document = client.get("/openapi.json").get_json()
+    assert document["openapi"] == "3.1.0"
+    assert document["components"]["securitySchemes"]["ApiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
+    operations = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert operations == {
+        ("/api/bots/{slug}/state", "post"),
+        ("/api/bots/{slug}/state", "patch"),
+        ("/api/bots/{slug}/state", "get"),
+        ("/api/bots/{slug}/state/{accountId}/{tickerId}", "get"),
+        ("/api/bots/{slug}/state/{accountId}/{tickerId}", "delete"),
+        ("/healthz", "get"),
+        ("/openapi.json", "get"),
+    }
+
+
+def test_document_states_the_configured_limit(tmp_path):
+    from app import create_app
+
+    app = create_app({"DATABASE": str(tmp_path / "x.db"), "MAX_STATES": 7})
+    document = app.test_client().get("/openapi.json").get_json()
+    app.extensions["botstate.storage"].close()
+    assert document["components"]["schemas"]["StateUpdates"]["properties"]["states"]["maxItems"] == 7
