@@ -59,14 +59,13 @@ def create_app(test_config=None):
 
 
 def configure_logging(level):
-    """Send the service's logs to stderr, one line each, unless the host app configured them."""
+    """Send the service's logs to stderr, one line each, unless logging is configured already."""
     logger = logging.getLogger("botstate")
     logger.setLevel(level)
-    if not logger.handlers:
+    if not logger.hasHandlers():
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
-        logger.propagate = False
 
 
 def _start_timer():
