@@ -1,6 +1,7 @@
 """The HTTP API blueprint: write, merge, read, page and delete bot state; the health check."""
 
 import logging
+import re
 from collections import Counter
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -10,6 +11,7 @@ import jsoncodec
 import keys
 from errors import APIError, bad_request
 from schemas import (
+    INVALID_SLUG,
     StateKeySchema,
     StateQuerySchema,
     encode_cursor,
@@ -17,15 +19,20 @@ from schemas import (
     first_param_error,
     is_valid_slug,
 )
-from storage import ItemError, StateRow, StateWrite, StorageError, VersionConflict
+from storage import (
+    ItemError,
+    NotFound,
+    StaleKey,
+    StateRow,
+    StateWrite,
+    StorageError,
+    VersionConflict,
+)
 
 log = logging.getLogger("botstate")
 
 bp = Blueprint("api", __name__)
 
-INVALID_SLUG = (
-    "Invalid slug format. Only alphanumeric characters, hyphens, and underscores are allowed."
-)
 STATE_QUERY = StateQuerySchema()
 STATE_KEY = StateKeySchema()
 _NOT_PARSED = object()
@@ -36,8 +43,18 @@ def storage():
     return current_app.extensions["botstate.storage"]
 
 
+def bot_not_found(slug):
+    """The spec's 404 for an unknown bot."""
+    return APIError(404, f"Bot with slug '{slug}' not found", "NOT_FOUND")
+
+
+def invalid_key():
+    """The spec's 403 for a key that is not the bot's."""
+    return APIError(403, "Invalid API key for this bot")
+
+
 def authenticate(slug):
-    """The id of the bot that `slug` names, once the x-api-key header proves the caller is it."""
+    """(bot id, key hash) of the bot `slug` names, once the x-api-key header proves the caller is it."""
     if not is_valid_slug(slug):
         raise bad_request(INVALID_SLUG)
     g.bot_slug = slug
@@ -46,11 +63,21 @@ def authenticate(slug):
         raise APIError(401, "API key required. Include x-api-key header.")
     credentials = storage().find_bot_credentials(slug)
     if credentials is None:
-        raise APIError(404, f"Bot with slug '{slug}' not found", "NOT_FOUND")
+        raise bot_not_found(slug)
     bot_id, key_hash = credentials
     if not keys.key_matches(api_key, key_hash):
-        raise APIError(403, "Invalid API key for this bot")
-    return bot_id
+        raise invalid_key()
+    return bot_id, key_hash
+
+
+def as_authenticated(slug, write, *args, **kwargs):
+    """Run a storage write that rechecks the bot's key in its transaction; answer as auth would."""
+    try:
+        return write(*args, **kwargs)
+    except NotFound:
+        raise bot_not_found(slug) from None
+    except StaleKey:
+        raise invalid_key() from None
 
 
 def json_body():
@@ -105,7 +132,7 @@ def item_error(update, index, outcome):
     elif outcome is ItemError.STATE_TOO_LARGE:
         message = outcome.value.format(max_state_bytes=current_app.config["MAX_STATE_BYTES"])
     else:
-        message = outcome if isinstance(outcome, str) else outcome.value
+        message = outcome.value
     return {
         "status": "error",
         "error": message,
@@ -117,31 +144,26 @@ def item_error(update, index, outcome):
 
 def write_states(slug, merge):
     """Validate the items, write each independently, and answer the spec's bulk response."""
-    bot_id = authenticate(slug)
+    bot_id, key_hash = authenticate(slug)
     updates = state_updates(json_body())
-    max_depth = current_app.config["MAX_STATE_DEPTH"]
-    outcomes = [None] * len(updates)
-    writes, write_indexes = [], []
-    for index, update in enumerate(updates):
-        if jsoncodec.depth_exceeds(update["state"], max_depth):
-            outcomes[index] = f"State exceeds {max_depth} levels of nesting"
-            continue
-        writes.append(
-            StateWrite(
-                update["accountId"].lower(),
-                update["tickerId"].lower(),
-                jsoncodec.dumps(update["state"]),
-                update["expectedVersion"],
-            )
+    writes = [
+        StateWrite(
+            update["accountId"].lower(),
+            update["tickerId"].lower(),
+            jsoncodec.dumps(update["state"]),
+            update["expectedVersion"],
         )
-        write_indexes.append(index)
-    if writes:
-        stored = storage().write_states(
-            bot_id, writes, merge=merge, max_state_bytes=current_app.config["MAX_STATE_BYTES"]
-        )
-        for index, outcome in zip(write_indexes, stored):
-            outcomes[index] = outcome
-
+        for update in updates
+    ]
+    outcomes = as_authenticated(
+        slug,
+        storage().write_states,
+        bot_id,
+        key_hash,
+        writes,
+        merge=merge,
+        max_state_bytes=current_app.config["MAX_STATE_BYTES"],
+    )
     results = []
     for index, (update, outcome) in enumerate(zip(updates, outcomes)):
         if not isinstance(outcome, StateRow):
@@ -179,7 +201,7 @@ def merge_states(slug):
 @bp.get("/api/bots/<slug>/state", provide_automatic_options=False)
 def list_states(slug):
     """A page of the bot's states, filtered, in a stable order, with the cursor of the next."""
-    bot_id = authenticate(slug)
+    bot_id, _ = authenticate(slug)
     query = load_params(STATE_QUERY, request.args.to_dict(flat=True))
     rows, more = storage().list_states(
         bot_id,
@@ -207,7 +229,7 @@ def state_not_found():
 @bp.get("/api/bots/<slug>/state/<account_id>/<ticker_id>", provide_automatic_options=False)
 def get_state(slug, account_id, ticker_id):
     """One state row, with its version as ETag; 304 when If-None-Match has it."""
-    bot_id = authenticate(slug)
+    bot_id, _ = authenticate(slug)
     row = storage().get_state(bot_id, *state_key(account_id, ticker_id))
     if row is None:
         raise state_not_found()
@@ -219,17 +241,39 @@ def get_state(slug, account_id, ticker_id):
     return response
 
 
+ENTITY_TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
+VERSION_TAG = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def if_match_versions(header):
+    """The versions an If-Match header allows: None without the header or with `*`.
+
+    Entity-tags compare strongly and as exact strings (RFC 9110): "3" matches
+    version 3, while W/"3", "03" and anything that is not a list of tags match nothing.
+    """
+    if header is None or header.strip() == "*":
+        return None
+    versions, position = [], 0
+    while position < len(header):
+        match = ENTITY_TAG.match(header, position)
+        if match is None or match.end() == position:
+            return []
+        weak, tag = match.group(1), match.group(2)
+        if not weak and VERSION_TAG.fullmatch(tag):
+            versions.append(int(tag))
+        position = match.end()
+    return versions
+
+
 @bp.delete("/api/bots/<slug>/state/<account_id>/<ticker_id>", provide_automatic_options=False)
 def delete_state(slug, account_id, ticker_id):
     """Delete one state row; with If-Match, only while its version is one of those given."""
-    bot_id = authenticate(slug)
+    bot_id, key_hash = authenticate(slug)
     key = state_key(account_id, ticker_id)
-    expected = None
-    if request.if_match and not request.if_match.star_tag:
-        # Strong comparison (RFC 9110): weak tags and tags that are not versions never match.
-        tags = request.if_match.as_set(include_weak=False)
-        expected = sorted(int(tag) for tag in tags if tag and tag.isdigit() and len(tag) < 19)
-    outcome = storage().delete_state(bot_id, *key, expected_versions=expected)
+    expected = if_match_versions(request.headers.get("If-Match"))
+    outcome = as_authenticated(
+        slug, storage().delete_state, bot_id, key_hash, *key, expected_versions=expected
+    )
     if outcome is None:
         raise state_not_found()
     if isinstance(outcome, VersionConflict):
@@ -248,7 +292,7 @@ def healthz():
     """200 when the database answers a read, 503 otherwise."""
     try:
         storage().ping()
-    except (StorageError, OSError) as error:
+    except StorageError as error:
         log.error("health check failed: %s", error)
         return jsonify(status="unavailable"), 503
     return jsonify(status="ok")

@@ -14,7 +14,7 @@ from errors import register_error_handlers
 from jsoncodec import JSONProvider
 from openapi import bp as openapi_blueprint
 from schemas import StateUpdatesSchema
-from storage import SQLiteStorage
+from storage import SQLiteStorage, StorageError
 
 log = logging.getLogger("botstate")
 
@@ -30,7 +30,7 @@ def create_app(test_config=None):
     app = BotstateFlask(__name__, instance_relative_config=True)
     app.config.from_mapping(config.DEFAULTS)
     app.config["DATABASE"] = os.path.join(app.instance_path, "botstate.db")
-    app.config.from_prefixed_env(config.ENV_PREFIX)
+    unknown_settings = config.from_environ(app.config)
     if test_config is not None:
         app.config.from_mapping(test_config)
     config.check(app.config)
@@ -38,15 +38,20 @@ def create_app(test_config=None):
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
 
     configure_logging(app.config["LOG_LEVEL"])
+    for name in unknown_settings:
+        log.warning("ignoring %s: not a botstate setting (see README, Configuration)", name)
     storage = SQLiteStorage(
         app.config["DATABASE"],
         busy_timeout_ms=app.config["BUSY_TIMEOUT_MS"],
         synchronous=app.config["SYNCHRONOUS"],
     )
-    app.extensions["botstate.migrated"] = storage.migrate()
+    try:
+        app.extensions["botstate.migrated"] = storage.migrate()
+    except (StorageError, OSError) as error:
+        raise config.ConfigError(f"cannot use the database {app.config['DATABASE']}: {error}") from error
     app.extensions["botstate.storage"] = storage
     app.extensions["botstate.updates_schema"] = StateUpdatesSchema(
-        max_states=app.config["MAX_STATES"]
+        max_states=app.config["MAX_STATES"], max_depth=app.config["MAX_STATE_DEPTH"]
     )
 
     app.register_blueprint(api_blueprint)

@@ -83,8 +83,15 @@ def file_label(file):
 
 def read_csv_rows(file):
     """(line number, cells) for each non-blank, non-comment line of a CSV file."""
-    text = file.read()
-    for number, cells in enumerate(csv.reader(io.StringIO(text)), start=1):
+    try:
+        rows = list(csv.reader(io.StringIO(file.read())))
+    except UnicodeDecodeError as error:
+        raise click.ClickException(
+            f"{file_label(file)} is not UTF-8 text (byte {error.start}): save it as UTF-8"
+        ) from None
+    except csv.Error as error:
+        raise click.ClickException(f"{file_label(file)} is not a CSV file: {error}") from None
+    for number, cells in enumerate(rows, start=1):
         cells = [cell.strip() for cell in cells]
         if not any(cells) or cells[0].startswith("#"):
             continue
@@ -156,11 +163,11 @@ def bots_delete(slug, yes, as_json):
     with storage_errors():
         bot = storage().get_bot(slug)
         if bot is None:
-            raise click.ClickException(f"Bot '{slug}' not found")
+            raise click.ClickException(f"Bot {slug!r} not found")
         if not yes:
             if as_json or not sys.stdin.isatty():
                 raise click.ClickException(
-                    f"Deleting bot '{slug}' also deletes its {bot['states']} states: add --yes to confirm"
+                    f"Deleting bot {slug!r} also deletes its {bot['states']} states: add --yes to confirm"
                 )
             click.confirm(
                 f"Delete bot '{slug}' and its {bot['states']} states?", abort=True, err=True

@@ -2,10 +2,12 @@
 
 import os
 
+import click
+
 ENV_PREFIX = "BOTSTATE"
 
-# Each setting: default value and the type it must have. DATABASE defaults to
-# the app's instance folder, so it is filled in by the app factory.
+# Every setting and its default. DATABASE defaults to the app's instance folder,
+# so the app factory fills it in.
 DEFAULTS = {
     "HOST": "127.0.0.1",
     "PORT": 8080,
@@ -40,16 +42,38 @@ CHOICES = {
 }
 
 
-class ConfigError(Exception):
-    """A setting has a value the service cannot use."""
+class ConfigError(click.ClickException):
+    """The service cannot start as configured; the CLI and serve.py show it as one line."""
+
+
+def from_environ(config, environ=os.environ):
+    """Set each known setting from its BOTSTATE_* variable; returns unknown BOTSTATE_* names."""
+    prefix = f"{ENV_PREFIX}_"
+    unknown = []
+    for name, value in environ.items():
+        if not name.startswith(prefix):
+            continue
+        key = name[len(prefix):]
+        if key in DEFAULTS:
+            config[key] = value
+        else:
+            unknown.append(name)
+    return sorted(unknown)
+
+
+def _as_int(value):
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return value
+    return value
 
 
 def check(config):
     """Coerce and validate every known setting in `config` in place."""
     for key, (low, high) in INT_RANGES.items():
-        value = config[key]
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
+        value = _as_int(config[key])
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ConfigError(
                 f"{ENV_PREFIX}_{key} must be an integer from {low} to {high}, got {value!r}"

@@ -19,8 +19,11 @@ def _refuse_constant(name):
 
 
 def _finite_float(text):
+    # A double cannot hold 1e999 (overflow) or 1e-999 (underflow to 0.0): refuse
+    # both rather than store a different number than the client sent.
     value = float(text)
-    if not math.isfinite(value):
+    underflow = value == 0.0 and any(digit in "123456789" for digit in text.split("e")[0].split("E")[0])
+    if not math.isfinite(value) or underflow:
         raise InvalidJSON(f"number out of range: {text[:40]}")
     return value
 
@@ -89,8 +92,6 @@ class JSONProvider(DefaultJSONProvider):
     compact = True
 
     def dumps(self, obj, **kwargs):
+        """Serialize for a response; NaN and Infinity are never sent."""
         kwargs.setdefault("allow_nan", False)
         return super().dumps(obj, **kwargs)
-
-    def loads(self, s, **kwargs):
-        return loads(s)

@@ -7,6 +7,8 @@ import uuid
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
 
+from jsoncodec import depth_exceeds
+
 SLUG_PATTERN = re.compile(r"[a-zA-Z0-9_-]+")
 # Only the canonical 8-4-4-4-12 form: no braces, no urn:uuid:, no missing hyphens.
 UUID_REGEX = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -15,6 +17,9 @@ UUID_PATTERN = re.compile(UUID_REGEX)
 UUID_DOC = {"type": "string", "pattern": f"^{UUID_REGEX}$"}
 SLUG_DOC = {"type": "string", "pattern": "^[a-zA-Z0-9_-]+$"}
 
+INVALID_SLUG = (
+    "Invalid slug format. Only alphanumeric characters, hyphens, and underscores are allowed."
+)
 STATES_NOT_ARRAY = "states must be an array"
 STATES_EMPTY = "states array cannot be empty"
 STATES_TOO_MANY = "states array cannot contain more than {max} items"
@@ -23,6 +28,7 @@ ITEM_NOT_OBJECT = "must be an object"
 FIELD_REQUIRED_STRING = "is required and must be a string"
 FIELD_NOT_UUID = "must be a valid UUID"
 STATE_REQUIRED_OBJECT = "is required and must be an object"
+STATE_TOO_DEEP = "is nested more than {max_depth} levels deep"
 
 VERSION_INVALID = "must be an integer from 0 to {max}"
 LIMIT_INVALID = "must be an integer from {min} to {max}"
@@ -70,13 +76,22 @@ class UUIDString(fields.String):
 
 
 class StateObject(fields.Dict):
-    """A plain JSON object (not null, not an array, not a primitive), kept in its key order."""
+    """A plain JSON object (not null, not an array, not a primitive), kept in its key order,
+    nested at most `max_depth` levels (the object itself is level 1)."""
 
     default_error_messages = {
         "required": STATE_REQUIRED_OBJECT,
         "null": STATE_REQUIRED_OBJECT,
         "invalid": STATE_REQUIRED_OBJECT,
+        "too_deep": STATE_TOO_DEEP,
     }
+    max_depth = None
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if self.max_depth is not None and depth_exceeds(value, self.max_depth):
+            raise self.make_error("too_deep", max_depth=self.max_depth)
+        return value
 
 
 class Version(fields.Integer):
@@ -126,11 +141,12 @@ class StateUpdatesSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    def __init__(self, *, max_states, **kwargs):
+    def __init__(self, *, max_states, max_depth=None, **kwargs):
         super().__init__(**kwargs)
         self.max_states = max_states
         # Checked in check_array (to word it as the spec does); stated here for the document.
         self.fields["states"].metadata = {"minItems": 1, "maxItems": max_states}
+        self.fields["states"].inner.schema.fields["state"].max_depth = max_depth
 
     @pre_load
     def check_array(self, data, **kwargs):

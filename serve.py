@@ -1,6 +1,5 @@
 """Serve botstate with waitress, configured from BOTSTATE_* (what `make run` starts)."""
 
-import logging
 import os
 import shlex
 import signal
@@ -10,8 +9,6 @@ from waitress.server import create_server
 
 from app import create_app
 from config import ConfigError
-
-log = logging.getLogger("botstate")
 
 # Waitress cuts off bodies past this many bytes beyond the app's own limit, so a
 # body just over the limit still reaches the app and gets its JSON 413.
@@ -41,30 +38,38 @@ def create_bot_hint():
     return f"{prefix}.venv/bin/flask bots create my-bot"
 
 
+def say(message):
+    """Print a startup message on stderr, whatever the log level."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def stop_on_sigterm(signum, frame):
+    """SIGTERM (systemd, kill) stops like Ctrl-C: waitress closes its sockets."""
+    raise KeyboardInterrupt
+
+
 def main():
     """Start serving until interrupted or terminated."""
     try:
         app = create_app()
+        server = make_server(app)
     except ConfigError as error:
-        sys.exit(f"botstate: {error}")
-    server = make_server(app)
+        sys.exit(f"botstate: {error.message}")
+    except OSError as error:  # e.g. the port is taken
+        sys.exit(f"botstate: cannot listen on {app.config['HOST']}:{app.config['PORT']}: {error.strerror}")
     host, port = server.effective_host, server.effective_port
     url_host = f"[{host}]" if ":" in host else host
-    log.info(
-        "botstate listening on http://%s:%s (database %s, %s threads)",
-        url_host,
-        port,
-        app.config["DATABASE"],
-        app.config["THREADS"],
+    say(
+        f"botstate listening on http://{url_host}:{port}"
+        f" (database {app.config['DATABASE']}, {app.config['THREADS']} threads)"
     )
     if app.extensions["botstate.storage"].count_bots() == 0:
-        log.info("No bot exists yet. Create one with: %s", create_bot_hint())
-    # SIGTERM (systemd, docker, kill) stops like Ctrl-C: waitress closes its sockets.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        say(f"No bot exists yet. Create one with: {create_bot_hint()}")
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         server.run()
     except KeyboardInterrupt:
-        log.info("botstate stopping")
+        say("botstate stopping")
     finally:
         server.close()
         app.extensions["botstate.storage"].close()

@@ -6,7 +6,9 @@ import enum
 import json
 import logging
 import os
+import pathlib
 import sqlite3
+import time
 import threading
 import uuid
 
@@ -31,6 +33,17 @@ _UNAVAILABLE_CODES = {
 }
 
 migrations = sqlite_utils.Migrations("botstate")
+
+
+def _database_fault(error):
+    """DatabaseBusy or DatabaseUnavailable when a sqlite3 error is the database's fault, else None."""
+    code = getattr(error, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if primary in _BUSY_CODES:
+        return DatabaseBusy
+    if primary in _UNAVAILABLE_CODES:
+        return DatabaseUnavailable
+    return None
 
 
 @migrations(name="0001_create_tables")
@@ -108,6 +121,10 @@ class NotFound(StorageError):
     """The named row does not exist."""
 
 
+class StaleKey(StorageError):
+    """The bot's key changed after the request authenticated with the old one."""
+
+
 class ItemError(enum.Enum):
     """Why one item of a bulk write failed; the value is the client-facing message."""
 
@@ -149,6 +166,11 @@ class StateRow:
     created_at: str
     updated_at: str
 
+
+_SELECT_BOTS = (
+    "SELECT id, slug, name, created_at AS createdAt,"
+    " (SELECT count(*) FROM user_bot_states WHERE bot_id = bots.id) AS states FROM bots"
+)
 
 _STATE_COLUMNS = (
     "id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at"
@@ -200,14 +222,17 @@ class SQLiteStorage:
 
     # Connections and transactions
 
-    def _connect(self):
+    def _connect(self, create=False):
+        # Only migrate() may create the file: a database deleted under a running
+        # server must fail (503), not be silently replaced by an empty one.
+        target = self.path if create else pathlib.Path(self.path).as_uri() + "?mode=rw"
         conn = sqlite3.connect(
-            self.path,
+            target,
+            uri=not create,
             isolation_level=None,
             check_same_thread=False,
             timeout=self.busy_timeout_ms / 1000,
         )
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         with self._connections_lock:
@@ -226,13 +251,11 @@ class SQLiteStorage:
         try:
             yield
         except sqlite3.Error as error:
-            code = getattr(error, "sqlite_errorcode", None)
-            primary = code & 0xFF if code is not None else None
-            if primary in _BUSY_CODES:
-                raise DatabaseBusy(str(error)) from error
-            if primary in _UNAVAILABLE_CODES:
+            fault = _database_fault(error)
+            if fault is DatabaseUnavailable:
                 self._forget_connection()
-                raise DatabaseUnavailable(str(error)) from error
+            if fault is not None:
+                raise fault(str(error)) from error
             raise
 
     def _forget_connection(self):
@@ -252,12 +275,19 @@ class SQLiteStorage:
 
     @contextlib.contextmanager
     def _writing(self):
+        # One deadline for both waits: for this process's writers, then for other processes'.
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
         if not self._write_lock.acquire(timeout=self.busy_timeout_ms / 1000):
             raise DatabaseBusy("timed out waiting for the write lock")
         try:
             with self._errors_translated():
                 db = self._db()
-                db.execute("BEGIN IMMEDIATE")
+                remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+                db.execute(f"PRAGMA busy_timeout = {remaining_ms}")
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                finally:
+                    db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
                 try:
                     yield db
                     db.execute("COMMIT")
@@ -285,6 +315,7 @@ class SQLiteStorage:
         if folder:
             os.makedirs(folder, exist_ok=True)
         with self._errors_translated():
+            self._connect(create=True).conn.close()
             self._db().execute("PRAGMA journal_mode = WAL")
         with self._writing() as db:
             pending = [migration.name for migration in migrations.pending(db)]
@@ -298,8 +329,11 @@ class SQLiteStorage:
 
     def ping(self):
         """Raise StorageError unless the database answers a read of its schema."""
-        with self._reading() as db:
-            db.execute("SELECT count(*) FROM bots").fetchone()
+        try:
+            with self._reading() as db:
+                db.execute("SELECT count(*) FROM bots").fetchone()
+        except sqlite3.Error as error:  # e.g. "no such table": not the database we migrated
+            raise DatabaseUnavailable(str(error)) from error
 
     # Bots
 
@@ -314,20 +348,13 @@ class SQLiteStorage:
                     [bot_id, slug, name, api_key_hash],
                 )
             except sqlite3.IntegrityError:
-                raise Conflict(f"Bot '{slug}' already exists") from None
+                raise Conflict(f"Bot {slug!r} already exists") from None
         return self.get_bot(slug)
 
     def get_bot(self, slug):
-        """The bot with this slug (id, slug, name, apiKeyHash, createdAt, states) or None."""
+        """The bot with this slug (id, slug, name, createdAt, states) or None."""
         with self._reading() as db:
-            rows = list(
-                db.query(
-                    "SELECT id, slug, name, api_key_hash AS apiKeyHash, created_at AS createdAt,"
-                    " (SELECT count(*) FROM user_bot_states WHERE bot_id = bots.id) AS states"
-                    " FROM bots WHERE slug = ?",
-                    [slug],
-                )
-            )
+            rows = list(db.query(f"{_SELECT_BOTS} WHERE slug = ?", [slug]))
         return rows[0] if rows else None
 
     def find_bot_credentials(self, slug):
@@ -340,13 +367,7 @@ class SQLiteStorage:
     def list_bots(self):
         """Every bot with its number of states, by slug."""
         with self._reading() as db:
-            return list(
-                db.query(
-                    "SELECT id, slug, name, created_at AS createdAt,"
-                    " (SELECT count(*) FROM user_bot_states WHERE bot_id = bots.id) AS states"
-                    " FROM bots ORDER BY slug"
-                )
-            )
+            return list(db.query(f"{_SELECT_BOTS} ORDER BY slug"))
 
     def count_bots(self):
         """How many bots exist."""
@@ -360,14 +381,14 @@ class SQLiteStorage:
                 "UPDATE bots SET api_key_hash = ? WHERE slug = ?", [api_key_hash, slug]
             )
             if cursor.rowcount == 0:
-                raise NotFound(f"Bot '{slug}' not found")
+                raise NotFound(f"Bot {slug!r} not found")
         return self.get_bot(slug)
 
     def delete_bot(self, slug):
         """Delete the bot and, by cascade, its states; returns the bot as it was."""
         bot = self.get_bot(slug)
         if bot is None:
-            raise NotFound(f"Bot '{slug}' not found")
+            raise NotFound(f"Bot {slug!r} not found")
         with self._writing() as db:
             db.execute("DELETE FROM bots WHERE id = ?", [bot["id"]])
         return bot
@@ -460,24 +481,43 @@ class SQLiteStorage:
 
     # States
 
-    def write_states(self, bot_id, writes, merge=False, max_state_bytes=None):
+    def write_states(self, bot_id, key_hash, writes, merge=False, max_state_bytes=None):
         """Write StateWrites in order, each isolated in its own savepoint.
 
-        With merge, each state is an RFC 7396 merge patch applied to the stored
-        state (or to {}); otherwise it replaces the stored state. Returns one
-        entry per write: the StateRow as stored, an ItemError or a VersionConflict.
-        Raises DatabaseBusy or DatabaseUnavailable when no write could be attempted.
+        `key_hash` is the key the caller authenticated with: checked again inside
+        the transaction, so a bot deleted or re-keyed meanwhile writes nothing
+        (NotFound, StaleKey). With merge, each state is an RFC 7396 merge patch
+        applied to the stored state (or to {}); otherwise it replaces it.
+        Returns one entry per write: the StateRow as stored, an ItemError or a
+        VersionConflict. Raises DatabaseBusy or DatabaseUnavailable when no
+        write could be attempted.
         """
         statement = _MERGE_STATE if merge else _REPLACE_STATE
+        failures = []
         with self._writing() as db:
+            self._check_credentials(db, bot_id, key_hash)
             accounts = self._existing_ids(db, "accounts", {w.account_id for w in writes})
             tickers = self._existing_ids(db, "tickers", {w.ticker_id for w in writes})
-            return [
-                self._write_one(db.conn, statement, bot_id, w, accounts, tickers, max_state_bytes)
+            outcomes = [
+                self._write_one(db.conn, statement, bot_id, w, accounts, tickers, max_state_bytes, failures)
                 for w in writes
             ]
+        if failures:
+            log.error(
+                "%d state write(s) failed for bot %s; the first:", len(failures), bot_id,
+                exc_info=failures[0],
+            )
+        return outcomes
 
-    def _write_one(self, conn, statement, bot_id, write, accounts, tickers, max_state_bytes):
+    @staticmethod
+    def _check_credentials(db, bot_id, key_hash):
+        row = db.execute("SELECT api_key_hash FROM bots WHERE id = ?", [bot_id]).fetchone()
+        if row is None:
+            raise NotFound("the bot was deleted")
+        if row[0] != key_hash:
+            raise StaleKey("the bot's key was replaced")
+
+    def _write_one(self, conn, statement, bot_id, write, accounts, tickers, max_state_bytes, failures):
         if write.ticker_id not in tickers:
             return ItemError.TICKER_NOT_FOUND
         if write.account_id not in accounts:
@@ -505,10 +545,9 @@ class SQLiteStorage:
             else:
                 outcome = StateRow(*row)
         except sqlite3.Error as error:
-            code = getattr(error, "sqlite_errorcode", 0) & 0xFF
-            if code in _BUSY_CODES or code in _UNAVAILABLE_CODES:
+            if _database_fault(error) is not None:
                 raise
-            log.exception("state write failed for bot %s", bot_id)
+            failures.append(error)
             outcome = ItemError.FAILED
         if isinstance(outcome, StateRow):
             conn.execute("RELEASE state_item")
@@ -570,13 +609,14 @@ class SQLiteStorage:
             rows = [StateRow(*row) for row in db.execute(" ".join(sql), params).fetchall()]
         return rows[:limit], len(rows) > limit
 
-    def delete_state(self, bot_id, account_id, ticker_id, expected_versions=None):
-        """Delete the bot's row for this account and ticker.
+    def delete_state(self, bot_id, key_hash, account_id, ticker_id, expected_versions=None):
+        """Delete the bot's row for this account and ticker (`key_hash` as in write_states).
 
         With `expected_versions` (a list), only when its version is one of them.
         Returns the deleted StateRow, None when there was no row, or a VersionConflict.
         """
         with self._writing() as db:
+            self._check_credentials(db, bot_id, key_hash)
             row = db.execute(
                 f"DELETE FROM user_bot_states"
                 " WHERE bot_id = ? AND user_broker_account_id = ? AND ticker_id = ?"

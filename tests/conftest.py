@@ -42,7 +42,7 @@ def bot(storage):
     """A bot 'my-bot' and its plaintext key, as `flask bots create` makes them."""
     api_key = keys.generate_key()
     created = storage.create_bot("my-bot", "My bot", keys.hash_key(api_key))
-    return {"id": created["id"], "slug": "my-bot", "apiKey": api_key}
+    return {"id": created["id"], "slug": "my-bot", "apiKey": api_key, "keyHash": keys.hash_key(api_key)}
 
 
 @pytest.fixture

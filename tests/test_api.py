@@ -82,18 +82,18 @@ def test_validation_errors_change_nothing(client, bot, registered, storage):
     assert storage.count_states() == 0
 
 
-@pytest.mark.parametrize(
-    "depth,error",
-    ((100, None), (101, "State exceeds 100 levels of nesting"), (400, "State exceeds 100 levels of nesting")),
-)
-def test_state_nesting_limit_is_a_per_item_error(client, bot, registered, depth, error):
-    response = post(client, bot, {"states": [item(state=nested(depth)), item(ACCOUNT_1, TICKER_MSFT)]})
-    first, second = response.get_json()["results"]
-    assert second["status"] == "success"
-    if error is None:
-        assert first["status"] == "success"
+@pytest.mark.parametrize("depth,accepted", ((100, True), (101, False), (400, False)))
+def test_state_nesting_limit_is_validated(client, bot, registered, storage, depth, accepted):
+    response = post(client, bot, {"states": [item(ACCOUNT_1, TICKER_MSFT), item(state=nested(depth))]})
+    if accepted:
+        assert response.get_json()["summary"]["succeeded"] == 2
     else:
-        assert first == {"status": "error", "error": error, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "index": 0}
+        assert response.status_code == 400
+        assert response.get_json() == {
+            "error": "states[1].state is nested more than 100 levels deep",
+            "code": "BAD_REQUEST",
+        }
+        assert storage.count_states() == 0
 
 
 def test_state_size_is_measured_as_stored_utf8_json(configured):

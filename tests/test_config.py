@@ -44,7 +44,10 @@ def test_environment_overrides_defaults(tmp_path, monkeypatch):
         ("PORT", "http", "BOTSTATE_PORT must be an integer from 0 to 65535, got 'http'"),
         ("PORT", "70000", "BOTSTATE_PORT must be an integer from 0 to 65535, got 70000"),
         ("THREADS", "0", "BOTSTATE_THREADS must be an integer from 1 to 256, got 0"),
-        ("MAX_STATES", "true", "BOTSTATE_MAX_STATES must be an integer from 1 to 100000, got True"),
+        ("MAX_STATES", "true", "BOTSTATE_MAX_STATES must be an integer from 1 to 100000, got 'true'"),
+        ("PORT", "--5", "BOTSTATE_PORT must be an integer from 0 to 65535, got '--5'"),
+        ("THREADS", "²", "BOTSTATE_THREADS must be an integer from 1 to 256, got '²'"),
+        ("THREADS", "4\n5", "BOTSTATE_THREADS must be an integer from 1 to 256, got '4\\n5'"),
         ("SYNCHRONOUS", "sometimes", "BOTSTATE_SYNCHRONOUS must be one of OFF, NORMAL, FULL, EXTRA, got 'sometimes'"),
         ("HOST", "", "BOTSTATE_HOST must not be empty"),
     ),
@@ -53,7 +56,7 @@ def test_bad_settings_are_named(tmp_path, monkeypatch, name, value, message):
     monkeypatch.setenv(f"BOTSTATE_{name}", value)
     with pytest.raises(config.ConfigError) as raised:
         create_app({"DATABASE": str(tmp_path / "x.db")})
-    assert str(raised.value) == message
+    assert raised.value.message == message
 
 
 def test_serve_refuses_a_bad_setting_with_one_line(tmp_path):

@@ -22,8 +22,8 @@ def write(account=ACCOUNT_0, ticker=TICKER_AAPL, state=None):
 
 
 def test_upsert_creates_then_updates_the_same_row(storage, bot, registered):
-    [created] = storage.write_states(bot["id"], [write(state={"v": 1})])
-    [updated] = storage.write_states(bot["id"], [write(state={"v": 2})])
+    [created] = storage.write_states(bot["id"], bot["keyHash"], [write(state={"v": 1})])
+    [updated] = storage.write_states(bot["id"], bot["keyHash"], [write(state={"v": 2})])
     assert isinstance(created, StateRow) and isinstance(updated, StateRow)
     assert updated.id == created.id
     assert updated.created_at == created.created_at
@@ -36,6 +36,7 @@ def test_upsert_creates_then_updates_the_same_row(storage, bot, registered):
 def test_unknown_ticker_and_account_fail_alone(storage, bot, registered):
     outcomes = storage.write_states(
         bot["id"],
+        bot["keyHash"],
         [write(), write(ticker=TICKER_UNKNOWN), write(account=TICKER_UNKNOWN), write(ACCOUNT_1, TICKER_MSFT)],
     )
     assert outcomes[1] is ItemError.TICKER_NOT_FOUND
@@ -46,7 +47,7 @@ def test_unknown_ticker_and_account_fail_alone(storage, bot, registered):
 
 def test_unknown_ticker_is_reported_before_unknown_account(storage, bot, registered):
     # The spec's example item names neither a registered account nor ticker: "Ticker not found".
-    [outcome] = storage.write_states(bot["id"], [write(TICKER_UNKNOWN, TICKER_UNKNOWN)])
+    [outcome] = storage.write_states(bot["id"], bot["keyHash"], [write(TICKER_UNKNOWN, TICKER_UNKNOWN)])
     assert outcome is ItemError.TICKER_NOT_FOUND
 
 
@@ -57,9 +58,10 @@ def test_a_failing_item_is_rolled_back_without_undoing_the_others(storage, bot, 
         """CREATE TRIGGER refuse_boom AFTER UPDATE ON user_bot_states
            WHEN NEW.state LIKE '%boom%' BEGIN SELECT RAISE(ABORT, 'boom refused'); END"""
     )
-    storage.write_states(bot["id"], [write(state={"v": "before"})])
+    storage.write_states(bot["id"], bot["keyHash"], [write(state={"v": "before"})])
     outcomes = storage.write_states(
         bot["id"],
+        bot["keyHash"],
         [write(ACCOUNT_1, TICKER_MSFT, {"v": 1}), write(state={"v": "boom"}), write(ACCOUNT_1, TICKER_AAPL, {"v": 3})],
     )
     assert outcomes[1] is ItemError.FAILED
@@ -69,23 +71,23 @@ def test_a_failing_item_is_rolled_back_without_undoing_the_others(storage, bot, 
 
 
 def test_same_key_twice_applies_in_order(storage, bot, registered):
-    outcomes = storage.write_states(bot["id"], [write(state={"v": 1}), write(state={"v": 2})])
+    outcomes = storage.write_states(bot["id"], bot["keyHash"], [write(state={"v": 1}), write(state={"v": 2})])
     assert outcomes[0].id == outcomes[1].id
     assert json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL).state_json) == {"v": 2}
 
 
 def test_bots_do_not_share_rows(storage, bot, registered):
     other = storage.create_bot("other", "Other", "0" * 64)
-    storage.write_states(bot["id"], [write(state={"mine": True})])
-    [theirs] = storage.write_states(other["id"], [write(state={"theirs": True})])
+    storage.write_states(bot["id"], bot["keyHash"], [write(state={"mine": True})])
+    [theirs] = storage.write_states(other["id"], "0" * 64, [write(state={"theirs": True})])
     assert theirs.bot_id == other["id"]
     assert json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL).state_json) == {"mine": True}
 
 
 def test_deleting_a_bot_cascades_to_its_states_only(storage, bot, registered):
     other = storage.create_bot("other", "Other", "0" * 64)
-    storage.write_states(bot["id"], [write(), write(ACCOUNT_1, TICKER_MSFT)])
-    storage.write_states(other["id"], [write()])
+    storage.write_states(bot["id"], bot["keyHash"], [write(), write(ACCOUNT_1, TICKER_MSFT)])
+    storage.write_states(other["id"], "0" * 64, [write()])
     deleted = storage.delete_bot("my-bot")
     assert deleted["states"] == 2
     assert storage.count_states() == 1
@@ -94,7 +96,7 @@ def test_deleting_a_bot_cascades_to_its_states_only(storage, bot, registered):
 
 
 def test_deleting_an_account_or_ticker_leaves_no_orphans(storage, bot, registered):
-    storage.write_states(bot["id"], [write(), write(ACCOUNT_1, TICKER_MSFT)])
+    storage.write_states(bot["id"], bot["keyHash"], [write(), write(ACCOUNT_1, TICKER_MSFT)])
     db = sqlite_utils.Database(storage.path)
     db.execute("PRAGMA foreign_keys = ON")
     db.execute("DELETE FROM accounts WHERE id = ?", [ACCOUNT_0])
