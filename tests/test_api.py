@@ -54,6 +54,7 @@ def nested(depth):
         b'{"states": [{"accountId": "x", "tickerId": "y", "state": {"v": Infinity}}]}',
         b'{"states": [{"accountId": "x", "tickerId": "y", "state": {"v": -Infinity}}]}',
         b'{"states": [], "v": 1e999}',
+        b'{"states": [], "v": -1e-400}',
         b'{"v": "\\ud800"}',
         b'{"v": "\\udc00\\ud800"}',
         b'{"v": "\xff\xfe"}',

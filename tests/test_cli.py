@@ -712,3 +712,14 @@ def test_errors_are_one_line_on_stderr(runner, tmp_path, bot, registered, args, 
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+
+
+@pytest.mark.parametrize("group", ("accounts", "tickers"))
+def test_import_of_a_file_that_is_not_utf8_is_one_line(runner, tmp_path, group):
+    # Regression: a UnicodeDecodeError traceback instead of an error line.
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"AAPL\n\xe9t\xe9\n")
+    result = runner.invoke(args=[group, "import", str(path), "--json"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"Error: {path} is not UTF-8 text (byte 5): save it as UTF-8"]

@@ -20,10 +20,27 @@ def test_defaults(tmp_path, monkeypatch):
     assert app.config["MAX_BODY_BYTES"] == 10 * 1024 * 1024
 
 
-def test_default_database_is_in_the_instance_folder(monkeypatch):
+def test_default_database_is_in_the_instance_folder(tmp_path, monkeypatch):
+    import app as app_module
+
     monkeypatch.delenv("BOTSTATE_DATABASE", raising=False)
-    conf = dict(config.DEFAULTS, DATABASE="instance/botstate.db")
-    assert config.check(conf)["DATABASE"] == os.path.abspath("instance/botstate.db")
+    monkeypatch.setattr(app_module.BotstateFlask, "auto_find_instance_path", lambda self: str(tmp_path / "instance"))
+    app = create_app()
+    app.extensions["botstate.storage"].close()
+    assert app.config["DATABASE"] == str(tmp_path / "instance" / "botstate.db")
+    assert (tmp_path / "instance" / "botstate.db").exists()
+
+
+def test_waitress_limits_are_set_deliberately(tmp_path):
+    from serve import BODY_LIMIT_SLACK, make_server
+
+    app = create_app({"DATABASE": str(tmp_path / "x.db"), "PORT": 0, "MAX_BODY_BYTES": 4096, "CHANNEL_TIMEOUT": 7, "CONNECTION_LIMIT": 9, "THREADS": 3})
+    server = make_server(app)
+    server.close()
+    app.extensions["botstate.storage"].close()
+    adj = server.adj
+    assert adj.max_request_body_size == 4096 + BODY_LIMIT_SLACK
+    assert (adj.channel_timeout, adj.connection_limit, adj.threads) == (7, 9, 3)
 
 
 def test_environment_overrides_defaults(tmp_path, monkeypatch):

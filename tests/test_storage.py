@@ -1,5 +1,6 @@
 import json
 import sqlite3
+import time
 
 import pytest
 import sqlite_utils
@@ -23,11 +24,13 @@ def write(account=ACCOUNT_0, ticker=TICKER_AAPL, state=None):
 
 def test_upsert_creates_then_updates_the_same_row(storage, bot, registered):
     [created] = storage.write_states(bot["id"], bot["keyHash"], [write(state={"v": 1})])
+    time.sleep(0.002)  # timestamps have millisecond resolution
     [updated] = storage.write_states(bot["id"], bot["keyHash"], [write(state={"v": 2})])
     assert isinstance(created, StateRow) and isinstance(updated, StateRow)
     assert updated.id == created.id
     assert updated.created_at == created.created_at
-    assert updated.updated_at >= created.updated_at
+    assert updated.updated_at > created.updated_at
+    assert (created.version, updated.version) == (1, 2)
     row = storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)
     assert json.loads(row.state_json) == {"v": 2}
     assert storage.count_states(bot["id"]) == 1
@@ -159,7 +162,8 @@ def test_an_old_database_file_is_upgraded_without_losing_rows(tmp_path):
     storage = SQLiteStorage(path)
     assert storage.migrate() == [newest]
     assert storage.migrate() == []
-    assert json.loads(storage.get_state("b", ACCOUNT_0, TICKER_AAPL).state_json) == {"v": 1}
+    upgraded = storage.get_state("b", ACCOUNT_0, TICKER_AAPL)
+    assert (json.loads(upgraded.state_json), upgraded.version) == ({"v": 1}, 1)
     assert storage.get_bot("old-bot")["states"] == 1
     storage.close()
 

@@ -1,0 +1,68 @@
+"""Starting up as a user does: bad settings and unusable databases are one clear line."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, start_server, stop_server
+
+
+def run(args, **settings):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTSTATE_")}
+    env.update({f"BOTSTATE_{k}": str(v) for k, v in settings.items()})
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    (
+        ({"PORT": "abc"}, "BOTSTATE_PORT must be an integer from 0 to 65535, got 'abc'"),
+        ({"PORT": "--5"}, "BOTSTATE_PORT must be an integer from 0 to 65535, got '--5'"),
+        ({"SYNCHRONOUS": "maybe"}, "BOTSTATE_SYNCHRONOUS must be one of OFF, NORMAL, FULL, EXTRA, got 'maybe'"),
+    ),
+)
+@pytest.mark.parametrize("command", (["-m", "flask", "bots", "list", "--json"], ["serve.py"]))
+def test_bad_settings_stop_with_one_line(tmp_path, command, settings, message):
+    result = run(command, DATABASE=tmp_path / "x.db", **settings)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize("command", (["-m", "flask", "init-db"], ["serve.py"]))
+def test_an_unusable_database_path_is_one_line(tmp_path, command):
+    (tmp_path / "a-directory.db").mkdir()
+    result = run(command, DATABASE=tmp_path / "a-directory.db")
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"cannot use the database {tmp_path / 'a-directory.db'}" in result.stderr
+
+
+def test_a_taken_port_is_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(["serve.py"], DATABASE=tmp_path / "x.db", PORT=port)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"botstate: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_unknown_settings_are_named_not_applied(tmp_path):
+    result = run(["-m", "flask", "bots", "list", "--json"], DATABASE=tmp_path / "x.db", THRAEDS="8")
+    assert result.returncode == 0 and result.stdout.strip() == "[]"
+    assert "ignoring BOTSTATE_THRAEDS: not a botstate setting" in result.stderr
+
+
+def test_startup_lines_show_at_any_log_level(tmp_path):
+    process, url, log_path = start_server(tmp_path / "quiet.db", LOG_LEVEL="ERROR")
+    stop_server(process)
+    log = log_path.read_text()
+    assert f"botstate listening on {url}" in log
+    assert "No bot exists yet. Create one with:" in log
