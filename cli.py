@@ -214,23 +214,26 @@ def accounts_import(file, as_json):
     emit(as_json, result, f"Added {added} accounts ({result['existing']} already registered).")
 
 
-def parse_accounts(file):
-    """Unique (id, name) rows from an account file, or a ClickException naming the bad line."""
-    id_column, name_column = 0, 1
-    rows = {}
+def columns(file, key, optional):
+    """(line number, {column: cell}) per data row: by the header row when the first row
+    names `key`, else positionally as `key`, `optional`."""
+    names = [key, optional]
     for position, (number, cells) in enumerate(read_csv_rows(file)):
         header = [cell.lower() for cell in cells]
-        if position == 0 and "id" in header:
-            id_column = header.index("id")
-            name_column = header.index("name") if "name" in header else None
+        if position == 0 and key in header:
+            names = header
             continue
-        value = cells[id_column] if id_column < len(cells) else ""
+        yield number, dict(zip(names, cells))
+
+
+def parse_accounts(file):
+    """Unique (id, name) rows from an account file, or a ClickException naming the bad line."""
+    rows = {}
+    for number, row in columns(file, "id", "name"):
+        value = row.get("id", "")
         if not is_uuid(value):
             raise click.ClickException(f"{file_label(file)} line {number}: {value!r} is not a UUID")
-        name = None
-        if name_column is not None and name_column < len(cells) and cells[name_column]:
-            name = cells[name_column]
-        rows.setdefault(value.lower(), name)
+        rows.setdefault(value.lower(), row.get("name") or None)
     return list(rows.items())
 
 
@@ -282,24 +285,16 @@ def tickers_import(file, as_json):
 
 def parse_tickers(file):
     """Unique (symbol, id or None) rows from a ticker CSV, or a ClickException naming the bad line."""
-    symbol_column, id_column = 0, 1
     rows = {}
-    for position, (number, cells) in enumerate(read_csv_rows(file)):
-        header = [cell.lower() for cell in cells]
-        if position == 0 and "symbol" in header:
-            symbol_column = header.index("symbol")
-            id_column = header.index("id") if "id" in header else None
-            continue
-        symbol = cells[symbol_column] if symbol_column < len(cells) else ""
+    for number, row in columns(file, "symbol", "id"):
+        symbol = row.get("symbol", "")
         if not is_valid_symbol(symbol):
             raise click.ClickException(f"{file_label(file)} line {number}: {symbol!r} is not a ticker symbol")
-        ticker_id = None
-        if id_column is not None and id_column < len(cells) and cells[id_column]:
-            if not is_uuid(cells[id_column]):
-                raise click.ClickException(
-                    f"{file_label(file)} line {number}: {cells[id_column]!r} is not a UUID"
-                )
-            ticker_id = cells[id_column].lower()
+        ticker_id = row.get("id") or None
+        if ticker_id is not None:
+            if not is_uuid(ticker_id):
+                raise click.ClickException(f"{file_label(file)} line {number}: {ticker_id!r} is not a UUID")
+            ticker_id = ticker_id.lower()
         if rows.get(symbol, ticker_id) != ticker_id:
             raise click.ClickException(f"{file_label(file)} line {number}: {symbol} appears twice with different ids")
         rows[symbol] = ticker_id

@@ -53,24 +53,16 @@ def _http_error(error):
     return response
 
 
-def _busy(error):
-    log.warning("database busy: %s", error)
-    return APIError(
-        503,
-        "Database is busy, retry later",
-        "SERVICE_UNAVAILABLE",
-        {"Retry-After": str(RETRY_AFTER_SECONDS)},
-    ).response()
+def _service_unavailable(message, level):
+    """A handler answering 503 with `message` and Retry-After, logging why at `level`."""
 
+    def handle(error):
+        log.log(level, "%s: %s", message, error)
+        return APIError(
+            503, message, "SERVICE_UNAVAILABLE", {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        ).response()
 
-def _unavailable(error):
-    log.error("database unavailable: %s", error)
-    return APIError(
-        503,
-        "Database is unavailable, retry later",
-        "SERVICE_UNAVAILABLE",
-        {"Retry-After": str(RETRY_AFTER_SECONDS)},
-    ).response()
+    return handle
 
 
 def _unexpected(error):
@@ -82,6 +74,11 @@ def register_error_handlers(app):
     """Answer every error as JSON: routing 404/405, client errors, storage faults, bugs."""
     app.register_error_handler(APIError, lambda error: error.response())
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(DatabaseBusy, _busy)
-    app.register_error_handler(DatabaseUnavailable, _unavailable)
+    app.register_error_handler(
+        DatabaseBusy, _service_unavailable("Database is busy, retry later", logging.WARNING)
+    )
+    app.register_error_handler(
+        DatabaseUnavailable,
+        _service_unavailable("Database is unavailable, retry later", logging.ERROR),
+    )
     app.register_error_handler(Exception, _unexpected)
