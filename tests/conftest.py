@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import keys
+from keys import generate_key, hash_key
 from app import create_app
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
 
@@ -43,6 +44,26 @@ def bot(storage):
     api_key = keys.generate_key()
     created = storage.create_bot("my-bot", "My bot", keys.hash_key(api_key))
     return {"id": created["id"], "slug": "my-bot", "apiKey": api_key, "keyHash": keys.hash_key(api_key)}
+
+
+@pytest.fixture
+def configured(tmp_path):
+    """Factory: (client, bot, storage) of an app with extra settings, its bot 'b' and the spec's first ids."""
+    storages = []
+
+    def make(**settings):
+        app = create_app({"DATABASE": str(tmp_path / f"db{len(storages)}.sqlite"), **settings})
+        storage = app.extensions["botstate.storage"]
+        storages.append(storage)
+        key = generate_key()
+        storage.create_bot("b", "b", hash_key(key))
+        storage.add_account(ACCOUNT_0, None)
+        storage.add_ticker("AAPL", TICKER_AAPL)
+        return app.test_client(), {"slug": "b", "apiKey": key}, storage
+
+    yield make
+    for storage in storages:
+        storage.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import sqlite3
 import pytest
 
 from app import create_app
-from keys import generate_key, hash_key
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
 
 
@@ -14,26 +13,6 @@ def post(client, bot, body, **headers):
     return client.post(
         f"/api/bots/{bot['slug']}/state", data=data, headers={"x-api-key": bot["apiKey"], **headers}
     )
-
-
-@pytest.fixture
-def configured(tmp_path):
-    """Factory: a client of an app with extra settings, and its bot 'b' with the spec's first ids."""
-    storages = []
-
-    def make(**settings):
-        app = create_app({"DATABASE": str(tmp_path / f"db{len(storages)}.sqlite"), **settings})
-        storage = app.extensions["botstate.storage"]
-        storages.append(storage)
-        key = generate_key()
-        storage.create_bot("b", "b", hash_key(key))
-        storage.add_account(ACCOUNT_0, None)
-        storage.add_ticker("AAPL", TICKER_AAPL)
-        return app.test_client(), {"slug": "b", "apiKey": key}, storage
-
-    yield make
-    for storage in storages:
-        storage.close()
 
 
 def nested(depth):

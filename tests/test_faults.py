@@ -7,38 +7,17 @@ import time
 
 import pytest
 
-from app import create_app
 from keys import generate_key, hash_key
 from spec_data import ACCOUNT_0, TICKER_AAPL, item
-
-
-@pytest.fixture
-def served(tmp_path):
-    """Factory: (client, bot, storage) of an app with extra settings, its bot and the spec's ids."""
-    storages = []
-
-    def make(**settings):
-        app = create_app({"DATABASE": str(tmp_path / "db.sqlite"), **settings})
-        storage = app.extensions["botstate.storage"]
-        storages.append(storage)
-        key = generate_key()
-        storage.create_bot("b", "b", hash_key(key))
-        storage.add_account(ACCOUNT_0, None)
-        storage.add_ticker("AAPL", TICKER_AAPL)
-        return app.test_client(), {"slug": "b", "apiKey": key}, storage
-
-    yield make
-    for storage in storages:
-        storage.close()
 
 
 def post(client, bot, states):
     return client.post(f"/api/bots/{bot['slug']}/state", json={"states": states}, headers={"x-api-key": bot["apiKey"]})
 
 
-def test_a_deleted_database_file_is_503_and_not_recreated_empty(served):
+def test_a_deleted_database_file_is_503_and_not_recreated_empty(configured):
     # Regression: reconnecting used to create a new empty file, then "no such table" answered 500.
-    client, bot, storage = served()
+    client, bot, storage = configured()
     assert post(client, bot, [item()]).status_code == 200
     storage.close()
     for suffix in ("", "-wal", "-shm"):
@@ -52,10 +31,10 @@ def test_a_deleted_database_file_is_503_and_not_recreated_empty(served):
     assert not os.path.exists(storage.path)
 
 
-def test_a_locked_database_costs_one_busy_timeout_not_two(served):
+def test_a_locked_database_costs_one_busy_timeout_not_two(configured):
     # Regression: a writer queued behind another in this process waited for the
     # in-process lock, then again in SQLite: twice BOTSTATE_BUSY_TIMEOUT_MS.
-    client, bot, storage = served(BUSY_TIMEOUT_MS=1500)
+    client, bot, storage = configured(BUSY_TIMEOUT_MS=1500)
     holder = sqlite3.connect(storage.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     answers = []
@@ -87,10 +66,10 @@ def test_a_locked_database_costs_one_busy_timeout_not_two(served):
     ),
 )
 @pytest.mark.parametrize("method", ("POST", "PATCH", "DELETE"))
-def test_a_key_rotated_or_bot_deleted_mid_request_writes_nothing(served, monkeypatch, change, status, body, method):
+def test_a_key_rotated_or_bot_deleted_mid_request_writes_nothing(configured, monkeypatch, change, status, body, method):
     # Regression: the key was checked before the write transaction, so a request
     # authenticated just before `bots rotate-key` or `bots delete` still wrote.
-    client, bot, storage = served()
+    client, bot, storage = configured()
     post(client, bot, [item(state={"v": 1})])
     authenticated = storage.find_bot_credentials
 
