@@ -69,8 +69,25 @@ def configure_logging(level):
     logger.setLevel(level)
     if not logger.hasHandlers():
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(LineFormatter())
         logger.addHandler(handler)
+
+
+class LineFormatter(logging.Formatter):
+    """`time level message`, formatting the date once a second: one runs per request."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
+        self._stamp = (None, "")
+
+    def formatTime(self, record, datefmt=None):
+        """The record's local time, as logging's default format writes it."""
+        second = int(record.created)
+        cached_second, text = self._stamp
+        if second != cached_second:
+            text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self._stamp = (second, text)
+        return f"{text},{int(record.msecs):03d}"
 
 
 def _start_timer():

@@ -4,10 +4,23 @@ import json
 import math
 import re
 
+import orjson
 from flask.json.provider import DefaultJSONProvider
 
 # A \uD800-\uDFFF escape in the raw text is the only way a lone surrogate gets in.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# orjson is fast but turns integers past 64 bits into floats and underflows 1e-400
+# to 0.0 without a word; bodies that might hold such numbers take the strict path.
+_DIGITS_TO_ZERO = bytes(b"0"[0] if chr(c).isdigit() and c < 128 else b" "[0] for c in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
+_TINY_EXPONENT = re.compile(rb"[eE]-0*[0-9]{3}")
+
+
+def _orjson_may_be_inexact(data):
+    # translate() and `in` run in C: a scan costs a fraction of the parse it guards.
+    if _LONG_DIGIT_RUN in data.translate(_DIGITS_TO_ZERO):
+        return True
+    return (b"e-" in data or b"E-" in data) and _TINY_EXPONENT.search(data) is not None
 
 
 class InvalidJSON(ValueError):
@@ -30,6 +43,11 @@ def _finite_float(text):
 
 def loads(data):
     """Parse UTF-8 bytes as strict JSON: no NaN/Infinity, no lone surrogates, no overflow."""
+    if isinstance(data, (bytes, bytearray)) and not _orjson_may_be_inexact(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # the strict parser below decides, and words the error
     try:
         text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
         value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
@@ -40,9 +58,17 @@ def loads(data):
     return value
 
 
+def dumps_bytes(value):
+    """Serialize compactly to UTF-8, keeping key order and non-ASCII text as is."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # an integer past 64 bits, which JSON allows and orjson does not
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
 def dumps(value):
-    """Serialize compactly, keeping key order and non-ASCII text as is."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    """Serialize compactly to text, keeping key order and non-ASCII text as is."""
+    return dumps_bytes(value).decode("utf-8")
 
 
 def depth_exceeds(value, limit):
@@ -85,13 +111,17 @@ def _has_lone_surrogate(value):
 
 
 class JSONProvider(DefaultJSONProvider):
-    """Flask's JSON provider, but keeping key order (states round-trip) and UTF-8 output."""
+    """Flask's JSON provider with the same output as dumps(): key order kept, UTF-8."""
 
     sort_keys = False
     ensure_ascii = False
     compact = True
 
     def dumps(self, obj, **kwargs):
-        """Serialize for a response; NaN and Infinity are never sent."""
-        kwargs.setdefault("allow_nan", False)
-        return super().dumps(obj, **kwargs)
+        """Serialize for a response."""
+        return dumps(obj)
+
+    def response(self, *args, **kwargs):
+        """A JSON response, serialized straight to bytes."""
+        value = self._prepare_response_obj(args, kwargs)
+        return self._app.response_class(dumps_bytes(value), mimetype=self.mimetype)

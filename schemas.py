@@ -5,7 +5,7 @@ import datetime
 import re
 import uuid
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, pre_load, validate
 
 from jsoncodec import depth_exceeds
 
@@ -88,7 +88,9 @@ class StateObject(fields.Dict):
     max_depth = None
 
     def _deserialize(self, value, attr, data, **kwargs):
-        value = super()._deserialize(value, attr, data, **kwargs)
+        # Parsed JSON objects are dicts: keep the caller's, rather than copying it as Dict does.
+        if type(value) is not dict:
+            raise self.make_error("invalid")
         if self.max_depth is not None and depth_exceeds(value, self.max_depth):
             raise self.make_error("too_deep", max_depth=self.max_depth)
         return value
@@ -131,12 +133,44 @@ class StateUpdateSchema(Schema):
         unknown = EXCLUDE
 
 
+class StateList(fields.List):
+    """The `states` array: each item loaded by StateUpdateSchema's own fields.
+
+    Documented (OpenAPI) and reported exactly like List(Nested(StateUpdateSchema)),
+    but without running a whole Schema load per item, which cost more than half
+    of a 1000-item request.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            fields.Nested(StateUpdateSchema, error_messages={"null": ITEM_NOT_OBJECT}), **kwargs
+        )
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        item_fields = tuple(self.inner.schema.fields.items())
+        loaded, errors = [], {}
+        for index, item in enumerate(value):
+            if type(item) is not dict:
+                errors[index] = {"_schema": [ITEM_NOT_OBJECT]}
+                continue
+            result, item_errors = {}, {}
+            for name, field in item_fields:
+                try:
+                    result[name] = field.deserialize(item.get(name, missing), name, item)
+                except ValidationError as error:
+                    item_errors[name] = error.messages
+            if item_errors:
+                errors[index] = item_errors
+            loaded.append(result)
+        if errors:
+            raise ValidationError(errors, valid_data=loaded)
+        return loaded
+
+
 class StateUpdatesSchema(Schema):
     """The body of POST /api/bots/:slug/state."""
 
-    states = fields.List(
-        fields.Nested(StateUpdateSchema, error_messages={"null": ITEM_NOT_OBJECT}), required=True
-    )
+    states = StateList(required=True)
 
     class Meta:
         unknown = EXCLUDE
@@ -267,8 +301,6 @@ def first_error(messages):
         return states[0]
     index = min(states)
     item = states[index]
-    if isinstance(item, list):  # a null item: the Nested field's own message
-        return f"states[{index}] {item[0]}"
     if "_schema" in item:
         return f"states[{index}] {item['_schema'][0]}"
     field = next(name for name in ITEM_FIELDS if name in item)

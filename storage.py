@@ -182,25 +182,26 @@ _STATE_COLUMNS = (
 _WRITE_STATE = """
 INSERT INTO user_bot_states
     (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)
-SELECT :id, :bot_id, :account_id, :ticker_id, {new_state}, 1, {now}, {now}
-WHERE :expected IS NULL OR :expected = 0 OR EXISTS (
+SELECT ?1, ?2, ?3, ?4, {new_state}, 1, {now}, {now}
+WHERE ?6 IS NULL OR ?6 = 0 OR EXISTS (
     SELECT 1 FROM user_bot_states
-    WHERE bot_id = :bot_id AND user_broker_account_id = :account_id AND ticker_id = :ticker_id
+    WHERE bot_id = ?2 AND user_broker_account_id = ?3 AND ticker_id = ?4
 )
 ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
     state = {updated_state},
     version = user_bot_states.version + 1,
     updated_at = excluded.updated_at
-WHERE :expected IS NULL OR user_bot_states.version = :expected
+WHERE ?6 IS NULL OR user_bot_states.version = ?6
 RETURNING {columns}
 """
+# Parameters: ?1 new row id, ?2 bot, ?3 account, ?4 ticker, ?5 state (or patch), ?6 expected version.
 _REPLACE_STATE = _WRITE_STATE.format(
-    new_state=":state", updated_state="excluded.state", now=NOW, columns=_STATE_COLUMNS
+    new_state="?5", updated_state="excluded.state", now=NOW, columns=_STATE_COLUMNS
 )
 # RFC 7396 JSON Merge Patch, applied by SQLite's json_patch() to {} or the stored state.
 _MERGE_STATE = _WRITE_STATE.format(
-    new_state="json_patch('{}', :state)",
-    updated_state="json_patch(user_bot_states.state, :state)",
+    new_state="json_patch('{}', ?5)",
+    updated_state="json_patch(user_bot_states.state, ?5)",
     now=NOW,
     columns=_STATE_COLUMNS,
 )
@@ -277,23 +278,27 @@ class SQLiteStorage:
     def _writing(self):
         # One deadline for both waits: for this process's writers, then for other processes'.
         deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        if not self._write_lock.acquire(timeout=self.busy_timeout_ms / 1000):
+        waited = not self._write_lock.acquire(blocking=False)
+        if waited and not self._write_lock.acquire(timeout=self.busy_timeout_ms / 1000):
             raise DatabaseBusy("timed out waiting for the write lock")
         try:
             with self._errors_translated():
                 db = self._db()
-                remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-                db.execute(f"PRAGMA busy_timeout = {remaining_ms}")
+                conn = db.conn
+                if waited:
+                    remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+                    conn.execute(f"PRAGMA busy_timeout = {remaining_ms}")
                 try:
-                    db.execute("BEGIN IMMEDIATE")
+                    conn.execute("BEGIN IMMEDIATE")
                 finally:
-                    db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+                    if waited:
+                        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
                 try:
                     yield db
-                    db.execute("COMMIT")
+                    conn.execute("COMMIT")
                 except BaseException:
-                    if db.conn.in_transaction:
-                        db.conn.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise
         finally:
             self._write_lock.release()
@@ -360,8 +365,8 @@ class SQLiteStorage:
     def find_bot_credentials(self, slug):
         """(bot id, key hash) for the slug, or None: the one read on every API request."""
         with self._reading() as db:
-            return db.execute(
-                "SELECT id, api_key_hash FROM bots WHERE slug = ?", [slug]
+            return db.conn.execute(
+                "SELECT id, api_key_hash FROM bots WHERE slug = ?", (slug,)
             ).fetchone()
 
     def list_bots(self):
@@ -496,8 +501,7 @@ class SQLiteStorage:
         failures = []
         with self._writing() as db:
             self._check_credentials(db, bot_id, key_hash)
-            accounts = self._existing_ids(db, "accounts", {w.account_id for w in writes})
-            tickers = self._existing_ids(db, "tickers", {w.ticker_id for w in writes})
+            accounts, tickers = self._existing_ids(db, writes)
             outcomes = [
                 self._write_one(db.conn, statement, bot_id, w, accounts, tickers, max_state_bytes, failures)
                 for w in writes
@@ -511,36 +515,47 @@ class SQLiteStorage:
 
     @staticmethod
     def _check_credentials(db, bot_id, key_hash):
-        row = db.execute("SELECT api_key_hash FROM bots WHERE id = ?", [bot_id]).fetchone()
+        row = db.conn.execute("SELECT api_key_hash FROM bots WHERE id = ?", (bot_id,)).fetchone()
         if row is None:
             raise NotFound("the bot was deleted")
         if row[0] != key_hash:
             raise StaleKey("the bot's key was replaced")
 
     def _write_one(self, conn, statement, bot_id, write, accounts, tickers, max_state_bytes, failures):
+        # An item is isolated from the others as one statement, which SQLite makes
+        # atomic: it changes its row entirely or not at all. A merge also gets a
+        # savepoint, because its size is known only once applied, and may be undone.
+        merge = statement is _MERGE_STATE
         if write.ticker_id not in tickers:
             return ItemError.TICKER_NOT_FOUND
         if write.account_id not in accounts:
             return ItemError.ACCOUNT_NOT_FOUND
-        conn.execute("SAVEPOINT state_item")
+        if not merge and max_state_bytes is not None and len(write.state_json.encode()) > max_state_bytes:
+            # A conflict is reported before the size, as it is for a merge.
+            found = self._version(conn, bot_id, write.account_id, write.ticker_id)
+            if write.expected_version is not None and write.expected_version != found:
+                return VersionConflict(write.expected_version, found)
+            return ItemError.STATE_TOO_LARGE
+        if merge:
+            conn.execute("SAVEPOINT state_item")
         try:
             row = conn.execute(
                 statement,
-                {
-                    "id": str(uuid.uuid4()),
-                    "bot_id": bot_id,
-                    "account_id": write.account_id,
-                    "ticker_id": write.ticker_id,
-                    "state": write.state_json,
-                    "expected": write.expected_version,
-                },
+                (
+                    str(uuid.uuid4()),
+                    bot_id,
+                    write.account_id,
+                    write.ticker_id,
+                    write.state_json,
+                    write.expected_version,
+                ),
             ).fetchone()
             if row is None:
                 outcome = VersionConflict(
                     write.expected_version,
                     self._version(conn, bot_id, write.account_id, write.ticker_id),
                 )
-            elif max_state_bytes is not None and len(row[4].encode("utf-8")) > max_state_bytes:
+            elif merge and max_state_bytes is not None and len(row[4].encode()) > max_state_bytes:
                 outcome = ItemError.STATE_TOO_LARGE
             else:
                 outcome = StateRow(*row)
@@ -549,10 +564,9 @@ class SQLiteStorage:
                 raise
             failures.append(error)
             outcome = ItemError.FAILED
-        if isinstance(outcome, StateRow):
-            conn.execute("RELEASE state_item")
-        else:
-            conn.execute("ROLLBACK TO state_item")
+        if merge:
+            if not isinstance(outcome, StateRow):
+                conn.execute("ROLLBACK TO state_item")
             conn.execute("RELEASE state_item")
         return outcome
 
@@ -566,12 +580,19 @@ class SQLiteStorage:
         return 0 if row is None else row[0]
 
     @staticmethod
-    def _existing_ids(db, table, ids):
-        rows = db.execute(
-            f"SELECT id FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
-            [json.dumps(sorted(ids))],
+    def _existing_ids(db, writes):
+        """The registered account ids and ticker ids among those the writes name, in one query."""
+        rows = db.conn.execute(
+            "SELECT 'a', id FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
+            " UNION ALL"
+            " SELECT 't', id FROM tickers WHERE id IN (SELECT value FROM json_each(?))",
+            (
+                json.dumps(list({w.account_id for w in writes})),
+                json.dumps(list({w.ticker_id for w in writes})),
+            ),
         ).fetchall()
-        return {row[0] for row in rows}
+        accounts = {row_id for kind, row_id in rows if kind == "a"}
+        return accounts, {row_id for kind, row_id in rows if kind == "t"}
 
     def get_state(self, bot_id, account_id, ticker_id):
         """The bot's StateRow for this account and ticker, or None."""

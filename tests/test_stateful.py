@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 
-from hypothesis import event, settings
+from hypothesis import Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -366,5 +366,12 @@ class StateMachine(RuleBasedStateMachine):
         assert self.storage.count_states(self.bot_id) == len(self.model)
 
 
-StateMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+# No explain phase: it traces every line of Flask and SQLite while shrinking, which
+# turns a 10-second shrink of a failure into Hypothesis's 5-minute give-up.
+StateMachine.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=25,
+    deadline=None,
+    phases=[phase for phase in Phase if phase is not Phase.explain],
+)
 TestStateMachine = StateMachine.TestCase
