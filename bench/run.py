@@ -1,0 +1,280 @@
+"""`make bench`: botstate under wrk beside a trivial-route ceiling, in one run, as a table.
+
+Starts botstate the way `make run` does (serve.py, BOTSTATE_* settings) on a data set
+it makes itself (1,000 accounts, 500 tickers, prefilled rows where a case needs them),
+and a trivial Flask route under the same waitress settings as the ceiling.
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import keys  # noqa: E402
+from app import create_app  # noqa: E402
+from storage import StateWrite  # noqa: E402
+
+THREADS = 4
+CONNECTIONS = 8
+ACCOUNTS = [str(uuid.UUID(int=(1 << 126) | n)) for n in range(1000)]
+TICKERS = [str(uuid.UUID(int=(2 << 126) | n)) for n in range(500)]
+KEY = keys.generate_key()
+BODIES_PER_CASE = 200
+
+
+def free_port():
+    """A free loopback port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(port, process, timeout=30):
+    """Wait until something accepts connections on the port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def peak_rss_mb(pid):
+    """The process' peak resident memory so far (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_botstate(database):
+    """serve.py on a free port, configured as `make run` would be."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTSTATE_")}
+    env.update(
+        BOTSTATE_DATABASE=str(database),
+        BOTSTATE_PORT=str(port),
+        BOTSTATE_THREADS=str(THREADS),
+        BOTSTATE_LOG_LEVEL="WARNING",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "serve.py"], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_for(port, process)
+    return process, port
+
+
+def start_ceiling():
+    """The trivial route, same waitress thread count."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "ceiling.py"), str(port), str(THREADS)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_for(port, process)
+    return process, port
+
+
+def stop(process):
+    """Stop a server and wait for it."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def make_database(path, prefill_rows=0):
+    """A database with the bench bot, accounts and tickers, and `prefill_rows` rows of other bots."""
+    app = create_app({"DATABASE": str(path), "LOG_LEVEL": "WARNING"})
+    storage = app.extensions["botstate.storage"]
+    storage.create_bot("bench", "bench", keys.hash_key(KEY))
+    storage.import_accounts([(account, None) for account in ACCOUNTS])
+    storage.import_tickers([(f"T{n}", ticker) for n, ticker in enumerate(TICKERS)])
+    pairs = [(a, t) for a in ACCOUNTS for t in TICKERS]
+    filler = 0
+    while prefill_rows > 0:
+        filler_hash = keys.hash_key(keys.generate_key())
+        bot = storage.create_bot(f"filler-{filler}", "filler", filler_hash)
+        rows = min(prefill_rows, len(pairs))
+        for start in range(0, rows, 1000):
+            writes = [
+                StateWrite(a, t, json.dumps({"position": "long", "entryPrice": 145.0, "n": n}))
+                for n, (a, t) in enumerate(pairs[start : min(start + 1000, rows)], start)
+            ]
+            storage.write_states(bot["id"], filler_hash, writes)
+        prefill_rows -= rows
+        filler += 1
+    storage.close()
+
+
+def state_items(count, rng):
+    """`count` items with distinct random (account, ticker) keys and a typical state."""
+    keys_ = set()
+    while len(keys_) < count:
+        keys_.add((rng.choice(ACCOUNTS), rng.choice(TICKERS)))
+    return [
+        {
+            "accountId": a,
+            "tickerId": t,
+            "state": {
+                "position": "long",
+                "entryPrice": 145.0,
+                "stopLoss": 140.0,
+                "quantity": rng.randint(1, 500),
+                "indicators": {"rsi": round(rng.uniform(0, 100), 2), "macd": 1.2},
+            },
+        }
+        for a, t in keys_
+    ]
+
+
+def write_lines(path, lines):
+    """One request (body or path) per line, for load.lua."""
+    Path(path).write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def run_wrk(url, method, duration, bodies="", paths=""):
+    """Run wrk at the bench's connections; returns requests/s, p50 ms, p99 ms, errors."""
+    env = dict(
+        os.environ, BENCH_METHOD=method, BENCH_KEY=KEY, BENCH_BODIES=bodies, BENCH_PATHS=paths
+    )
+    result = subprocess.run(
+        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency", "--timeout", "10s",
+         "-s", str(ROOT / "bench" / "load.lua"), url],
+        env=env, capture_output=True, text=True, timeout=duration + 60,
+    )
+    out = result.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = 0
+    for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
+        match = re.search(pattern, out)
+        if match:
+            errors += sum(int(n) for n in match.groups())
+    return rps, latency_ms(out, "50%"), latency_ms(out, "99%"), errors
+
+
+def latency_ms(out, percentile):
+    """A latency percentile of wrk's --latency table, in ms."""
+    value, unit = re.search(rf"{re.escape(percentile)}\s+([\d.]+)(us|ms|s)", out).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def main():
+    """Run every case and print the table and the targets."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per case (default 10)")
+    parser.add_argument("--prefill", type=int, default=1_000_000, help="rows for the full-table cases")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("make bench needs wrk: install it with `sudo apt-get install wrk` (Debian/Ubuntu) or `brew install wrk` (macOS)")
+
+    rng = random.Random(20261124)
+    work = Path(tempfile.mkdtemp(prefix="botstate-bench-"))
+    print(f"Preparing data in {work} (prefill {args.prefill:,} rows)...", file=sys.stderr)
+    make_database(work / "empty.db")
+    make_database(work / "full.db", prefill_rows=args.prefill)
+
+    def bodies(size, name):
+        return write_lines(
+            work / name, [json.dumps({"states": state_items(size, rng)}) for _ in range(BODIES_PER_CASE)]
+        )
+
+    one = bodies(1, "one.txt")
+    cases = [
+        ("ceiling: trivial route, 1 state", "ceiling", "POST", 1, dict(bodies=one), "empty.db"),
+        ("POST 1 state", "botstate", "POST", 1, dict(bodies=one), "empty.db"),
+        ("POST 10 states", "botstate", "POST", 10, dict(bodies=bodies(10, "ten.txt")), "empty.db"),
+        ("POST 100 states", "botstate", "POST", 100, dict(bodies=bodies(100, "hundred.txt")), "empty.db"),
+        ("POST 1000 states", "botstate", "POST", 1000, dict(bodies=bodies(1000, "thousand.txt")), "empty.db"),
+        (f"POST 1 state, {args.prefill:,} rows", "botstate", "POST", 1, dict(bodies=one), "full.db"),
+        (f"POST 1000 states, {args.prefill:,} rows", "botstate", "POST", 1000, dict(bodies=work / "thousand.txt"), "full.db"),
+        ("PATCH 1 state", "botstate", "PATCH", 1, dict(bodies=one), "empty.db"),
+        ("GET one row", "botstate", "GET", 1, dict(paths=write_lines(
+            work / "paths.txt",
+            [f"/api/bots/bench/state/{item['accountId']}/{item['tickerId']}"
+             for line in Path(one).read_text().splitlines() for item in json.loads(line)["states"]],
+        )), "empty.db"),
+    ]
+    results = []
+    for label, server, method, size, files, database in cases:
+        if server == "ceiling":
+            process, port = start_ceiling()
+        else:
+            process, port = start_botstate(work / database)
+            if method == "GET":  # the rows it reads must exist
+                subprocess.run(["wrk", "-t1", "-c1", "-d1s", "-s", str(ROOT / "bench" / "load.lua"),
+                                f"http://127.0.0.1:{port}/api/bots/bench/state"],
+                               env=dict(os.environ, BENCH_METHOD="POST", BENCH_KEY=KEY, BENCH_BODIES=one, BENCH_PATHS=""),
+                               capture_output=True, timeout=60)
+        url = f"http://127.0.0.1:{port}/api/bots/bench/state"
+        files = {k: str(v) for k, v in files.items()}
+        try:
+            rps, p50, p99, errors = run_wrk(url, method, args.duration, **files)
+            rss = peak_rss_mb(process.pid)
+        finally:
+            stop(process)
+        results.append({"case": label, "rps": rps, "states": rps * size, "p50": p50, "p99": p99,
+                         "errors": errors, "rss": rss, "size": size, "method": method, "database": database})
+        print(f"  {label}: {rps:,.0f} req/s", file=sys.stderr)
+    shutil.rmtree(work, ignore_errors=True)
+    report(results, args.prefill)
+
+
+def report(results, prefill):
+    """Print the table and whether each target is met; exit 1 if any is not."""
+    ceiling = results[0]["rps"]
+    print(f"\nbotstate bench: waitress {THREADS} threads, wrk {CONNECTIONS} connections, "
+          f"{os.cpu_count()} cores, Python {sys.version.split()[0]}\n")
+    print("| case | requests/s | states/s | p50 ms | p99 ms | errors | ratio to ceiling | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['case']} | {r['rps']:,.0f} | {r['states']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
+              f"| {r['errors']} | {r['rps'] / ceiling:.2f} | {r['rss']:.0f} |")
+    by = {r["case"]: r for r in results}
+    post1, post10, post100, post1000 = (by[f"POST {n} state{'s' if n > 1 else ''}"] for n in (1, 10, 100, 1000))
+    full1 = by[f"POST 1 state, {prefill:,} rows"]
+    full1000 = by[f"POST 1000 states, {prefill:,} rows"]
+    targets = [
+        ("1-state POST >= 0.8x ceiling", post1["rps"] / ceiling, 0.8),
+        ("1-state POST p99 < 10 ms", 10 - post1["p99"], 0.0),
+        ("1000-state POST >= 40,000 states/s", post1000["states"], 40_000),
+        (f"1-state POST with {prefill:,} rows >= 0.9x empty", full1["rps"] / post1["rps"], 0.9),
+        (f"1000-state POST with {prefill:,} rows >= 0.9x empty", full1000["rps"] / post1000["rps"], 0.9),
+        ("100-state states/s >= 10-state", post100["states"] / post10["states"], 1.0),
+        ("1000-state states/s >= 10-state", post1000["states"] / post10["states"], 1.0),
+        ("peak RSS under 1000-state load < 150 MB", 150 - post1000["rss"], 0.0),
+        ("GET one row >= 0.8x ceiling", by["GET one row"]["rps"] / ceiling, 0.8),
+        ("PATCH 1 state >= 0.8x ceiling", by["PATCH 1 state"]["rps"] / ceiling, 0.8),
+        ("no errors in any case", -sum(r["errors"] for r in results), 0.0),
+    ]
+    print()
+    failed = 0
+    for name, value, threshold in targets:
+        ok = value >= threshold
+        failed += not ok
+        print(f"{'PASS' if ok else 'FAIL'}  {name}  ({value:,.2f})")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
