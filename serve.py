@@ -1,5 +1,6 @@
 """Serve botstate with waitress, configured from BOTSTATE_* (what `make run` starts)."""
 
+import logging
 import os
 import shlex
 import signal
@@ -17,6 +18,9 @@ BODY_LIMIT_SLACK = 1024 * 1024
 
 def make_server(app):
     """A waitress server for `app` with deliberate limits, not yet running."""
+    # Waitress warns once per request that waits for a free thread: under load that
+    # is a line per request on stderr, saying only that the server is busy.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     config = app.config
     return create_server(
         app,

@@ -159,7 +159,7 @@ def run_wrk(url, method, duration, bodies="", paths=""):
         os.environ, BENCH_METHOD=method, BENCH_KEY=KEY, BENCH_BODIES=bodies, BENCH_PATHS=paths
     )
     result = subprocess.run(
-        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency", "--timeout", "10s",
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency", "--timeout", "10s",
          "-s", str(ROOT / "bench" / "load.lua"), url],
         env=env, capture_output=True, text=True, timeout=duration + 60,
     )
@@ -243,7 +243,7 @@ def main():
 def report(results, prefill):
     """Print the table and whether each target is met; exit 1 if any is not."""
     ceiling = results[0]["rps"]
-    print(f"\nbotstate bench: waitress {THREADS} threads, wrk {CONNECTIONS} connections, "
+    print(f"\nbotstate bench: waitress {THREADS} threads, wrk 1 thread {CONNECTIONS} connections, "
           f"{os.cpu_count()} cores, Python {sys.version.split()[0]}\n")
     print("| case | requests/s | states/s | p50 ms | p99 ms | errors | ratio to ceiling | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

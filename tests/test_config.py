@@ -1,3 +1,4 @@
+import logging
 import os
 import subprocess
 import sys
@@ -40,6 +41,7 @@ def test_waitress_limits_are_set_deliberately(tmp_path):
     app.extensions["botstate.storage"].close()
     adj = server.adj
     assert adj.max_request_body_size == 4096 + BODY_LIMIT_SLACK
+    assert not logging.getLogger("waitress.queue").isEnabledFor(logging.WARNING), "no line per queued request"
     assert (adj.channel_timeout, adj.connection_limit, adj.threads) == (7, 9, 3)
 
 
