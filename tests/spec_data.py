@@ -18,3 +18,18 @@ THREE_ITEMS = [
 def item(account=ACCOUNT_0, ticker=TICKER_AAPL, state=None):
     """One state update item, by default a valid one for registered ids."""
     return {"accountId": account, "tickerId": ticker, "state": {"position": "long"} if state is None else state}
+
+
+# RFC 7396 Appendix A, the examples whose target and patch are both objects.
+RFC7396_EXAMPLES = (
+    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+    ({"a": "b"}, {"a": None}, {}),
+    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import keys
-from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
+from spec_data import RFC7396_EXAMPLES, ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
 
 ROW_KEYS = ["id", "botId", "userBrokerAccountId", "tickerId", "state", "version", "createdAt", "updatedAt"]
 INVALID_SLUG = (
@@ -236,19 +236,6 @@ def test_another_bots_row_is_invisible(client, bot, other_bot, registered):
 # PATCH: RFC 7396 merge
 
 
-# RFC 7396 Appendix A, the examples whose target and patch are both objects.
-RFC7396_EXAMPLES = (
-    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
-    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
-    ({"a": "b"}, {"a": None}, {}),
-    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
-    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
-    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
-    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
-    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
-    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
-    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
-)
 
 
 @pytest.mark.parametrize("original,patch,result", RFC7396_EXAMPLES)
