@@ -154,7 +154,8 @@ def test_an_old_database_file_is_upgraded_without_losing_rows(tmp_path):
     old.execute("INSERT INTO accounts VALUES (?, 'acct', '2026-01-01T00:00:00.000Z')", [ACCOUNT_0])
     old.execute("INSERT INTO tickers VALUES (?, 'AAPL', '2026-01-01T00:00:00.000Z')", [TICKER_AAPL])
     old.execute(
-        "INSERT INTO user_bot_states VALUES ('s', 'b', ?, ?, '{\"v\":1}', 'c', 'u')",
+        "INSERT INTO user_bot_states (id, bot_id, user_broker_account_id, ticker_id, state, created_at, updated_at)"
+        " VALUES ('s', 'b', ?, ?, '{\"v\":1}', 'c', 'u')",
         [ACCOUNT_0, TICKER_AAPL],
     )
     old.conn.close()
@@ -186,3 +187,22 @@ def test_a_write_lock_held_elsewhere_past_the_timeout_raises_busy(tmp_path):
 def test_connections_have_foreign_keys_on(storage):
     with storage._reading() as db:
         assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_many_distinct_items_map_back_to_their_own_rows_across_chunks(storage, bot):
+    # Items without expectedVersion are written in multi-row chunks; results come
+    # back in any order and must still land on the right item, chunk after chunk.
+    accounts = [f"00000000-0000-4000-8000-{n:012d}" for n in range(40)]
+    tickers = [f"10000000-0000-4000-8000-{n:012d}" for n in range(30)]
+    storage.import_accounts([(a, None) for a in accounts])
+    storage.import_tickers([(f"T{n}", t) for n, t in enumerate(tickers)])
+    keys_ = [(a, t) for a in accounts for t in tickers]  # 1200 items: three chunks
+    writes = [StateWrite(a, t, json.dumps({"n": n})) for n, (a, t) in enumerate(keys_)]
+    first = storage.write_states(bot["id"], bot["keyHash"], writes)
+    again = storage.write_states(bot["id"], bot["keyHash"], writes[::-1])
+    for n, (a, t) in enumerate(keys_):
+        row = first[n]
+        assert (row.account_id, row.ticker_id, json.loads(row.state_json), row.version) == (a, t, {"n": n}, 1)
+        assert again[len(keys_) - 1 - n].id == row.id and again[len(keys_) - 1 - n].version == 2
+        assert json.loads(storage.get_state(bot["id"], a, t).state_json) == {"n": n}
+    assert storage.count_states(bot["id"]) == 1200
