@@ -541,7 +541,7 @@ class SQLiteStorage:
     # States
 
     def write_states(self, bot_id, key_hash, writes, merge=False, max_state_bytes=None):
-        """Write StateWrites in order, each isolated in its own savepoint.
+        """Write StateWrites in order, each item isolated from the others.
 
         `key_hash` is the key the caller authenticated with: checked again inside
         the transaction, so a bot deleted or re-keyed meanwhile writes nothing
@@ -582,13 +582,8 @@ class SQLiteStorage:
         outcomes = [None] * len(writes)
         ready = []
         for index, write in enumerate(writes):
-            if write.ticker_id not in tickers:
-                outcomes[index] = ItemError.TICKER_NOT_FOUND
-            elif write.account_id not in accounts:
-                outcomes[index] = ItemError.ACCOUNT_NOT_FOUND
-            elif max_state_bytes is not None and len(write.state_json.encode()) > max_state_bytes:
-                outcomes[index] = ItemError.STATE_TOO_LARGE
-            else:
+            outcomes[index] = self._refusal(conn, bot_id, write, accounts, tickers, max_state_bytes)
+            if outcomes[index] is None:
                 ready.append(index)
         for start in range(0, len(ready), _CHUNK_ROWS):
             chunk = ready[start : start + _CHUNK_ROWS]
@@ -628,16 +623,9 @@ class SQLiteStorage:
         # atomic: it changes its row entirely or not at all. A merge also gets a
         # savepoint, because its size is known only once applied, and may be undone.
         merge = statement is _MERGE_STATE
-        if write.ticker_id not in tickers:
-            return ItemError.TICKER_NOT_FOUND
-        if write.account_id not in accounts:
-            return ItemError.ACCOUNT_NOT_FOUND
-        if not merge and max_state_bytes is not None and len(write.state_json.encode()) > max_state_bytes:
-            # A conflict is reported before the size, as it is for a merge.
-            found = self._version(conn, bot_id, write.account_id, write.ticker_id)
-            if write.expected_version is not None and write.expected_version != found:
-                return VersionConflict(write.expected_version, found)
-            return ItemError.STATE_TOO_LARGE
+        refusal = self._refusal(conn, bot_id, write, accounts, tickers, None if merge else max_state_bytes)
+        if refusal is not None:
+            return refusal
         if merge:
             conn.execute("SAVEPOINT state_item")
         try:
@@ -671,6 +659,24 @@ class SQLiteStorage:
                 conn.execute("ROLLBACK TO state_item")
             conn.execute("RELEASE state_item")
         return outcome
+
+    def _refusal(self, conn, bot_id, write, accounts, tickers, max_state_bytes):
+        """Why an item cannot be written, decided before writing it; None when it can be.
+
+        `max_state_bytes` applies to the state as sent (None for a merge, whose
+        size is known once applied). A version conflict is reported before the size.
+        """
+        if write.ticker_id not in tickers:
+            return ItemError.TICKER_NOT_FOUND
+        if write.account_id not in accounts:
+            return ItemError.ACCOUNT_NOT_FOUND
+        if max_state_bytes is not None and len(write.state_json.encode()) > max_state_bytes:
+            if write.expected_version is not None:
+                found = self._version(conn, bot_id, write.account_id, write.ticker_id)
+                if write.expected_version != found:
+                    return VersionConflict(write.expected_version, found)
+            return ItemError.STATE_TOO_LARGE
+        return None
 
     @staticmethod
     def _version(conn, bot_id, account_id, ticker_id):
