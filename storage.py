@@ -254,6 +254,14 @@ def _replace_many(rows):
     )
 
 
+def _verify_key(stored_hashes, key_hash):
+    """Raise NotFound when the bot is gone, StaleKey when its key is no longer `key_hash`."""
+    if not stored_hashes:
+        raise NotFound("the bot was deleted")
+    if stored_hashes != {key_hash}:
+        raise StaleKey("the bot's key was replaced")
+
+
 def _batchable(writes):
     """Whether the writes can go as multi-row upserts: several, distinct keys, no expected versions."""
     if len(writes) < 2 or any(w.expected_version is not None for w in writes):
@@ -554,8 +562,7 @@ class SQLiteStorage:
         statement = _MERGE_STATE if merge else _REPLACE_STATE
         failures = []
         with self._writing() as db:
-            self._check_credentials(db, bot_id, key_hash)
-            accounts, tickers = self._existing_ids(db, writes)
+            accounts, tickers = self._check_credentials_and_ids(db, bot_id, key_hash, writes)
             if not merge and _batchable(writes):
                 outcomes = self._replace_in_chunks(
                     db.conn, bot_id, writes, accounts, tickers, max_state_bytes, failures
@@ -612,11 +619,8 @@ class SQLiteStorage:
 
     @staticmethod
     def _check_credentials(db, bot_id, key_hash):
-        row = db.conn.execute("SELECT api_key_hash FROM bots WHERE id = ?", (bot_id,)).fetchone()
-        if row is None:
-            raise NotFound("the bot was deleted")
-        if row[0] != key_hash:
-            raise StaleKey("the bot's key was replaced")
+        rows = db.conn.execute("SELECT api_key_hash FROM bots WHERE id = ?", (bot_id,)).fetchall()
+        _verify_key({row[0] for row in rows}, key_hash)
 
     def _write_one(self, conn, statement, bot_id, write, accounts, tickers, max_state_bytes, failures):
         # An item is isolated from the others as one statement, which SQLite makes
@@ -688,19 +692,27 @@ class SQLiteStorage:
         return 0 if row is None else row[0]
 
     @staticmethod
-    def _existing_ids(db, writes):
-        """The registered account ids and ticker ids among those the writes name, in one query."""
+    def _check_credentials_and_ids(db, bot_id, key_hash, writes):
+        """Check the bot's key as in _check_credentials, and return the registered
+        account and ticker ids among those the writes name: one statement, since
+        each statement in the write lock is a wait for the others."""
         rows = db.conn.execute(
-            "SELECT 'a', id FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
+            "SELECT 'k', api_key_hash FROM bots WHERE id = ?"
+            " UNION ALL"
+            " SELECT 'a', id FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
             " UNION ALL"
             " SELECT 't', id FROM tickers WHERE id IN (SELECT value FROM json_each(?))",
             (
+                bot_id,
                 json.dumps(list({w.account_id for w in writes})),
                 json.dumps(list({w.ticker_id for w in writes})),
             ),
         ).fetchall()
-        accounts = {row_id for kind, row_id in rows if kind == "a"}
-        return accounts, {row_id for kind, row_id in rows if kind == "t"}
+        found = {"k": set(), "a": set(), "t": set()}
+        for kind, value in rows:
+            found[kind].add(value)
+        _verify_key(found["k"], key_hash)
+        return found["a"], found["t"]
 
     def get_state(self, bot_id, account_id, ticker_id):
         """The bot's StateRow for this account and ticker, or None."""

@@ -1,6 +1,7 @@
 """The ceiling: a trivial Flask route under the same waitress settings, parsing a 1-state body."""
 
 import json
+import logging
 import sys
 
 from flask import Flask, jsonify, request
@@ -17,4 +18,5 @@ def trivial(slug):
 
 
 if __name__ == "__main__":
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # as serve.py does
     serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=int(sys.argv[2]), _quiet=True)
