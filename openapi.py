@@ -133,28 +133,26 @@ def build_document(updates_schema):
     )
     spec.path(
         path="/healthz",
-        operations={
-            "get": {
-                "summary": "Health check",
-                "security": [],
-                "responses": {
-                    "200": _json("The database answers", "Health"),
-                    "503": _json("The database does not answer", "Health"),
-                },
-            }
-        },
+        operations=_public_get(
+            "Health check",
+            {
+                "200": _json("The database answers", "Health"),
+                "503": _json("The database does not answer", "Health"),
+            },
+        ),
     )
     spec.path(
         path="/openapi.json",
-        operations={
-            "get": {
-                "summary": "This document",
-                "security": [],
-                "responses": {"200": _json("OpenAPI 3.1 document", {"type": "object"})},
-            }
-        },
+        operations=_public_get(
+            "This document", {"200": _json("OpenAPI 3.1 document", {"type": "object"})}
+        ),
     )
     return spec.to_dict()
+
+
+def _public_get(summary, responses):
+    """The operations of a path answering GET without an API key."""
+    return {"get": {"summary": summary, "security": [], "responses": responses}}
 
 
 @bp.get("/openapi.json", provide_automatic_options=False)
