@@ -6,6 +6,7 @@ and a trivial Flask route under the same waitress settings as the ceiling.
 """
 
 import argparse
+import http.client
 import json
 import os
 import random
@@ -236,11 +237,52 @@ def main():
         results.append({"case": label, "rps": rps, "states": rps * size, "p50": p50, "p99": p99,
                          "errors": errors, "rss": rss, "size": size, "method": method, "database": database})
         print(f"  {label}: {rps:,.0f} req/s", file=sys.stderr)
+    memory = body_limit_memory(work / "empty.db")
     shutil.rmtree(work, ignore_errors=True)
-    report(results, args.prefill)
+    report(results, args.prefill, memory)
 
 
-def report(results, prefill):
+def rss_mb(pid):
+    """The process' resident memory now (VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def body_limit_memory(database):
+    """(body MB, peak RSS growth MB) for one 1000-state request just under the body limit."""
+    limit = 10 * 1024 * 1024  # BOTSTATE_MAX_BODY_BYTES' default
+    rng = random.Random(7)
+    items = state_items(1000, rng)
+    overhead = len(json.dumps({"states": items}))
+    for item in items:
+        item["state"] = {"blob": "x" * ((limit - overhead) // 1000 - 20)}
+    body = json.dumps({"states": items}).encode()
+    process, port = start_botstate(database)
+    try:
+        post(port, json.dumps({"states": state_items(1, rng)}).encode())  # warm up
+        before = rss_mb(process.pid)
+        status = post(port, body)
+        peak = peak_rss_mb(process.pid)
+    finally:
+        stop(process)
+    if status != 200:
+        raise RuntimeError(f"the body-limit request answered {status}")
+    return len(body) / 1e6, peak - before
+
+
+def post(port, body):
+    """POST a body to the bench bot; returns the status."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("POST", "/api/bots/bench/state", body, {"x-api-key": KEY, "Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response.status
+
+
+def report(results, prefill, memory):
     """Print the table and whether each target is met; exit 1 if any is not."""
     ceiling = results[0]["rps"]
     print(f"\nbotstate bench: waitress {THREADS} threads, wrk 1 thread {CONNECTIONS} connections, "
@@ -266,7 +308,10 @@ def report(results, prefill):
         ("GET one row >= 0.8x ceiling", by["GET one row"]["rps"] / ceiling, 0.8),
         ("PATCH 1 state >= 0.8x ceiling", by["PATCH 1 state"]["rps"] / ceiling, 0.8),
         ("no errors in any case", -sum(r["errors"] for r in results), 0.0),
+        ("a request at the body limit holds at most 5x its size", 5 - memory[1] / memory[0], 0.0),
     ]
+    print(f"\nOne {memory[0]:.1f} MB request at the body limit raised peak RSS by {memory[1]:.0f} MB"
+          f" ({memory[1] / memory[0]:.1f}x its size).")
     print()
     failed = 0
     for name, value, threshold in targets:

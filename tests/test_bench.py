@@ -34,4 +34,5 @@ def test_bench_runs_every_case_without_errors():
     for case in CASES:
         errors = rows[case].split("|")[6].strip()
         assert errors == "0", rows[case]
-    assert len(re.findall(r"^(PASS|FAIL)  ", result.stdout, re.M)) == 11
+    assert len(re.findall(r"^(PASS|FAIL)  ", result.stdout, re.M)) == 12
+    assert re.search(r"request at the body limit raised peak RSS by \d+ MB", result.stdout)
