@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import config  # noqa: E402
 import keys  # noqa: E402
 from app import create_app  # noqa: E402
 from storage import StateWrite  # noqa: E402
@@ -56,10 +57,10 @@ def wait_for(port, process, timeout=30):
     raise RuntimeError("server did not start")
 
 
-def peak_rss_mb(pid):
-    """The process' peak resident memory so far (VmHWM), in MB."""
+def memory_mb(pid, field):
+    """A memory figure of the process from /proc (VmRSS: now, VmHWM: peak so far), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -231,7 +232,7 @@ def main():
         files = {k: str(v) for k, v in files.items()}
         try:
             rps, p50, p99, errors = run_wrk(url, method, args.duration, **files)
-            rss = peak_rss_mb(process.pid)
+            rss = memory_mb(process.pid, "VmHWM")
         finally:
             stop(process)
         results.append({"case": label, "rps": rps, "states": rps * size, "p50": p50, "p99": p99,
@@ -242,17 +243,9 @@ def main():
     report(results, args.prefill, memory)
 
 
-def rss_mb(pid):
-    """The process' resident memory now (VmRSS), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def body_limit_memory(database):
     """(body MB, peak RSS growth MB) for one 1000-state request just under the body limit."""
-    limit = 10 * 1024 * 1024  # BOTSTATE_MAX_BODY_BYTES' default
+    limit = config.DEFAULTS["MAX_BODY_BYTES"]  # serve.py runs with the default
     rng = random.Random(7)
     items = state_items(1000, rng)
     overhead = len(json.dumps({"states": items}))
@@ -262,9 +255,9 @@ def body_limit_memory(database):
     process, port = start_botstate(database)
     try:
         post(port, json.dumps({"states": state_items(1, rng)}).encode())  # warm up
-        before = rss_mb(process.pid)
+        before = memory_mb(process.pid, "VmRSS")
         status = post(port, body)
-        peak = peak_rss_mb(process.pid)
+        peak = memory_mb(process.pid, "VmHWM")
     finally:
         stop(process)
     if status != 200:
