@@ -142,9 +142,8 @@ class StateList(fields.List):
     """
 
     def __init__(self, **kwargs):
-        super().__init__(
-            fields.Nested(StateUpdateSchema, error_messages={"null": ITEM_NOT_OBJECT}), **kwargs
-        )
+        # The inner field documents the items; _deserialize below does the loading.
+        super().__init__(fields.Nested(StateUpdateSchema), **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         item_fields = tuple(self.inner.schema.fields.items())
