@@ -69,6 +69,7 @@ def main():
     )
     if app.extensions["botstate.storage"].count_bots() == 0:
         say(f"No bot exists yet. Create one with: {create_bot_hint()}")
+    app.extensions["botstate.storage"].start_checkpoints()
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         server.run()

@@ -19,6 +19,13 @@ log = logging.getLogger("botstate.storage")
 
 PROGRESS_EVERY = 500
 
+# Seconds between WAL checkpoints once start_checkpoints() runs.
+CHECKPOINT_INTERVAL = 0.2
+# WAL pages (of 4 KiB) past which a checkpoint makes the WAL start over, and how
+# long it waits for readers to let it. SQLite's own checkpoints come at 1000 pages.
+WAL_RESTART_FRAMES = 1000
+RESTART_WAIT_MS = 100
+
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 # Primary SQLite result codes that mean the database, not the request, is at fault.
@@ -236,6 +243,43 @@ _MERGE_STATE = _WRITE_STATE.format(
 )
 
 
+# The common case, one item, as one statement outside any explicit transaction:
+# each statement executed in the write lock is a wait for the GIL, which other
+# threads hold. It writes only when every check the full path makes passes (the
+# bot's key, the account, the ticker, the version, the size), so no row back
+# means "ask the full path", never a different outcome. Extra parameters: ?7 the
+# key hash, ?8 the size limit in bytes (NULL: none).
+_CHECKED_WRITE_STATE = """
+INSERT INTO user_bot_states
+    (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)
+SELECT ?1, ?2, ?3, ?4, {new_state}, 1, {now}, {now}
+WHERE EXISTS (SELECT 1 FROM bots WHERE id = ?2 AND api_key_hash = ?7)
+    AND EXISTS (SELECT 1 FROM accounts WHERE id = ?3)
+    AND EXISTS (SELECT 1 FROM tickers WHERE id = ?4)
+    AND (?8 IS NULL OR length(CAST({new_state} AS BLOB)) <= ?8)
+    AND (?6 IS NULL OR ?6 = 0 OR EXISTS (
+        SELECT 1 FROM user_bot_states
+        WHERE bot_id = ?2 AND user_broker_account_id = ?3 AND ticker_id = ?4
+    ))
+ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
+    state = {updated_state},
+    version = user_bot_states.version + 1,
+    updated_at = excluded.updated_at
+WHERE (?6 IS NULL OR user_bot_states.version = ?6)
+    AND (?8 IS NULL OR length(CAST({updated_state} AS BLOB)) <= ?8)
+RETURNING {columns}
+"""
+_CHECKED_REPLACE_STATE = _CHECKED_WRITE_STATE.format(
+    new_state="?5", updated_state="excluded.state", now=NOW, columns=_STATE_COLUMNS
+)
+_CHECKED_MERGE_STATE = _CHECKED_WRITE_STATE.format(
+    new_state="json_patch('{}', ?5)",
+    updated_state="json_patch(user_bot_states.state, ?5)",
+    now=NOW,
+    columns=_STATE_COLUMNS,
+)
+
+
 # Rows per multi-row upsert: 5 parameters each, well under SQLite's 32,766.
 _CHUNK_ROWS = 500
 
@@ -282,6 +326,10 @@ class SQLiteStorage:
         # Writers of this process wait here, in order, instead of in SQLite's
         # busy handler, whose growing sleeps (up to 100 ms) wreck the latency tail.
         self._write_lock = threading.Lock()
+        self._conn_db = None  # the writers' connection
+        self._checkpointer = None
+        self._checkpoints_elsewhere = False
+        self._stop_checkpoints = threading.Event()
 
     # Connections and transactions
 
@@ -298,32 +346,39 @@ class SQLiteStorage:
         )
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        if self._checkpoints_elsewhere:
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
         with self._connections_lock:
             self._connections.append(conn)
         return sqlite_utils.Database(conn)
 
-    def _db(self):
-        db = getattr(self._local, "db", None)
+    def _db(self, writer=False):
+        # Readers get a connection per thread. Writers share one, used in the write
+        # lock only: a connection drops its page cache whenever another one has
+        # written, so with a connection per writer each write read its pages anew.
+        holder = self if writer else self._local
+        db = getattr(holder, "_conn_db", None)
         if db is None:
             db = self._connect()
-            self._local.db = db
+            holder._conn_db = db
         return db
 
     @contextlib.contextmanager
-    def _errors_translated(self):
+    def _errors_translated(self, writer=False):
         try:
             yield
         except sqlite3.Error as error:
             fault = _database_fault(error)
             if fault is DatabaseUnavailable:
-                self._forget_connection()
+                self._forget_connection(writer)
             if fault is not None:
                 raise fault(str(error)) from error
             raise
 
-    def _forget_connection(self):
-        db = getattr(self._local, "db", None)
-        self._local.db = None
+    def _forget_connection(self, writer=False):
+        holder = self if writer else self._local
+        db = getattr(holder, "_conn_db", None)
+        holder._conn_db = None
         if db is not None:
             with self._connections_lock:
                 if db.conn in self._connections:
@@ -337,42 +392,110 @@ class SQLiteStorage:
             yield self._db()
 
     @contextlib.contextmanager
-    def _writing(self):
-        # One deadline for both waits: for this process's writers, then for other processes'.
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        waited = not self._write_lock.acquire(blocking=False)
-        if waited and not self._write_lock.acquire(timeout=self.busy_timeout_ms / 1000):
-            raise DatabaseBusy("timed out waiting for the write lock")
+    def _writing(self, transaction=True):
+        """The database, this process's write lock held, in a write transaction
+        committed on exit (or, without `transaction`, for one autocommit statement)."""
+        # One deadline for both waits: for this process's writers, then for other
+        # processes'. Setting SQLite's timeout costs two statements in the lock, so
+        # a short wait here (a tenth of the timeout at most) is not subtracted.
+        timeout = self.busy_timeout_ms / 1000
+        started = time.monotonic()
+        if not self._write_lock.acquire(blocking=False):
+            if not self._write_lock.acquire(timeout=timeout):
+                raise DatabaseBusy("timed out waiting for the write lock")
+        waited = time.monotonic() - started
         try:
-            with self._errors_translated():
-                db = self._db()
+            with self._errors_translated(writer=True):
+                db = self._db(writer=True)
                 conn = db.conn
-                if waited:
-                    remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-                    conn.execute(f"PRAGMA busy_timeout = {remaining_ms}")
+                shortened = waited > timeout / 10
+                if shortened:
+                    conn.execute(f"PRAGMA busy_timeout = {max(0, int((timeout - waited) * 1000))}")
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
+                    if transaction:
+                        conn.execute("BEGIN IMMEDIATE")
+                        try:
+                            yield db
+                            conn.execute("COMMIT")
+                        except BaseException:
+                            if conn.in_transaction:
+                                conn.execute("ROLLBACK")
+                            raise
+                    else:
+                        yield db
                 finally:
-                    if waited:
+                    if shortened:
                         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-                try:
-                    yield db
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
         finally:
             self._write_lock.release()
 
+    def start_checkpoints(self, interval=CHECKPOINT_INTERVAL):
+        """Copy the WAL into the database from a thread of its own, every `interval` seconds.
+
+        Otherwise the write that fills the WAL does it, in the write lock: every
+        few hundred writes one of them took milliseconds and the others queued.
+        """
+        if self._checkpointer is not None:
+            return
+        # Connections opened from here on leave checkpoints to the thread; close
+        # the ones opened before so that they reopen that way.
+        self._checkpoints_elsewhere = True
+        self.close()
+        self._stop_checkpoints.clear()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_every, args=(interval,), name="botstate-checkpoints", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_every(self, interval):
+        failing = None
+        while not self._stop_checkpoints.wait(interval):
+            try:
+                self.checkpoint()
+            except (StorageError, sqlite3.Error) as error:
+                if str(error) != failing:
+                    log.warning("WAL checkpoint failed: %s", error)
+                failing = str(error)
+                continue
+            if failing is not None:
+                log.warning("WAL checkpoints work again")
+                failing = None
+        self._forget_connection()
+
+    def checkpoint(self):
+        """Copy the WAL into the database, and start it over once it has grown.
+
+        The copy is passive: writers and readers go on meanwhile. But a WAL only
+        starts over once all of it has been copied, which never happens while
+        writers keep appending, and a WAL of hundreds of MB makes every page
+        lookup slow. So past WAL_RESTART_FRAMES, what the first pass left is
+        copied again with this process's writers held back.
+        """
+        with self._reading() as db:
+            _, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames < WAL_RESTART_FRAMES:
+                return
+            with self._write_lock:
+                # Readers in other processes may hold the WAL: wait for them briefly, not for the busy timeout.
+                db.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+                try:
+                    db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                finally:
+                    db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+
     def close(self):
-        """Close every connection this storage opened, in any thread."""
+        """Close every connection this storage opened, in any thread, and stop checkpoints."""
+        if self._checkpointer is not None:
+            self._stop_checkpoints.set()
+            self._checkpointer.join()
+            self._checkpointer = None
         with self._connections_lock:
             connections, self._connections = self._connections, []
         for conn in connections:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
         self._local = threading.local()
+        self._conn_db = None
 
     # Schema
 
@@ -559,6 +682,10 @@ class SQLiteStorage:
         VersionConflict. Raises DatabaseBusy or DatabaseUnavailable when no
         write could be attempted.
         """
+        if len(writes) == 1:
+            row = self._write_checked(bot_id, key_hash, writes[0], merge, max_state_bytes)
+            if row is not None:
+                return [row]
         statement = _MERGE_STATE if merge else _REPLACE_STATE
         failures = []
         with self._writing() as db:
@@ -578,6 +705,28 @@ class SQLiteStorage:
                 exc_info=failures[0],
             )
         return outcomes
+
+    def _write_checked(self, bot_id, key_hash, write, merge, max_state_bytes):
+        """Write one item in one statement when every check passes: its StateRow, else None."""
+        statement = _CHECKED_MERGE_STATE if merge else _CHECKED_REPLACE_STATE
+        params = (
+            str(uuid.uuid4()),
+            bot_id,
+            write.account_id,
+            write.ticker_id,
+            write.state_json,
+            write.expected_version,
+            key_hash,
+            max_state_bytes,
+        )
+        with self._writing(transaction=False) as db:
+            try:
+                rows = db.conn.execute(statement, params).fetchall()
+            except sqlite3.Error as error:
+                if _database_fault(error) is not None:
+                    raise
+                return None  # the full path writes it again and reports the failure
+        return StateRow(*rows[0]) if rows else None
 
     def _replace_in_chunks(self, conn, bot_id, writes, accounts, tickers, max_state_bytes, failures):
         """Replace distinct, unconditional items with one multi-row upsert per chunk.
@@ -696,23 +845,20 @@ class SQLiteStorage:
         """Check the bot's key as in _check_credentials, and return the registered
         account and ticker ids among those the writes name: one statement, since
         each statement in the write lock is a wait for the others."""
-        rows = db.conn.execute(
-            "SELECT 'k', api_key_hash FROM bots WHERE id = ?"
-            " UNION ALL"
-            " SELECT 'a', id FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
-            " UNION ALL"
-            " SELECT 't', id FROM tickers WHERE id IN (SELECT value FROM json_each(?))",
+        # One row, not one per id: each row fetched is a step of its own, which
+        # gives up the GIL and waits to get it back, in the write lock.
+        stored_hash, accounts, tickers = db.conn.execute(
+            "SELECT (SELECT api_key_hash FROM bots WHERE id = ?),"
+            " (SELECT json_group_array(id) FROM accounts WHERE id IN (SELECT value FROM json_each(?))),"
+            " (SELECT json_group_array(id) FROM tickers WHERE id IN (SELECT value FROM json_each(?)))",
             (
                 bot_id,
                 json.dumps(list({w.account_id for w in writes})),
                 json.dumps(list({w.ticker_id for w in writes})),
             ),
-        ).fetchall()
-        found = {"k": set(), "a": set(), "t": set()}
-        for kind, value in rows:
-            found[kind].add(value)
-        _verify_key(found["k"], key_hash)
-        return found["a"], found["t"]
+        ).fetchone()
+        _verify_key(set() if stored_hash is None else {stored_hash}, key_hash)
+        return set(json.loads(accounts)), set(json.loads(tickers))
 
     def get_state(self, bot_id, account_id, ticker_id):
         """The bot's StateRow for this account and ticker, or None."""

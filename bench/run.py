@@ -73,7 +73,6 @@ def start_botstate(database):
         BOTSTATE_DATABASE=str(database),
         BOTSTATE_PORT=str(port),
         BOTSTATE_THREADS=str(THREADS),
-        BOTSTATE_LOG_LEVEL="WARNING",
     )
     process = subprocess.Popen(
         [sys.executable, "serve.py"], cwd=ROOT, env=env,
