@@ -35,7 +35,6 @@ bp = Blueprint("api", __name__)
 
 STATE_QUERY = StateQuerySchema()
 STATE_KEY = StateKeySchema()
-_NOT_PARSED = object()
 
 
 def storage():
@@ -106,14 +105,14 @@ def load_params(schema, data):
         raise bad_request(first_param_error(error.messages, schema)) from None
 
 
-def row_json(row, state=_NOT_PARSED):
-    """A stored state row as the API shows it."""
+def row_json(row):
+    """A stored state row as the API shows it: the state is the stored JSON text, as is."""
     return {
         "id": row.id,
         "botId": row.bot_id,
         "userBrokerAccountId": row.account_id,
         "tickerId": row.ticker_id,
-        "state": jsoncodec.loads(row.state_json) if state is _NOT_PARSED else state,
+        "state": jsoncodec.Raw(row.state_json),
         "version": row.version,
         "createdAt": row.created_at,
         "updatedAt": row.updated_at,
@@ -125,7 +124,7 @@ def etag(version):
     return f'"{version}"'
 
 
-def item_error(update, index, outcome):
+def item_error(account_id, ticker_id, index, outcome):
     """A failed item of the response, as the spec shows it."""
     if isinstance(outcome, VersionConflict):
         message = f"Version conflict: expected {outcome.expected}, found {outcome.found}"
@@ -136,8 +135,8 @@ def item_error(update, index, outcome):
     return {
         "status": "error",
         "error": message,
-        "accountId": update["accountId"],
-        "tickerId": update["tickerId"],
+        "accountId": account_id,
+        "tickerId": ticker_id,
         "index": index,
     }
 
@@ -155,6 +154,8 @@ def write_states(slug, merge):
         )
         for update in updates
     ]
+    # The response shows the stored text: free the parsed states, a body's worth of memory.
+    updates = [(update["accountId"], update["tickerId"]) for update in updates]
     outcomes = as_authenticated(
         slug,
         storage().write_states,
@@ -165,18 +166,16 @@ def write_states(slug, merge):
         max_state_bytes=current_app.config["MAX_STATE_BYTES"],
     )
     results = []
-    for index, (update, outcome) in enumerate(zip(updates, outcomes)):
+    for index, ((account_id, ticker_id), outcome) in enumerate(zip(updates, outcomes)):
         if not isinstance(outcome, StateRow):
-            results.append(item_error(update, index, outcome))
+            results.append(item_error(account_id, ticker_id, index, outcome))
             continue
-        # A replaced state is exactly what was sent; a merged one is read back.
-        data = row_json(outcome) if merge else row_json(outcome, update["state"])
         results.append(
             {
                 "status": "success",
-                "data": data,
-                "accountId": update["accountId"],
-                "tickerId": update["tickerId"],
+                "data": row_json(outcome),
+                "accountId": account_id,
+                "tickerId": ticker_id,
             }
         )
     failures = Counter(item["error"] for item in results if item["status"] == "error")

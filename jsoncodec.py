@@ -58,12 +58,35 @@ def loads(data):
     return value
 
 
+class Raw:
+    """JSON text to be written as is inside a document that dumps() serializes."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = text
+
+
+def _orjson_default(value):
+    if isinstance(value, Raw):
+        return orjson.Fragment(value.text)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _json_default(value):
+    if isinstance(value, Raw):
+        return loads(value.text)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def dumps_bytes(value):
     """Serialize compactly to UTF-8, keeping key order and non-ASCII text as is."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, default=_orjson_default)
     except TypeError:  # an integer past 64 bits, which JSON allows and orjson does not
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        return json.dumps(
+            value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default
+        ).encode()
 
 
 def dumps(value):
