@@ -1,11 +1,13 @@
 """The HTTP API blueprint: write, merge, read, page and delete bot state; the health check."""
 
+import contextlib
 import logging
 import re
 from collections import Counter
 
 from flask import Blueprint, current_app, g, jsonify, request
 from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
 
 import jsoncodec
 import keys
@@ -52,31 +54,69 @@ def invalid_key():
     return APIError(403, "Invalid API key for this bot")
 
 
-def authenticate(slug):
-    """(bot id, key hash) of the bot `slug` names, once the x-api-key header proves the caller is it."""
+# Bots remembered per slug: (bot id, key hash) as last read. A remembered login
+# saves a read per request; it is never the last word, since every storage call
+# made with it checks the key again (see as_bot).
+REMEMBERED_BOTS_MAX = 10_000
+
+
+def remembered_bots():
+    """The app's slug -> (bot id, key hash) memory."""
+    return current_app.extensions.setdefault("botstate.bots", {})
+
+
+def authenticate(slug, fresh=False):
+    """(bot id, key hash) of the bot `slug` names, once the x-api-key header proves the caller is it.
+
+    Without `fresh`, a bot remembered from an earlier request is not read again.
+    """
     if not is_valid_slug(slug):
         raise bad_request(INVALID_SLUG)
     g.bot_slug = slug
     api_key = request.headers.get("x-api-key", "")
     if not api_key.strip():
         raise APIError(401, "API key required. Include x-api-key header.")
+    key_hash = keys.hash_key(api_key)
+    bots = remembered_bots()
+    remembered = None if fresh else bots.get(slug)
+    if remembered is not None and keys.hashes_match(key_hash, remembered[1]):
+        return remembered[0], key_hash
     credentials = storage().find_bot_credentials(slug)
     if credentials is None:
+        bots.pop(slug, None)
         raise bot_not_found(slug)
-    bot_id, key_hash = credentials
-    if not keys.key_matches(api_key, key_hash):
+    if len(bots) >= REMEMBERED_BOTS_MAX:
+        bots.clear()
+    bots[slug] = tuple(credentials)
+    if not keys.hashes_match(key_hash, credentials[1]):
         raise invalid_key()
-    return bot_id, key_hash
+    return credentials[0], key_hash
 
 
-def as_authenticated(slug, write, *args, **kwargs):
-    """Run a storage write that rechecks the bot's key in its transaction; answer as auth would."""
+def as_bot(slug, bot_id, key_hash, call, *args, **kwargs):
+    """call(bot_id, key_hash, ...), a storage call that checks the key itself; should it
+    find the bot gone or re-keyed, answer what a fresh authentication says."""
     try:
-        return write(*args, **kwargs)
+        return call(bot_id, key_hash, *args, **kwargs)
+    except (NotFound, StaleKey):
+        pass
+    bot_id, key_hash = authenticate(slug, fresh=True)  # 404 or 403, unless it changed back
+    try:
+        return call(bot_id, key_hash, *args, **kwargs)
     except NotFound:
         raise bot_not_found(slug) from None
     except StaleKey:
         raise invalid_key() from None
+
+
+@contextlib.contextmanager
+def outranked_by_authentication(slug):
+    """Let a bad request through only once a fresh read confirms the key: 404 and 403 come first."""
+    try:
+        yield
+    except (APIError, HTTPException):
+        authenticate(slug, fresh=True)
+        raise
 
 
 def json_body():
@@ -144,7 +184,8 @@ def item_error(account_id, ticker_id, index, outcome):
 def write_states(slug, merge):
     """Validate the items, write each independently, and answer the spec's bulk response."""
     bot_id, key_hash = authenticate(slug)
-    updates = state_updates(json_body())
+    with outranked_by_authentication(slug):
+        updates = state_updates(json_body())
     writes = [
         StateWrite(
             update["accountId"].lower(),
@@ -156,11 +197,11 @@ def write_states(slug, merge):
     ]
     # The response shows the stored text: free the parsed states, a body's worth of memory.
     updates = [(update["accountId"], update["tickerId"]) for update in updates]
-    outcomes = as_authenticated(
+    outcomes = as_bot(
         slug,
-        storage().write_states,
         bot_id,
         key_hash,
+        storage().write_states,
         writes,
         merge=merge,
         max_state_bytes=current_app.config["MAX_STATE_BYTES"],
@@ -200,7 +241,8 @@ def merge_states(slug):
 @bp.get("/api/bots/<slug>/state", provide_automatic_options=False)
 def list_states(slug):
     """A page of the bot's states, filtered, in a stable order, with the cursor of the next."""
-    bot_id, _ = authenticate(slug)
+    # Not remembered: the listing query does not check the key again.
+    bot_id, _ = authenticate(slug, fresh=True)
     query = load_params(STATE_QUERY, request.args.to_dict(flat=True))
     rows, more = storage().list_states(
         bot_id,
@@ -228,8 +270,10 @@ def state_not_found():
 @bp.get("/api/bots/<slug>/state/<account_id>/<ticker_id>", provide_automatic_options=False)
 def get_state(slug, account_id, ticker_id):
     """One state row, with its version as ETag; 304 when If-None-Match has it."""
-    bot_id, _ = authenticate(slug)
-    row = storage().get_state(bot_id, *state_key(account_id, ticker_id))
+    bot_id, key_hash = authenticate(slug)
+    with outranked_by_authentication(slug):
+        key = state_key(account_id, ticker_id)
+    row = as_bot(slug, bot_id, key_hash, storage().read_state, *key)
     if row is None:
         raise state_not_found()
     if request.if_none_match.star_tag or request.if_none_match.contains_weak(str(row.version)):
@@ -268,11 +312,10 @@ def if_match_versions(header):
 def delete_state(slug, account_id, ticker_id):
     """Delete one state row; with If-Match, only while its version is one of those given."""
     bot_id, key_hash = authenticate(slug)
-    key = state_key(account_id, ticker_id)
+    with outranked_by_authentication(slug):
+        key = state_key(account_id, ticker_id)
     expected = if_match_versions(request.headers.get("If-Match"))
-    outcome = as_authenticated(
-        slug, storage().delete_state, bot_id, key_hash, *key, expected_versions=expected
-    )
+    outcome = as_bot(slug, bot_id, key_hash, storage().delete_state, *key, expected_versions=expected)
     if outcome is None:
         raise state_not_found()
     if isinstance(outcome, VersionConflict):

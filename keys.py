@@ -17,6 +17,6 @@ def hash_key(key):
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def key_matches(key, stored_hash):
-    """Whether `key` hashes to `stored_hash`, compared in constant time."""
-    return hmac.compare_digest(hash_key(key), stored_hash)
+def hashes_match(key_hash, stored_hash):
+    """Whether two key hashes are equal, compared in constant time."""
+    return hmac.compare_digest(key_hash, stored_hash)

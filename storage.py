@@ -15,6 +15,8 @@ import uuid
 
 import sqlite_utils
 
+import keys
+
 log = logging.getLogger("botstate.storage")
 
 PROGRESS_EVERY = 500
@@ -296,6 +298,11 @@ def _replace_many(rows):
         " state = excluded.state, version = user_bot_states.version + 1, updated_at = excluded.updated_at"
         " RETURNING id, user_broker_account_id, ticker_id, version, created_at, updated_at"
     )
+
+
+def _qualified(columns, table):
+    """`a, b` as `t.a, t.b`."""
+    return ", ".join(f"{table}.{column.strip()}" for column in columns.split(","))
 
 
 def _verify_key(stored_hashes, key_hash):
@@ -859,6 +866,23 @@ class SQLiteStorage:
         ).fetchone()
         _verify_key(set() if stored_hash is None else {stored_hash}, key_hash)
         return set(json.loads(accounts)), set(json.loads(tickers))
+
+    def read_state(self, bot_id, key_hash, account_id, ticker_id):
+        """get_state() in the same read as a check that `key_hash` is still the bot's key
+        (NotFound, StaleKey as in write_states), so a stale cached login reads nothing."""
+        with self._reading() as db:
+            found = db.execute(
+                f"SELECT bots.api_key_hash, {_qualified(_STATE_COLUMNS, 's')} FROM bots"
+                " LEFT JOIN user_bot_states AS s ON s.bot_id = bots.id"
+                " AND s.user_broker_account_id = ? AND s.ticker_id = ?"
+                " WHERE bots.id = ?",
+                [account_id, ticker_id, bot_id],
+            ).fetchone()
+        if found is None:
+            raise NotFound("the bot was deleted")
+        if not keys.hashes_match(key_hash, found[0]):
+            raise StaleKey("the bot's key was replaced")
+        return None if found[1] is None else StateRow(*found[1:])
 
     def get_state(self, bot_id, account_id, ticker_id):
         """The bot's StateRow for this account and ticker, or None."""

@@ -59,30 +59,73 @@ def test_a_locked_database_costs_one_busy_timeout_not_two(configured):
 
 
 @pytest.mark.parametrize(
-    "change,status,body",
+    "change,status,body,rows_left",
     (
-        (lambda s: s.replace_bot_key("b", hash_key(generate_key())), 403, {"message": "Invalid API key for this bot"}),
-        (lambda s: s.delete_bot("b"), 404, {"error": "Bot with slug 'b' not found", "code": "NOT_FOUND"}),
+        (
+            lambda s: s.replace_bot_key("b", hash_key(generate_key())),
+            403,
+            {"message": "Invalid API key for this bot"},
+            ['{"v":1}'],
+        ),
+        (lambda s: s.delete_bot("b"), 404, {"error": "Bot with slug 'b' not found", "code": "NOT_FOUND"}, []),
+        (
+            lambda s: (s.delete_bot("b"), s.create_bot("b", "b", hash_key(generate_key()))),
+            403,
+            {"message": "Invalid API key for this bot"},
+            [],
+        ),
     ),
+    ids=("key rotated", "bot deleted", "bot deleted and made again"),
 )
-@pytest.mark.parametrize("method", ("POST", "PATCH", "DELETE"))
-def test_a_key_rotated_or_bot_deleted_mid_request_writes_nothing(configured, monkeypatch, change, status, body, method):
+@pytest.mark.parametrize("remembered", (False, True), ids=("read", "remembered"))
+@pytest.mark.parametrize("method", ("POST", "PATCH", "DELETE", "GET"))
+def test_a_key_rotated_or_bot_deleted_mid_request_writes_nothing(
+    configured, monkeypatch, change, status, body, rows_left, method, remembered
+):
     # Regression: the key was checked before the write transaction, so a request
     # authenticated just before `bots rotate-key` or `bots delete` still wrote.
+    # A bot remembered from an earlier request is the same case: the change
+    # happened after the key was last read.
     client, bot, storage = configured()
     post(client, bot, [item(state={"v": 1})])
-    authenticated = storage.find_bot_credentials
-
-    def then_change(slug):
-        credentials = authenticated(slug)
+    if remembered:
         change(storage)
-        return credentials
+    else:
+        client.application.extensions["botstate.bots"].clear()
+        authenticated = storage.find_bot_credentials
 
-    monkeypatch.setattr(storage, "find_bot_credentials", then_change)
-    if method == "DELETE":
-        response = client.delete(f"/api/bots/b/state/{ACCOUNT_0}/{TICKER_AAPL}", headers={"x-api-key": bot["apiKey"]})
+        def then_change(slug):
+            credentials = authenticated(slug)
+            monkeypatch.setattr(storage, "find_bot_credentials", authenticated)
+            change(storage)
+            return credentials
+
+        monkeypatch.setattr(storage, "find_bot_credentials", then_change)
+    path = f"/api/bots/b/state/{ACCOUNT_0}/{TICKER_AAPL}"
+    if method in ("DELETE", "GET"):
+        response = client.open(path, method=method, headers={"x-api-key": bot["apiKey"]})
     else:
         response = client.open("/api/bots/b/state", method=method, json={"states": [item(state={"v": 2})]}, headers={"x-api-key": bot["apiKey"]})
     assert (response.status_code, response.get_json()) == (status, body)
-    rows = storage.list_states(storage.get_bot("b")["id"], 10)[0] if storage.get_bot("b") else []
-    assert [row.state_json for row in rows] == ([] if status == 404 else ['{"v":1}'])
+    bot_now = storage.get_bot("b")
+    rows = storage.list_states(bot_now["id"], 10)[0] if bot_now else []
+    assert [row.state_json for row in rows] == rows_left
+
+@pytest.mark.parametrize(
+    "method,path,data",
+    (
+        ("POST", "/api/bots/b/state", b"{not json"),
+        ("PATCH", "/api/bots/b/state", b'{"states": []}'),
+        ("GET", "/api/bots/b/state/not-a-uuid/" + TICKER_AAPL, None),
+        ("DELETE", "/api/bots/b/state/" + ACCOUNT_0 + "/not-a-uuid", None),
+    ),
+    ids=("invalid JSON", "invalid body", "invalid account in path", "invalid ticker in path"),
+)
+def test_a_remembered_login_of_a_deleted_bot_answers_404_before_400(configured, method, path, data):
+    # The bot is remembered from the first request; a bad request must still get
+    # the answer a fresh read gives, as the order of checks says.
+    client, bot, storage = configured()
+    assert post(client, bot, [item()]).status_code == 200
+    storage.delete_bot("b")
+    response = client.open(path, method=method, data=data, headers={"x-api-key": bot["apiKey"]})
+    assert (response.status_code, response.get_json()) == (404, {"error": "Bot with slug 'b' not found", "code": "NOT_FOUND"})
