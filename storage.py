@@ -305,6 +305,33 @@ def _qualified(columns, table):
     return ", ".join(f"{table}.{column.strip()}" for column in columns.split(","))
 
 
+# Items per checked multi-row upsert: 4 parameters each (SQLite allows 32,766
+# parameters from 3.32 on, 999 before).
+_BATCH_ROWS = 1000 if sqlite3.sqlite_version_info >= (3, 32) else 200
+
+
+@functools.lru_cache(maxsize=None)
+def _replace_many_checked(rows):
+    """The upsert of `rows` distinct items that writes each only if the bot's key is
+    still ?2 and its account and ticker exist; RETURNING the rows it wrote.
+
+    Parameters: ?1 bot, ?2 key hash, then per item: new row id, account, ticker, state.
+    """
+    values = ", ".join(f"(?{n}, ?{n + 1}, ?{n + 2}, ?{n + 3})" for n in range(3, 3 + 4 * rows, 4))
+    return (
+        "INSERT INTO user_bot_states"
+        " (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)"
+        f" SELECT v.column1, ?1, v.column2, v.column3, v.column4, 1, {NOW}, {NOW}"
+        f" FROM (VALUES {values}) AS v"
+        " WHERE EXISTS (SELECT 1 FROM bots WHERE id = ?1 AND api_key_hash = ?2)"
+        " AND EXISTS (SELECT 1 FROM accounts WHERE id = v.column2)"
+        " AND EXISTS (SELECT 1 FROM tickers WHERE id = v.column3)"
+        " ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET"
+        " state = excluded.state, version = user_bot_states.version + 1, updated_at = excluded.updated_at"
+        " RETURNING id, user_broker_account_id, ticker_id, version, created_at, updated_at"
+    )
+
+
 def _verify_key(stored_hashes, key_hash):
     """Raise NotFound when the bot is gone, StaleKey when its key is no longer `key_hash`."""
     if not stored_hashes:
@@ -689,10 +716,22 @@ class SQLiteStorage:
         VersionConflict. Raises DatabaseBusy or DatabaseUnavailable when no
         write could be attempted.
         """
+        # The common cases go as one statement that writes only what passes every
+        # check; whatever it leaves (None) takes the full path, which says why.
+        outcomes = [None] * len(writes)
         if len(writes) == 1:
-            row = self._write_checked(bot_id, key_hash, writes[0], merge, max_state_bytes)
-            if row is not None:
-                return [row]
+            outcomes[0] = self._write_checked(bot_id, key_hash, writes[0], merge, max_state_bytes)
+        elif not merge and len(writes) <= _BATCH_ROWS and _batchable(writes):
+            outcomes = self._replace_checked(bot_id, key_hash, writes, max_state_bytes)
+        left = [index for index, outcome in enumerate(outcomes) if outcome is None]
+        if left:
+            written = self._write_in_transaction(bot_id, key_hash, [writes[i] for i in left], merge, max_state_bytes)
+            for index, outcome in zip(left, written):
+                outcomes[index] = outcome
+        return outcomes
+
+    def _write_in_transaction(self, bot_id, key_hash, writes, merge, max_state_bytes):
+        """write_states() for any writes: one transaction, every check made item by item."""
         statement = _MERGE_STATE if merge else _REPLACE_STATE
         failures = []
         with self._writing() as db:
@@ -734,6 +773,38 @@ class SQLiteStorage:
                     raise
                 return None  # the full path writes it again and reports the failure
         return StateRow(*rows[0]) if rows else None
+
+    def _replace_checked(self, bot_id, key_hash, writes, max_state_bytes):
+        """Replace distinct, unconditional items with one statement that checks them all
+        (_replace_many_checked): a StateRow per item written, None for the others."""
+        outcomes = [None] * len(writes)
+        ready = [
+            index for index, write in enumerate(writes)
+            if max_state_bytes is None or len(write.state_json.encode()) <= max_state_bytes
+        ]
+        if not ready:
+            return outcomes
+        params = [bot_id, key_hash]
+        for index in ready:
+            write = writes[index]
+            params += (str(uuid.uuid4()), write.account_id, write.ticker_id, write.state_json)
+        with self._writing(transaction=False) as db:
+            try:
+                rows = db.conn.execute(_replace_many_checked(len(ready)), params).fetchall()
+            except sqlite3.Error as error:
+                if _database_fault(error) is not None:
+                    raise
+                return outcomes  # undone as a whole: the full path writes them one by one
+        stored = {(row[1], row[2]): row for row in rows}
+        for index in ready:
+            write = writes[index]
+            row = stored.get((write.account_id, write.ticker_id))
+            if row is not None:
+                row_id, _, _, version, created_at, updated_at = row
+                outcomes[index] = StateRow(
+                    row_id, bot_id, write.account_id, write.ticker_id, write.state_json, version, created_at, updated_at
+                )
+        return outcomes
 
     def _replace_in_chunks(self, conn, bot_id, writes, accounts, tickers, max_state_bytes, failures):
         """Replace distinct, unconditional items with one multi-row upsert per chunk.

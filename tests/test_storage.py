@@ -330,3 +330,27 @@ def test_writers_in_any_thread_share_one_connection(storage, bot, registered):
     for thread in threads:
         thread.join()
     assert len({id(conn) for conn in seen}) == 1
+
+
+def test_the_checked_bulk_replace_writes_what_passes_and_leaves_the_rest(storage, bot, registered):
+    # Left items (None) go to the full path, which reports why; writing them here
+    # would skip a check.
+    storage.write_states(bot["id"], bot["keyHash"], [write(state=STORED)])
+    items = [
+        StateWrite(ACCOUNT_0, TICKER_AAPL, '{"v":2}'),  # stored row: replaced
+        StateWrite(ACCOUNT_1, TICKER_AAPL, '{"v":3}'),  # new row
+        StateWrite(ACCOUNT_0, TICKER_UNKNOWN, "{}"),
+        StateWrite(TICKER_UNKNOWN, TICKER_MSFT, "{}"),
+        StateWrite(ACCOUNT_1, TICKER_MSFT, json.dumps({"a": "x" * 40})),  # over max_state_bytes
+    ]
+    outcomes = storage._replace_checked(bot["id"], bot["keyHash"], items, max_state_bytes=30)
+    assert [(o.state_json, o.version) if o else None for o in outcomes] == [('{"v":2}', 2), ('{"v":3}', 1), None, None, None]
+    assert outcomes[0] == storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)
+    assert outcomes[1] == storage.get_state(bot["id"], ACCOUNT_1, TICKER_AAPL)
+    assert storage.count_states() == 2
+
+
+def test_the_checked_bulk_replace_writes_nothing_with_another_key(storage, bot, registered):
+    items = [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}"), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}")]
+    assert storage._replace_checked(bot["id"], "0" * 64, items, max_state_bytes=None) == [None, None]
+    assert storage.count_states() == 0
