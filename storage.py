@@ -29,6 +29,14 @@ WAL_RESTART_FRAMES = 1000
 RESTART_WAIT_MS = 100
 
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+# A random (version 4) UUID for a new row, in the form uuid.uuid4() writes, made by
+# SQLite: uuid4() reads os.urandom, which gives up the GIL, and each time a
+# writer gives up the GIL it waits for it behind the other threads.
+NEW_UUID = (
+    "lower(printf('%s-%s-4%s-%s%s-%s', hex(randomblob(4)), hex(randomblob(2)),"
+    " substr(hex(randomblob(2)), 2), substr('89ab', 1 + (random() & 3), 1),"
+    " substr(hex(randomblob(2)), 2), hex(randomblob(6))))"
+)
 
 # Primary SQLite result codes that mean the database, not the request, is at fault.
 _BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
@@ -220,27 +228,28 @@ _STATE_COLUMNS = (
 _WRITE_STATE = """
 INSERT INTO user_bot_states
     (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)
-SELECT ?1, ?2, ?3, ?4, {new_state}, 1, {now}, {now}
-WHERE ?6 IS NULL OR ?6 = 0 OR EXISTS (
+SELECT {new_id}, ?1, ?2, ?3, {new_state}, 1, {now}, {now}
+WHERE ?5 IS NULL OR ?5 = 0 OR EXISTS (
     SELECT 1 FROM user_bot_states
-    WHERE bot_id = ?2 AND user_broker_account_id = ?3 AND ticker_id = ?4
+    WHERE bot_id = ?1 AND user_broker_account_id = ?2 AND ticker_id = ?3
 )
 ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
     state = {updated_state},
     version = user_bot_states.version + 1,
     updated_at = excluded.updated_at
-WHERE ?6 IS NULL OR user_bot_states.version = ?6
+WHERE ?5 IS NULL OR user_bot_states.version = ?5
 RETURNING {columns}
 """
-# Parameters: ?1 new row id, ?2 bot, ?3 account, ?4 ticker, ?5 state (or patch), ?6 expected version.
+# Parameters: ?1 bot, ?2 account, ?3 ticker, ?4 state (or patch), ?5 expected version.
 _REPLACE_STATE = _WRITE_STATE.format(
-    new_state="?5", updated_state="excluded.state", now=NOW, columns=_STATE_COLUMNS
+    new_state="?4", updated_state="excluded.state", now=NOW, new_id=NEW_UUID, columns=_STATE_COLUMNS
 )
 # RFC 7396 JSON Merge Patch, applied by SQLite's json_patch() to {} or the stored state.
 _MERGE_STATE = _WRITE_STATE.format(
-    new_state="json_patch('{}', ?5)",
-    updated_state="json_patch(user_bot_states.state, ?5)",
+    new_state="json_patch('{}', ?4)",
+    updated_state="json_patch(user_bot_states.state, ?4)",
     now=NOW,
+    new_id=NEW_UUID,
     columns=_STATE_COLUMNS,
 )
 
@@ -249,47 +258,48 @@ _MERGE_STATE = _WRITE_STATE.format(
 # each statement executed in the write lock is a wait for the GIL, which other
 # threads hold. It writes only when every check the full path makes passes (the
 # bot's key, the account, the ticker, the version, the size), so no row back
-# means "ask the full path", never a different outcome. Extra parameters: ?7 the
-# key hash, ?8 the size limit in bytes (NULL: none).
+# means "ask the full path", never a different outcome. Extra parameters: ?6 the
+# key hash, ?7 the size limit in bytes (NULL: none).
 _CHECKED_WRITE_STATE = """
 INSERT INTO user_bot_states
     (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)
-SELECT ?1, ?2, ?3, ?4, {new_state}, 1, {now}, {now}
-WHERE EXISTS (SELECT 1 FROM bots WHERE id = ?2 AND api_key_hash = ?7)
-    AND EXISTS (SELECT 1 FROM accounts WHERE id = ?3)
-    AND EXISTS (SELECT 1 FROM tickers WHERE id = ?4)
-    AND (?8 IS NULL OR length(CAST({new_state} AS BLOB)) <= ?8)
-    AND (?6 IS NULL OR ?6 = 0 OR EXISTS (
+SELECT {new_id}, ?1, ?2, ?3, {new_state}, 1, {now}, {now}
+WHERE EXISTS (SELECT 1 FROM bots WHERE id = ?1 AND api_key_hash = ?6)
+    AND EXISTS (SELECT 1 FROM accounts WHERE id = ?2)
+    AND EXISTS (SELECT 1 FROM tickers WHERE id = ?3)
+    AND (?7 IS NULL OR length(CAST({new_state} AS BLOB)) <= ?7)
+    AND (?5 IS NULL OR ?5 = 0 OR EXISTS (
         SELECT 1 FROM user_bot_states
-        WHERE bot_id = ?2 AND user_broker_account_id = ?3 AND ticker_id = ?4
+        WHERE bot_id = ?1 AND user_broker_account_id = ?2 AND ticker_id = ?3
     ))
 ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
     state = {updated_state},
     version = user_bot_states.version + 1,
     updated_at = excluded.updated_at
-WHERE (?6 IS NULL OR user_bot_states.version = ?6)
-    AND (?8 IS NULL OR length(CAST({updated_state} AS BLOB)) <= ?8)
+WHERE (?5 IS NULL OR user_bot_states.version = ?5)
+    AND (?7 IS NULL OR length(CAST({updated_state} AS BLOB)) <= ?7)
 RETURNING {columns}
 """
 _CHECKED_REPLACE_STATE = _CHECKED_WRITE_STATE.format(
-    new_state="?5", updated_state="excluded.state", now=NOW, columns=_STATE_COLUMNS
+    new_state="?4", updated_state="excluded.state", now=NOW, new_id=NEW_UUID, columns=_STATE_COLUMNS
 )
 _CHECKED_MERGE_STATE = _CHECKED_WRITE_STATE.format(
-    new_state="json_patch('{}', ?5)",
-    updated_state="json_patch(user_bot_states.state, ?5)",
+    new_state="json_patch('{}', ?4)",
+    updated_state="json_patch(user_bot_states.state, ?4)",
     now=NOW,
+    new_id=NEW_UUID,
     columns=_STATE_COLUMNS,
 )
 
 
-# Rows per multi-row upsert: 5 parameters each, well under SQLite's 32,766.
+# Rows per multi-row upsert: 4 parameters each, well under SQLite's 32,766.
 _CHUNK_ROWS = 500
 
 
 @functools.lru_cache(maxsize=None)
 def _replace_many(rows):
     """The upsert of `rows` distinct items, RETURNING what identifies and versions each."""
-    values = ", ".join([f"(?, ?, ?, ?, ?, 1, {NOW}, {NOW})"] * rows)
+    values = ", ".join([f"({NEW_UUID}, ?, ?, ?, ?, 1, {NOW}, {NOW})"] * rows)
     return (
         "INSERT INTO user_bot_states"
         " (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)"
@@ -315,17 +325,17 @@ def _replace_many_checked(rows):
     """The upsert of `rows` distinct items that writes each only if the bot's key is
     still ?2 and its account and ticker exist; RETURNING the rows it wrote.
 
-    Parameters: ?1 bot, ?2 key hash, then per item: new row id, account, ticker, state.
+    Parameters: ?1 bot, ?2 key hash, then per item: account, ticker, state.
     """
-    values = ", ".join(f"(?{n}, ?{n + 1}, ?{n + 2}, ?{n + 3})" for n in range(3, 3 + 4 * rows, 4))
+    values = ", ".join(f"(?{n}, ?{n + 1}, ?{n + 2})" for n in range(3, 3 + 3 * rows, 3))
     return (
         "INSERT INTO user_bot_states"
         " (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)"
-        f" SELECT v.column1, ?1, v.column2, v.column3, v.column4, 1, {NOW}, {NOW}"
+        f" SELECT {NEW_UUID}, ?1, v.column1, v.column2, v.column3, 1, {NOW}, {NOW}"
         f" FROM (VALUES {values}) AS v"
         " WHERE EXISTS (SELECT 1 FROM bots WHERE id = ?1 AND api_key_hash = ?2)"
-        " AND EXISTS (SELECT 1 FROM accounts WHERE id = v.column2)"
-        " AND EXISTS (SELECT 1 FROM tickers WHERE id = v.column3)"
+        " AND EXISTS (SELECT 1 FROM accounts WHERE id = v.column1)"
+        " AND EXISTS (SELECT 1 FROM tickers WHERE id = v.column2)"
         " ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET"
         " state = excluded.state, version = user_bot_states.version + 1, updated_at = excluded.updated_at"
         " RETURNING id, user_broker_account_id, ticker_id, version, created_at, updated_at"
@@ -756,7 +766,6 @@ class SQLiteStorage:
         """Write one item in one statement when every check passes: its StateRow, else None."""
         statement = _CHECKED_MERGE_STATE if merge else _CHECKED_REPLACE_STATE
         params = (
-            str(uuid.uuid4()),
             bot_id,
             write.account_id,
             write.ticker_id,
@@ -787,7 +796,7 @@ class SQLiteStorage:
         params = [bot_id, key_hash]
         for index in ready:
             write = writes[index]
-            params += (str(uuid.uuid4()), write.account_id, write.ticker_id, write.state_json)
+            params += (write.account_id, write.ticker_id, write.state_json)
         with self._writing(transaction=False) as db:
             try:
                 rows = db.conn.execute(_replace_many_checked(len(ready)), params).fetchall()
@@ -824,7 +833,7 @@ class SQLiteStorage:
             params = []
             for index in chunk:
                 write = writes[index]
-                params += (str(uuid.uuid4()), bot_id, write.account_id, write.ticker_id, write.state_json)
+                params += (bot_id, write.account_id, write.ticker_id, write.state_json)
             try:
                 rows = conn.execute(_replace_many(len(chunk)), params).fetchall()
             except sqlite3.Error as error:
@@ -862,14 +871,7 @@ class SQLiteStorage:
         try:
             row = conn.execute(
                 statement,
-                (
-                    str(uuid.uuid4()),
-                    bot_id,
-                    write.account_id,
-                    write.ticker_id,
-                    write.state_json,
-                    write.expected_version,
-                ),
+                (bot_id, write.account_id, write.ticker_id, write.state_json, write.expected_version),
             ).fetchone()
             if row is None:
                 outcome = VersionConflict(

@@ -1,7 +1,16 @@
 import pytest
-from marshmallow import ValidationError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from marshmallow import ValidationError, fields, missing
 
-from schemas import StateUpdatesSchema, first_error, is_uuid, is_valid_slug
+from schemas import (
+    StateQuerySchema,
+    StateUpdateSchema,
+    StateUpdatesSchema,
+    first_error,
+    is_uuid,
+    is_valid_slug,
+)
 from spec_data import ACCOUNT_0, TICKER_AAPL, item
 
 schema = StateUpdatesSchema(max_states=3)
@@ -111,3 +120,40 @@ def test_uuid_form(value, valid):
 )
 def test_slug_form(slug, valid):
     assert is_valid_slug(slug) is valid
+
+
+def full_load(field, value):
+    """What marshmallow's own Field.deserialize makes of the value: ("ok", value) or ("error", messages)."""
+    try:
+        return "ok", fields.Field.deserialize(field, value, "name", {})
+    except ValidationError as error:
+        return "error", error.messages
+
+
+def lean_load(field, value):
+    try:
+        return "ok", field.deserialize(value, "name", {})
+    except ValidationError as error:
+        return "error", error.messages
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**65), max_value=2**65) | st.floats(allow_nan=False)
+    | st.text(max_size=40) | st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper()) | st.just(missing),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=30,
+)
+LEAN_FIELDS = {
+    "item UUID": StateUpdateSchema().fields["accountId"],
+    "state": StateUpdatesSchema(max_states=10, max_depth=3).fields["states"].inner.schema.fields["state"],
+    "expectedVersion": StateUpdateSchema().fields["expectedVersion"],
+    "filter UUID": StateQuerySchema().fields["accountId"],
+}
+
+
+@pytest.mark.parametrize("name", LEAN_FIELDS)
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(value=JSON_VALUES)
+def test_lean_fields_load_as_marshmallow_does(name, value):
+    field = LEAN_FIELDS[name]
+    assert lean_load(field, value) == full_load(field, value)
