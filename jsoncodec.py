@@ -96,18 +96,16 @@ def dumps(value):
 
 def depth_exceeds(value, limit):
     """Whether `value` nests objects/arrays more than `limit` levels deep."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
+    return isinstance(value, (dict, list)) and _nested_past(value, limit - 1)
+
+
+def _nested_past(container, levels_left):
+    # Recursion goes at most `limit` levels down: it stops at the first one too deep.
+    if levels_left < 0:
+        return True
+    for child in container.values() if isinstance(container, dict) else container:
+        if isinstance(child, (dict, list)) and _nested_past(child, levels_left - 1):
             return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
 
 

@@ -1,5 +1,6 @@
 """Serve botstate with waitress, configured from BOTSTATE_* (what `make run` starts)."""
 
+import gc
 import logging
 import os
 import shlex
@@ -14,6 +15,8 @@ from config import ConfigError
 # Waitress cuts off bodies past this many bytes beyond the app's own limit, so a
 # body just over the limit still reaches the app and gets its JSON 413.
 BODY_LIMIT_SLACK = 1024 * 1024
+# Container allocations (net) between two collections of the youngest generation.
+GC_THRESHOLD = 50_000
 
 
 def make_server(app):
@@ -65,6 +68,18 @@ def lighten_log_records():
     logging.logMultiprocessing = False
 
 
+def tune_garbage_collection():
+    """Collect cyclic garbage far less often than CPython's default, and never scan start-up objects.
+
+    A 1000-item body parses into tens of thousands of containers, none in a
+    cycle, and the default (a collection per 700 of them) spent a tenth of such
+    a request's time scanning. gc.freeze() puts what the app built at start-up,
+    which lives as long as the process, out of every later collection.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 100)
+
+
 def main():
     """Start serving until interrupted or terminated."""
     lighten_log_records()
@@ -84,6 +99,7 @@ def main():
     if app.extensions["botstate.storage"].count_bots() == 0:
         say(f"No bot exists yet. Create one with: {create_bot_hint()}")
     app.extensions["botstate.storage"].start_checkpoints()
+    tune_garbage_collection()
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         server.run()
