@@ -90,24 +90,27 @@ def main():
         sys.exit(f"botstate: {error.message}")
     except OSError as error:  # e.g. the port is taken
         sys.exit(f"botstate: cannot listen on {app.config['HOST']}:{app.config['PORT']}: {error.strerror}")
-    host, port = server.effective_host, server.effective_port
-    url_host = f"[{host}]" if ":" in host else host
-    say(
-        f"botstate listening on http://{url_host}:{port}"
-        f" (database {app.config['DATABASE']}, {app.config['THREADS']} threads)"
-    )
-    if app.extensions["botstate.storage"].count_bots() == 0:
-        say(f"No bot exists yet. Create one with: {create_bot_hint()}")
-    app.extensions["botstate.storage"].start_checkpoints()
+    storage = app.extensions["botstate.storage"]
+    no_bots = storage.count_bots() == 0
+    storage.start_checkpoints()
     tune_garbage_collection()
+    # From here on SIGTERM stops cleanly; only then say that the server is up.
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
+        host, port = server.effective_host, server.effective_port
+        url_host = f"[{host}]" if ":" in host else host
+        say(
+            f"botstate listening on http://{url_host}:{port}"
+            f" (database {app.config['DATABASE']}, {app.config['THREADS']} threads)"
+        )
+        if no_bots:
+            say(f"No bot exists yet. Create one with: {create_bot_hint()}")
         server.run()
     except KeyboardInterrupt:
         say("botstate stopping")
     finally:
         server.close()
-        app.extensions["botstate.storage"].close()
+        storage.close()
 
 
 if __name__ == "__main__":
