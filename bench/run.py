@@ -2,7 +2,8 @@
 
 Starts botstate the way `make run` does (serve.py, BOTSTATE_* settings) on a data set
 it makes itself (1,000 accounts, 500 tickers, prefilled rows where a case needs them),
-and a trivial Flask route under the same waitress settings as the ceiling.
+a trivial Flask route under the same waitress settings as the ceiling, and bare
+routes that make one SQLite call each as a reference (bench/floor.py).
 """
 
 import argparse
@@ -35,6 +36,9 @@ ACCOUNTS = [str(uuid.UUID(int=(1 << 126) | n)) for n in range(1000)]
 TICKERS = [str(uuid.UUID(int=(2 << 126) | n)) for n in range(500)]
 KEY = keys.generate_key()
 BODIES_PER_CASE = 200
+# Reference rows, not targets: bench/floor.py, one bare SQLite call per request.
+FLOOR_POST = "reference: bare upsert route, 1 state"
+FLOOR_GET = "reference: bare read route, 1 row"
 
 
 def free_port():
@@ -82,11 +86,11 @@ def start_botstate(database):
     return process, port
 
 
-def start_ceiling():
-    """The trivial route, same waitress thread count."""
+def start_reference(script, *args):
+    """bench/ceiling.py or bench/floor.py on a free port, same waitress thread count."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "ceiling.py"), str(port), str(THREADS)],
+        [sys.executable, str(ROOT / "bench" / script), str(port), str(THREADS), *map(str, args)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     wait_for(port, process)
@@ -201,6 +205,11 @@ def main():
         )
 
     one = bodies(1, "one.txt")
+    paths = write_lines(
+        work / "paths.txt",
+        [f"/api/bots/bench/state/{item['accountId']}/{item['tickerId']}"
+         for line in Path(one).read_text().splitlines() for item in json.loads(line)["states"]],
+    )
     cases = [
         ("ceiling: trivial route, 1 state", "ceiling", "POST", 1, dict(bodies=one), "empty.db"),
         ("POST 1 state", "botstate", "POST", 1, dict(bodies=one), "empty.db"),
@@ -210,24 +219,23 @@ def main():
         (f"POST 1 state, {args.prefill:,} rows", "botstate", "POST", 1, dict(bodies=one), "full.db"),
         (f"POST 1000 states, {args.prefill:,} rows", "botstate", "POST", 1000, dict(bodies=work / "thousand.txt"), "full.db"),
         ("PATCH 1 state", "botstate", "PATCH", 1, dict(bodies=one), "empty.db"),
-        ("GET one row", "botstate", "GET", 1, dict(paths=write_lines(
-            work / "paths.txt",
-            [f"/api/bots/bench/state/{item['accountId']}/{item['tickerId']}"
-             for line in Path(one).read_text().splitlines() for item in json.loads(line)["states"]],
-        )), "empty.db"),
+        ("GET one row", "botstate", "GET", 1, dict(paths=paths), "empty.db"),
+        (FLOOR_POST, "floor", "POST", 1, dict(bodies=one), "floor.db"),
+        (FLOOR_GET, "floor", "GET", 1, dict(paths=paths), "floor.db"),
     ]
     results = []
     for label, server, method, size, files, database in cases:
         if server == "ceiling":
-            process, port = start_ceiling()
+            process, port = start_reference("ceiling.py")
+        elif server == "floor":
+            process, port = start_reference("floor.py", work / database)
         else:
             process, port = start_botstate(work / database)
-            if method == "GET":  # the rows it reads must exist
-                subprocess.run(["wrk", "-t1", "-c1", "-d1s", "-s", str(ROOT / "bench" / "load.lua"),
-                                f"http://127.0.0.1:{port}/api/bots/bench/state"],
-                               env=dict(os.environ, BENCH_METHOD="POST", BENCH_KEY=KEY, BENCH_BODIES=one, BENCH_PATHS=""),
-                               capture_output=True, timeout=60)
         url = f"http://127.0.0.1:{port}/api/bots/bench/state"
+        if method == "GET":  # the rows it reads must exist
+            subprocess.run(["wrk", "-t1", "-c1", "-d1s", "-s", str(ROOT / "bench" / "load.lua"), url],
+                           env=dict(os.environ, BENCH_METHOD="POST", BENCH_KEY=KEY, BENCH_BODIES=one, BENCH_PATHS=""),
+                           capture_output=True, timeout=60)
         files = {k: str(v) for k, v in files.items()}
         try:
             rps, p50, p99, errors = run_wrk(url, method, args.duration, **files)
@@ -302,6 +310,9 @@ def report(results, prefill, memory):
         ("no errors in any case", -sum(r["errors"] for r in results), 0.0),
         ("a request at the body limit holds at most 5x its size", 5 - memory[1] / memory[0], 0.0),
     ]
+    print(f"\nThe reference rows are bare Flask routes that make one SQLite call and nothing else"
+          f" (bench/floor.py): they reach {by[FLOOR_POST]['rps'] / ceiling:.2f}x (upsert) and"
+          f" {by[FLOOR_GET]['rps'] / ceiling:.2f}x (read) of the ceiling.")
     print(f"\nOne {memory[0]:.1f} MB request at the body limit raised peak RSS by {memory[1]:.0f} MB"
           f" ({memory[1] / memory[0]:.1f}x its size).")
     print()

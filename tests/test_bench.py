@@ -19,6 +19,8 @@ CASES = (
     "POST 1000 states, 2,000 rows",
     "PATCH 1 state",
     "GET one row",
+    "reference: bare upsert route, 1 state",
+    "reference: bare read route, 1 row",
 )
 
 
@@ -36,3 +38,4 @@ def test_bench_runs_every_case_without_errors():
         assert errors == "0", rows[case]
     assert len(re.findall(r"^(PASS|FAIL)  ", result.stdout, re.M)) == 12
     assert re.search(r"request at the body limit raised peak RSS by \d+ MB", result.stdout)
+    assert re.search(r"they reach \d\.\d\dx \(upsert\) and \d\.\d\dx \(read\) of the ceiling", result.stdout)
