@@ -342,6 +342,23 @@ def _replace_many_checked(rows):
     )
 
 
+# The registered ids among :accounts and :tickers (JSON arrays), as two JSON arrays
+# in one row, not a row per id: each row fetched is a step of its own, which gives
+# up the GIL and, in the write lock, waits to get it back behind the other threads.
+_REGISTERED_IDS = (
+    "(SELECT json_group_array(id) FROM accounts WHERE id IN (SELECT value FROM json_each(:accounts))),"
+    " (SELECT json_group_array(id) FROM tickers WHERE id IN (SELECT value FROM json_each(:tickers)))"
+)
+
+
+def _ids_named_by(writes):
+    """The :accounts and :tickers parameters of _REGISTERED_IDS."""
+    return {
+        "accounts": json.dumps(list({w.account_id for w in writes})),
+        "tickers": json.dumps(list({w.ticker_id for w in writes})),
+    }
+
+
 def _verify_key(stored_hashes, key_hash):
     """Raise NotFound when the bot is gone, StaleKey when its key is no longer `key_hash`."""
     if not stored_hashes:
@@ -533,6 +550,7 @@ class SQLiteStorage:
             self._stop_checkpoints.set()
             self._checkpointer.join()
             self._checkpointer = None
+            self._checkpoints_elsewhere = False  # connections opened from now on checkpoint again
         with self._connections_lock:
             connections, self._connections = self._connections, []
         for conn in connections:
@@ -733,6 +751,13 @@ class SQLiteStorage:
             outcomes[0] = self._write_checked(bot_id, key_hash, writes[0], merge, max_state_bytes)
         elif not merge and len(writes) <= _BATCH_ROWS and _batchable(writes):
             outcomes = self._replace_checked(bot_id, key_hash, writes, max_state_bytes)
+            if None in outcomes and any(outcome is not None for outcome in outcomes):
+                # Some were written, so the key was the bot's. Sending the rest to a
+                # transaction of its own could answer 403 or 503 to a request that
+                # stored something already; a read says why they were refused.
+                self._explain_refusals(bot_id, writes, outcomes, max_state_bytes)
+        # Only what no check refused is left here: written by none of the above,
+        # because nothing was, or because an account or ticker appeared meanwhile.
         left = [index for index, outcome in enumerate(outcomes) if outcome is None]
         if left:
             written = self._write_in_transaction(bot_id, key_hash, [writes[i] for i in left], merge, max_state_bytes)
@@ -814,6 +839,15 @@ class SQLiteStorage:
                     row_id, bot_id, write.account_id, write.ticker_id, write.state_json, version, created_at, updated_at
                 )
         return outcomes
+
+    def _explain_refusals(self, bot_id, writes, outcomes, max_state_bytes):
+        """Put in `outcomes`, for each item left None, the ItemError that refused it."""
+        left = [write for write, outcome in zip(writes, outcomes) if outcome is None]
+        with self._reading() as db:
+            accounts, tickers = self._registered_ids(db, left)
+            for index, write in enumerate(writes):
+                if outcomes[index] is None:
+                    outcomes[index] = self._refusal(db.conn, bot_id, write, accounts, tickers, max_state_bytes)
 
     def _replace_in_chunks(self, conn, bot_id, writes, accounts, tickers, max_state_bytes, failures):
         """Replace distinct, unconditional items with one multi-row upsert per chunk.
@@ -925,19 +959,17 @@ class SQLiteStorage:
         """Check the bot's key as in _check_credentials, and return the registered
         account and ticker ids among those the writes name: one statement, since
         each statement in the write lock is a wait for the others."""
-        # One row, not one per id: each row fetched is a step of its own, which
-        # gives up the GIL and waits to get it back, in the write lock.
         stored_hash, accounts, tickers = db.conn.execute(
-            "SELECT (SELECT api_key_hash FROM bots WHERE id = ?),"
-            " (SELECT json_group_array(id) FROM accounts WHERE id IN (SELECT value FROM json_each(?))),"
-            " (SELECT json_group_array(id) FROM tickers WHERE id IN (SELECT value FROM json_each(?)))",
-            (
-                bot_id,
-                json.dumps(list({w.account_id for w in writes})),
-                json.dumps(list({w.ticker_id for w in writes})),
-            ),
+            f"SELECT (SELECT api_key_hash FROM bots WHERE id = :bot), {_REGISTERED_IDS}",
+            dict(_ids_named_by(writes), bot=bot_id),
         ).fetchone()
         _verify_key(set() if stored_hash is None else {stored_hash}, key_hash)
+        return set(json.loads(accounts)), set(json.loads(tickers))
+
+    @staticmethod
+    def _registered_ids(db, writes):
+        """The registered account ids and ticker ids among those the writes name."""
+        accounts, tickers = db.conn.execute(f"SELECT {_REGISTERED_IDS}", _ids_named_by(writes)).fetchone()
         return set(json.loads(accounts)), set(json.loads(tickers))
 
     def read_state(self, bot_id, key_hash, account_id, ticker_id):

@@ -354,3 +354,13 @@ def test_the_checked_bulk_replace_writes_nothing_with_another_key(storage, bot, 
     items = [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}"), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}")]
     assert storage._replace_checked(bot["id"], "0" * 64, items, max_state_bytes=None) == [None, None]
     assert storage.count_states() == 0
+
+
+def test_closing_a_storage_with_checkpoints_gives_checkpoints_back_to_sqlite(storage, bot, registered):
+    # Regression: connections opened after close() kept wal_autocheckpoint = 0,
+    # with no thread left to checkpoint, and the WAL grew without bound.
+    storage.start_checkpoints(interval=3600)
+    storage.close()
+    storage.write_states(bot["id"], bot["keyHash"], [write()])
+    with storage._writing() as db:
+        assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
