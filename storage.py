@@ -225,71 +225,58 @@ _STATE_COLUMNS = (
 # One statement writes a state and enforces expectedVersion atomically: the SELECT's
 # WHERE refuses to create a row unless none was expected, and the DO UPDATE's WHERE
 # refuses to touch a row whose version is not the expected one. No row back: conflict.
+# Parameters: ?1 bot, ?2 account, ?3 ticker, ?4 state (or patch), ?5 expected version.
 _WRITE_STATE = """
 INSERT INTO user_bot_states
     (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)
 SELECT {new_id}, ?1, ?2, ?3, {new_state}, 1, {now}, {now}
-WHERE ?5 IS NULL OR ?5 = 0 OR EXISTS (
+WHERE (?5 IS NULL OR ?5 = 0 OR EXISTS (
     SELECT 1 FROM user_bot_states
     WHERE bot_id = ?1 AND user_broker_account_id = ?2 AND ticker_id = ?3
-)
+)){checks}
 ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
     state = {updated_state},
     version = user_bot_states.version + 1,
     updated_at = excluded.updated_at
-WHERE ?5 IS NULL OR user_bot_states.version = ?5
+WHERE (?5 IS NULL OR user_bot_states.version = ?5){update_checks}
 RETURNING {columns}
 """
-# Parameters: ?1 bot, ?2 account, ?3 ticker, ?4 state (or patch), ?5 expected version.
-_REPLACE_STATE = _WRITE_STATE.format(
-    new_state="?4", updated_state="excluded.state", now=NOW, new_id=NEW_UUID, columns=_STATE_COLUMNS
-)
-# RFC 7396 JSON Merge Patch, applied by SQLite's json_patch() to {} or the stored state.
-_MERGE_STATE = _WRITE_STATE.format(
-    new_state="json_patch('{}', ?4)",
-    updated_state="json_patch(user_bot_states.state, ?4)",
-    now=NOW,
-    new_id=NEW_UUID,
-    columns=_STATE_COLUMNS,
-)
-
-
-# The common case, one item, as one statement outside any explicit transaction:
-# each statement executed in the write lock is a wait for the GIL, which other
-# threads hold. It writes only when every check the full path makes passes (the
-# bot's key, the account, the ticker, the version, the size), so no row back
-# means "ask the full path", never a different outcome. Extra parameters: ?6 the
-# key hash, ?7 the size limit in bytes (NULL: none).
-_CHECKED_WRITE_STATE = """
-INSERT INTO user_bot_states
-    (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)
-SELECT {new_id}, ?1, ?2, ?3, {new_state}, 1, {now}, {now}
-WHERE EXISTS (SELECT 1 FROM bots WHERE id = ?1 AND api_key_hash = ?6)
+# The checks the full path makes before an item, for the single-item write that
+# runs as one statement outside any explicit transaction (each statement in the
+# write lock is a wait for the GIL, which other threads hold). It writes only when
+# all pass, so no row back means "ask the full path", never a different outcome.
+# Parameters: ?6 the key hash, ?7 the size limit in bytes (NULL: none).
+_CHECKS = """
+    AND EXISTS (SELECT 1 FROM bots WHERE id = ?1 AND api_key_hash = ?6)
     AND EXISTS (SELECT 1 FROM accounts WHERE id = ?2)
     AND EXISTS (SELECT 1 FROM tickers WHERE id = ?3)
-    AND (?7 IS NULL OR length(CAST({new_state} AS BLOB)) <= ?7)
-    AND (?5 IS NULL OR ?5 = 0 OR EXISTS (
-        SELECT 1 FROM user_bot_states
-        WHERE bot_id = ?1 AND user_broker_account_id = ?2 AND ticker_id = ?3
-    ))
-ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
-    state = {updated_state},
-    version = user_bot_states.version + 1,
-    updated_at = excluded.updated_at
-WHERE (?5 IS NULL OR user_bot_states.version = ?5)
-    AND (?7 IS NULL OR length(CAST({updated_state} AS BLOB)) <= ?7)
-RETURNING {columns}
-"""
-_CHECKED_REPLACE_STATE = _CHECKED_WRITE_STATE.format(
-    new_state="?4", updated_state="excluded.state", now=NOW, new_id=NEW_UUID, columns=_STATE_COLUMNS
-)
-_CHECKED_MERGE_STATE = _CHECKED_WRITE_STATE.format(
-    new_state="json_patch('{}', ?4)",
-    updated_state="json_patch(user_bot_states.state, ?4)",
-    now=NOW,
-    new_id=NEW_UUID,
-    columns=_STATE_COLUMNS,
-)
+    AND (?7 IS NULL OR length(CAST({new_state} AS BLOB)) <= ?7)"""
+_UPDATE_CHECKS = """
+    AND (?7 IS NULL OR length(CAST({updated_state} AS BLOB)) <= ?7)"""
+
+
+def _write_statement(merge, checked):
+    """The one-item write: a replacement or an RFC 7396 merge (SQLite's json_patch
+    applied to {} or the stored state), with or without _CHECKS."""
+    if merge:
+        new_state, updated_state = "json_patch('{}', ?4)", "json_patch(user_bot_states.state, ?4)"
+    else:
+        new_state, updated_state = "?4", "excluded.state"
+    return _WRITE_STATE.format(
+        new_id=NEW_UUID,
+        new_state=new_state,
+        updated_state=updated_state,
+        now=NOW,
+        columns=_STATE_COLUMNS,
+        checks=_CHECKS.format(new_state=new_state) if checked else "",
+        update_checks=_UPDATE_CHECKS.format(updated_state=updated_state) if checked else "",
+    )
+
+
+_REPLACE_STATE = _write_statement(merge=False, checked=False)
+_MERGE_STATE = _write_statement(merge=True, checked=False)
+_CHECKED_REPLACE_STATE = _write_statement(merge=False, checked=True)
+_CHECKED_MERGE_STATE = _write_statement(merge=True, checked=True)
 
 
 # Rows per multi-row upsert: 4 parameters each, well under SQLite's 32,766.
