@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test soak bench clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/flask init-db
@@ -11,6 +11,11 @@ run: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
+
+# The crash test, many more times than `make test` runs it (about a second per kill).
+SOAK_ROUNDS ?= 60
+soak: $(VENV)/.installed-dev
+	SOAK_ROUNDS=$(SOAK_ROUNDS) $(BIN)/python -m pytest tests/test_crash.py
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
