@@ -346,6 +346,15 @@ def _ids_named_by(writes):
     }
 
 
+def _file_identity(path):
+    """(device, inode) of the file at `path`, or None when there is none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
 def _verify_key(stored_hashes, key_hash):
     """Raise NotFound when the bot is gone, StaleKey when its key is no longer `key_hash`."""
     if not stored_hashes:
@@ -375,6 +384,10 @@ class SQLiteStorage:
         # busy handler, whose growing sleeps (up to 100 ms) wreck the latency tail.
         self._write_lock = threading.Lock()
         self._conn_db = None  # the writers' connection
+        # Bumped when the database file was removed or replaced: connections opened
+        # before then are closed by the thread that uses them, and opened afresh.
+        self._generation = 0
+        self._file_identity = None
         self._checkpointer = None
         self._checkpoints_elsewhere = False
         self._stop_checkpoints = threading.Event()
@@ -406,9 +419,13 @@ class SQLiteStorage:
         # written, so with a connection per writer each write read its pages anew.
         holder = self if writer else self._local
         db = getattr(holder, "_conn_db", None)
+        if db is not None and getattr(holder, "_conn_generation", None) != self._generation:
+            self._forget_connection(writer)  # its file is no longer the database (see _notice_file_change)
+            db = None
         if db is None:
             db = self._connect()
             holder._conn_db = db
+            holder._conn_generation = self._generation
         return db
 
     @contextlib.contextmanager
@@ -490,6 +507,7 @@ class SQLiteStorage:
         self._checkpoints_elsewhere = True
         self.close()
         self._stop_checkpoints.clear()
+        self._file_identity = _file_identity(self.path)
         self._checkpointer = threading.Thread(
             target=self._checkpoint_every, args=(interval,), name="botstate-checkpoints", daemon=True
         )
@@ -498,6 +516,8 @@ class SQLiteStorage:
     def _checkpoint_every(self, interval):
         failing = None
         while not self._stop_checkpoints.wait(interval):
+            if not self._notice_file_change():
+                continue
             try:
                 self.checkpoint()
             except (StorageError, sqlite3.Error) as error:
@@ -509,6 +529,19 @@ class SQLiteStorage:
                 log.warning("WAL checkpoints work again")
                 failing = None
         self._forget_connection()
+
+    def _notice_file_change(self):
+        """Whether the database file is there; when it was removed or replaced, make
+        every thread reconnect, so that no write goes on into a file nobody can open."""
+        identity = _file_identity(self.path)
+        if identity != self._file_identity:
+            self._file_identity = identity
+            self._generation += 1
+            if identity is None:
+                log.error("the database file %s is gone: requests get 503 until it is back", self.path)
+            else:
+                log.warning("the database file %s was replaced: reconnecting to it", self.path)
+        return identity is not None
 
     def checkpoint(self):
         """Copy the WAL into the database, and start it over once it has grown.

@@ -160,3 +160,37 @@ def test_a_bulk_write_that_stored_some_items_answers_for_all_of_them(configured,
     assert results[1]["error"] == "Ticker not found"
     rows = storage.list_states(storage.get_bot("b")["id"], 10)[0]
     assert [row.state_json for row in rows] == ['{"v":1}']
+
+
+def wait_for_status(client, bot, status, seconds=10):
+    """POST until the answer has `status` (the checkpoint thread notices file changes every few ms)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        response = post(client, bot, [item(state={"v": "probe"})])
+        if response.status_code == status or time.monotonic() > deadline:
+            return response
+        time.sleep(0.02)
+
+
+def test_a_database_file_removed_under_open_connections_is_503_until_it_is_back(configured, tmp_path):
+    # Regression: connections opened before the file was removed kept writing into
+    # the removed file, answering 200 for writes nobody could ever read again.
+    client, bot, storage = configured()
+    assert post(client, bot, [item(state={"v": 1})]).status_code == 200
+    backup = sqlite3.connect(tmp_path / "backup.db")
+    with sqlite3.connect(storage.path) as live:
+        live.backup(backup)
+    backup.close()
+    storage.start_checkpoints(interval=0.01)
+    assert post(client, bot, [item(state={"v": 2})]).status_code == 200  # connections are open now
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(storage.path + suffix):
+            os.remove(storage.path + suffix)
+    gone = wait_for_status(client, bot, 503)
+    assert gone.get_json() == {"error": "Database is unavailable, retry later", "code": "SERVICE_UNAVAILABLE"}
+    assert not os.path.exists(storage.path)
+    os.replace(tmp_path / "backup.db", storage.path)
+    assert wait_for_status(client, bot, 200).status_code == 200
+    row = storage.get_state(storage.get_bot("b")["id"], ACCOUNT_0, TICKER_AAPL)
+    assert row.state_json == '{"v":"probe"}' and row.version == 2  # the backup's version 1, then the probe
+    storage.close()
