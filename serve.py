@@ -105,12 +105,15 @@ def main():
         )
         if no_bots:
             say(f"No bot exists yet. Create one with: {create_bot_hint()}")
+        # Returns on Ctrl-C or SIGTERM once the requests in flight are answered
+        # (waitress gives them 5 s).
         server.run()
-    except KeyboardInterrupt:
-        say("botstate stopping")
+    except KeyboardInterrupt:  # before waitress's loop began
+        pass
     finally:
         server.close()
         storage.close()
+        say("botstate stopped")
 
 
 if __name__ == "__main__":

@@ -96,3 +96,44 @@ def test_kill_9_while_writing_loses_no_acknowledged_write(storage, seeded):
             if version == latest:
                 assert json.loads(state) == versions[latest]
     assert sum(len(v) for v in acknowledged.values()) > ROUNDS * 20  # the writers did write
+
+
+def big_body(size=1000, blob=2000):
+    """`size` items on distinct registered-looking keys that need registering first."""
+    return {"states": [
+        {"accountId": f"40000000-0000-4000-8000-{n:012d}", "tickerId": TICKERS[0], "state": {"n": n, "blob": "x" * blob}}
+        for n in range(size)
+    ]}
+
+
+@pytest.mark.parametrize("delay", (0.0, 0.005, 0.01, 0.02, 0.05, 0.1))
+def test_sigterm_lets_a_request_in_flight_finish_and_leaves_nothing_half_written(storage, seeded, delay):
+    body = big_body()
+    storage.import_accounts([(item["accountId"], None) for item in body["states"]])
+    path = storage.path
+    storage.close()
+    process, base_url, log_path = start_server(path)
+    answer = {}
+
+    def send():
+        try:
+            response = requests.post(f"{base_url}/api/bots/my-bot/state", json=body,
+                                     headers={"x-api-key": seeded["apiKey"]}, timeout=30)
+            answer["status"], answer["body"] = response.status_code, response.json()
+        except (requests.RequestException, ValueError) as error:
+            answer["error"] = error
+
+    client = threading.Thread(target=send)
+    client.start()
+    time.sleep(delay)
+    process.terminate()
+    assert process.wait(timeout=20) == 0, "SIGTERM stops the server cleanly"
+    assert log_path.read_text().rstrip().endswith("botstate stopped")
+    client.join(timeout=30)
+    rows, integrity = stored_rows(path, seeded["id"])
+    assert integrity == "ok"
+    if "status" in answer:  # answered: in full, and all of it stored
+        assert answer["status"] == 200 and answer["body"]["summary"]["succeeded"] == 1000, answer
+        assert len(rows) == 1000
+    else:  # cut off before the server read it: nothing of it stored
+        assert len(rows) == 0, len(rows)
