@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import random
 import threading
 
 import pytest
@@ -77,3 +78,78 @@ def test_two_server_processes_on_one_database_file(live_server, seeded, storage)
         stop_server(second)
     assert len(answers) == 8 * 25
     check(answers, storage, seeded)
+
+
+def mixed_load(urls, api_key, threads=16, requests_per_thread=200, seed=5):
+    """Each thread sends POSTs (1-2 items), PATCHes and GETs on KEYS; returns every (method, sent, status, body)."""
+    answers, lock = [], threading.Lock()
+
+    def worker(number):
+        rng = random.Random(seed * 1000 + number)
+        session = requests.Session()
+        for step in range(requests_per_thread):
+            url = urls[rng.randrange(len(urls))]
+            method = rng.choice(("POST", "POST", "PATCH", "GET"))
+            if method == "GET":
+                account, ticker = rng.choice(KEYS)
+                response = session.get(f"{url}/{account}/{ticker}", headers={"x-api-key": api_key}, timeout=30)
+                sent = [(account, ticker)]
+            else:
+                picks = rng.sample(KEYS, 1 if method == "PATCH" else rng.choice((1, 2)))
+                state = {f"w{number}": step} if method == "PATCH" else {"writer": number, "step": step}
+                states = [{"accountId": a, "tickerId": t, "state": state} for a, t in picks]
+                response = session.request(method, url, json={"states": states}, headers={"x-api-key": api_key}, timeout=30)
+                sent = states
+            with lock:
+                answers.append((method, sent, response.status_code, response.json()))
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout=300)
+    return answers
+
+
+def check_versions(answers, storage, bot):
+    """No 5xx; every write item succeeded; per row, acknowledged versions are 1..n exactly once,
+    and the stored row is the one acknowledged last."""
+    versions = {key: {} for key in KEYS}
+    for method, sent, status, body in answers:
+        assert status in ((200, 404) if method == "GET" else (200,)), (method, status, body)
+        if method == "GET":
+            continue
+        assert body["summary"]["failed"] == 0, body
+        for result in body["results"]:
+            data = result["data"]
+            key = (data["userBrokerAccountId"], data["tickerId"])
+            assert data["version"] not in versions[key], ("version given twice", key, data["version"])
+            versions[key][data["version"]] = data["state"]
+    for (account, ticker), written in versions.items():
+        if not written:
+            continue
+        assert sorted(written) == list(range(1, len(written) + 1)), ("versions with gaps", account, ticker)
+        row = storage.get_state(bot["id"], account, ticker)
+        assert row.version == len(written)
+        assert json.loads(row.state_json) == written[row.version]
+
+
+def test_sixteen_threads_mixing_writes_merges_and_reads(live_server, seeded, storage):
+    url = f"{live_server.url}/api/bots/my-bot/state"
+    answers = mixed_load([url], seeded["apiKey"])
+    assert len(answers) == 16 * 200
+    check_versions(answers, storage, seeded)
+    assert "database is locked" not in live_server.log_path.read_text()
+
+
+def test_sixteen_threads_on_two_server_processes(live_server, seeded, storage):
+    second, second_url, second_log = start_server(storage.path)
+    try:
+        urls = [f"{base}/api/bots/my-bot/state" for base in (live_server.url, second_url)]
+        answers = mixed_load(urls, seeded["apiKey"], seed=6)
+    finally:
+        stop_server(second)
+    assert len(answers) == 16 * 200
+    check_versions(answers, storage, seeded)
+    for log in (live_server.log_path, second_log):
+        assert "database is locked" not in log.read_text()
