@@ -32,6 +32,9 @@ def make_server(app):
         threads=config["THREADS"],
         max_request_body_size=config["MAX_BODY_BYTES"] + BODY_LIMIT_SLACK,
         channel_timeout=config["CHANNEL_TIMEOUT"],
+        # Waitress looks for idle connections every 30 s by default, so one could
+        # outlive the timeout by 30 s; look twice per timeout instead.
+        cleanup_interval=max(1, config["CHANNEL_TIMEOUT"] // 2),
         connection_limit=config["CONNECTION_LIMIT"],
         ident="botstate",
     )
