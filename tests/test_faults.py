@@ -56,6 +56,7 @@ def test_a_locked_database_costs_one_busy_timeout_not_two(configured):
     assert [status for status, _ in answers] == [503, 503, 503]
     # Twice the timeout would be 3.0 s; the bound leaves a second for a slow machine.
     assert max(seconds for _, seconds in answers) < 2.5
+    assert post(client, bot, [item()]).status_code == 200  # the lock released, the next one writes
 
 
 @pytest.mark.parametrize(
