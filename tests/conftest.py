@@ -2,6 +2,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -73,6 +74,23 @@ def registered(storage):
         storage.add_account(account_id, None)
     storage.add_ticker("AAPL", TICKER_AAPL)
     storage.add_ticker("MSFT", TICKER_MSFT)
+
+
+def register_ids(storage, accounts, tickers, symbol_prefix="T"):
+    """Register accounts and tickers (symbols prefix0, prefix1, ...)."""
+    for account in accounts:
+        storage.add_account(account, None)
+    for index, ticker in enumerate(tickers):
+        storage.add_ticker(f"{symbol_prefix}{index}", ticker)
+
+
+def run_in_threads(work, threads, timeout):
+    """Run work(0) .. work(threads - 1), each in a thread of its own, and wait for them."""
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout=timeout)
 
 
 def start_server(database, **settings):

@@ -8,7 +8,7 @@ import threading
 import pytest
 import requests
 
-from conftest import start_server, stop_server
+from conftest import register_ids, run_in_threads, start_server, stop_server
 
 ACCOUNTS = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(3)]
 TICKERS = [f"10000000-0000-4000-8000-00000000000{i}" for i in range(2)]
@@ -17,10 +17,7 @@ KEYS = list(itertools.product(ACCOUNTS, TICKERS))
 
 @pytest.fixture
 def seeded(storage, bot):
-    for account in ACCOUNTS:
-        storage.add_account(account, None)
-    for index, ticker in enumerate(TICKERS):
-        storage.add_ticker(f"T{index}", ticker)
+    register_ids(storage, ACCOUNTS, TICKERS)
     return bot
 
 
@@ -41,11 +38,7 @@ def hammer(urls, api_key, threads=8, requests_per_thread=25):
             with lock:
                 answers.append((states, response.status_code, response.json()))
 
-    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join(timeout=120)
+    run_in_threads(worker, threads, timeout=120)
     return answers
 
 
@@ -103,11 +96,7 @@ def mixed_load(urls, api_key, threads=16, requests_per_thread=200, seed=5):
             with lock:
                 answers.append((method, sent, response.status_code, response.json()))
 
-    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join(timeout=300)
+    run_in_threads(worker, threads, timeout=300)
     return answers
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from conftest import start_server
+from conftest import register_ids, start_server
 
 ACCOUNTS = [f"20000000-0000-4000-8000-00000000000{i}" for i in range(4)]
 TICKERS = [f"30000000-0000-4000-8000-00000000000{i}" for i in range(3)]
@@ -23,10 +23,7 @@ WRITERS = 4
 
 @pytest.fixture
 def seeded(storage, bot):
-    for account in ACCOUNTS:
-        storage.add_account(account, None)
-    for index, ticker in enumerate(TICKERS):
-        storage.add_ticker(f"C{index}", ticker)
+    register_ids(storage, ACCOUNTS, TICKERS, symbol_prefix="C")
     return bot
 
 
