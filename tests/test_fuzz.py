@@ -60,3 +60,37 @@ def test_arbitrary_keys_and_slugs_never_get_in(client, bot, registered, storage,
     assert response.status_code in (400, 401, 403, 404), response.get_json()
     assert response.is_json
     assert storage.count_states() == 0
+
+
+header_names = st.sampled_from(
+    ["If-Match", "If-None-Match", "Content-Type", "Accept", "Accept-Encoding", "Content-Encoding",
+     "X-Forwarded-For", "X-Forwarded-Proto", "Host", "Origin", "Range", "Authorization", "x-api-key", "Cookie"]
+) | st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,20}", fullmatch=True).filter(
+    lambda name: name.lower() not in ("content-length", "transfer-encoding")
+)
+header_values = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255, blacklist_characters="\x7f"), max_size=100)
+# Lists of entity-tags, well formed or nearly, so that If-Match and If-None-Match get parsed deep.
+entity_tags = st.lists(
+    st.tuples(st.sampled_from(["", "W/", " ", "w/"]), st.text(alphabet='0123456789xX"-, ', max_size=25)),
+    max_size=3,
+).map(lambda tags: ", ".join(f'{prefix}"{tag}"' for prefix, tag in tags))
+
+
+@FUZZ
+@given(
+    method=st.sampled_from(["GET", "DELETE", "POST", "PATCH"]),
+    headers=st.dictionaries(header_names, header_values, max_size=5),
+    conditions=st.fixed_dictionaries({}, optional={"If-Match": entity_tags, "If-None-Match": entity_tags}),
+)
+def test_arbitrary_headers_get_an_answer_below_500(client, bot, registered, method, headers, conditions):
+    headers = {**headers, **conditions}
+    path = f"/api/bots/{bot['slug']}/state"
+    if method in ("GET", "DELETE"):
+        path += f"/{ACCOUNT_0}/{TICKER_AAPL}"
+    body = json.dumps({"states": [{"accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": {"v": 1}}]})
+    response = client.open(
+        path, method=method, data=body if method in ("POST", "PATCH") else None,
+        headers={"x-api-key": bot["apiKey"], **headers},
+    )
+    assert response.status_code < 500, response.get_data(as_text=True)
+    assert response.status_code == 304 or response.is_json
