@@ -227,7 +227,6 @@ def busy(storage, bot, live_server):
 def test_paging_while_rows_are_written_skips_and_repeats_nothing(busy):
     server, api_key = busy["server"], busy["bot"]["apiKey"]
     original = set(busy["original"])
-    free = [key for key in busy["all"] if key not in original]
     headers = {"x-api-key": api_key}
     done = threading.Event()
     writes = {"count": 0}
