@@ -222,6 +222,14 @@ _STATE_COLUMNS = (
     "id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at"
 )
 
+# A row of the bot's and the bot's key hash, in one read. Parameters: account, ticker, bot.
+_READ_STATE_AND_KEY = (
+    "SELECT bots.api_key_hash, "
+    + ", ".join(f"s.{column.strip()}" for column in _STATE_COLUMNS.split(","))
+    + " FROM bots LEFT JOIN user_bot_states AS s ON s.bot_id = bots.id"
+    " AND s.user_broker_account_id = ? AND s.ticker_id = ? WHERE bots.id = ?"
+)
+
 # One statement writes a state and enforces expectedVersion atomically: the SELECT's
 # WHERE refuses to create a row unless none was expected, and the DO UPDATE's WHERE
 # refuses to touch a row whose version is not the expected one. No row back: conflict.
@@ -295,11 +303,6 @@ def _replace_many(rows):
         " state = excluded.state, version = user_bot_states.version + 1, updated_at = excluded.updated_at"
         " RETURNING id, user_broker_account_id, ticker_id, version, created_at, updated_at"
     )
-
-
-def _qualified(columns, table):
-    """`a, b` as `t.a, t.b`."""
-    return ", ".join(f"{table}.{column.strip()}" for column in columns.split(","))
 
 
 # Items per checked multi-row upsert: 4 parameters each (SQLite allows 32,766
@@ -996,13 +999,7 @@ class SQLiteStorage:
         """get_state() in the same read as a check that `key_hash` is still the bot's key
         (NotFound, StaleKey as in write_states), so a stale cached login reads nothing."""
         with self._reading() as db:
-            found = db.execute(
-                f"SELECT bots.api_key_hash, {_qualified(_STATE_COLUMNS, 's')} FROM bots"
-                " LEFT JOIN user_bot_states AS s ON s.bot_id = bots.id"
-                " AND s.user_broker_account_id = ? AND s.ticker_id = ?"
-                " WHERE bots.id = ?",
-                [account_id, ticker_id, bot_id],
-            ).fetchone()
+            found = db.execute(_READ_STATE_AND_KEY, [account_id, ticker_id, bot_id]).fetchone()
         if found is None:
             raise NotFound("the bot was deleted")
         if not keys.hashes_match(key_hash, found[0]):
