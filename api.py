@@ -54,14 +54,14 @@ def invalid_key():
     return APIError(403, "Invalid API key for this bot")
 
 
-# Bots remembered per slug: (bot id, key hash) as last read. A remembered login
-# saves a read per request; it is never the last word, since every storage call
-# made with it checks the key again (see as_bot).
+# Bots remembered per slug: (bot id, its working keys) as last read. A remembered
+# login saves a read per request; it is never the last word, since every storage
+# call made with it checks the key again (see as_bot).
 REMEMBERED_BOTS_MAX = 10_000
 
 
 def remembered_bots():
-    """The app's slug -> (bot id, key hash) memory."""
+    """The app's slug -> (bot id, keys) memory, keys as storage.find_bot_credentials gives them."""
     return current_app.extensions.setdefault("botstate.bots", {})
 
 
@@ -79,18 +79,18 @@ def authenticate(slug, fresh=False):
     key_hash = keys.hash_key(api_key)
     bots = remembered_bots()
     remembered = None if fresh else bots.get(slug)
-    if remembered is not None and keys.hashes_match(key_hash, remembered[1]):
-        return remembered[0], key_hash
-    credentials = storage().find_bot_credentials(slug)
-    if credentials is None:
-        bots.pop(slug, None)
-        raise bot_not_found(slug)
-    if len(bots) >= REMEMBERED_BOTS_MAX:
-        bots.clear()
-    bots[slug] = tuple(credentials)
-    if not keys.hashes_match(key_hash, credentials[1]):
-        raise invalid_key()
-    return credentials[0], key_hash
+    if remembered is None or not keys.works(key_hash, remembered[1]):
+        remembered = storage().find_bot_credentials(slug)
+        if remembered is None:
+            bots.pop(slug, None)
+            raise bot_not_found(slug)
+        if len(bots) >= REMEMBERED_BOTS_MAX:
+            bots.clear()
+        bots[slug] = remembered
+        if not keys.works(key_hash, remembered[1]):
+            raise invalid_key()
+    storage().record_key_use(remembered[0], key_hash)
+    return remembered[0], key_hash
 
 
 def as_bot(slug, bot_id, key_hash, call, *args, **kwargs):

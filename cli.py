@@ -16,6 +16,7 @@ from schemas import is_uuid, is_valid_slug
 from storage import StorageError
 
 IMPORT_BATCH = 500
+MAX_GRACE_SECONDS = 30 * 24 * 3600
 MAX_SYMBOL_LENGTH = 32
 
 json_option = click.option(
@@ -141,17 +142,78 @@ def bots_list(as_json):
 
 @bots.command("rotate-key")
 @click.argument("slug")
+@click.option(
+    "--grace",
+    type=click.IntRange(0, MAX_GRACE_SECONDS),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the old key keeps working beside the new one (0: it stops at once).",
+)
 @json_option
-def bots_rotate_key(slug, as_json):
-    """Give a bot a new API key; the old one stops working at once."""
+def bots_rotate_key(slug, grace, as_json):
+    """Give a bot a new API key; the old one stops at once, or after --grace seconds."""
     api_key = keys.generate_key()
     with storage_errors():
-        bot = storage().replace_bot_key(slug, keys.hash_key(api_key))
+        bot = storage().replace_bot_key(slug, keys.hash_key(api_key), grace_seconds=grace)
+    expires_at = bot["oldKeysExpireAt"]
+    if expires_at is None:
+        old_keys = "The old key no longer works."
+    else:
+        old_keys = (
+            f"The old key keeps working until {expires_at} ({grace} s);"
+            f" `flask bots revoke-key {slug}` stops it sooner."
+        )
     emit(
         as_json,
-        {"id": bot["id"], "slug": bot["slug"], "name": bot["name"], "apiKey": api_key},
-        f"New API key for '{bot['slug']}': {api_key}\nThe old key no longer works.",
+        {
+            "id": bot["id"],
+            "slug": bot["slug"],
+            "name": bot["name"],
+            "apiKey": api_key,
+            "oldKeysExpireAt": expires_at,
+        },
+        f"New API key for '{bot['slug']}': {api_key}\n{old_keys}",
     )
+
+
+@bots.command("revoke-key")
+@click.argument("slug")
+@click.option(
+    "--all", "every", is_flag=True, help="Revoke the current key too: the bot is locked out until rotate-key."
+)
+@json_option
+def bots_revoke_key(slug, every, as_json):
+    """Stop a bot's old keys at once, ending their --grace period (with --all, every key)."""
+    with storage_errors():
+        revoked = storage().revoke_bot_keys(slug, every=every)
+    if every:
+        text = (
+            f"Revoked {revoked} key(s) of '{slug}': every request gets 403 until"
+            f" `flask bots rotate-key {slug}` gives it a new key."
+        )
+    elif revoked:
+        text = f"Revoked {revoked} old key(s) of '{slug}': only its newest key works."
+    else:
+        text = f"'{slug}' has no old keys in a grace period: nothing revoked."
+    emit(as_json, {"slug": slug, "revoked": revoked}, text)
+
+
+@bots.command("keys")
+@click.argument("slug")
+@json_option
+def bots_keys(slug, as_json):
+    """List a bot's working keys: fingerprint, created, expires and last used."""
+    with storage_errors():
+        rows = storage().list_bot_keys(slug)
+    lines = [
+        f"{r['fingerprint']}\tcreated {r['createdAt']}\texpires {r['expiresAt'] or 'never'}"
+        f"\tlast used {r['lastUsedAt'] or 'never'}"
+        for r in rows
+    ]
+    if not lines:
+        lines = [f"'{slug}' has no working key. Give it one with: flask bots rotate-key {slug}"]
+    emit(as_json, rows, "\n".join(lines))
 
 
 @bots.command("delete")

@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import secrets
+import time
 
 KEY_PREFIX = "bsk_"
 
@@ -17,6 +18,12 @@ def hash_key(key):
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def hashes_match(key_hash, stored_hash):
-    """Whether two key hashes are equal, compared in constant time."""
-    return hmac.compare_digest(key_hash, stored_hash)
+def works(key_hash, bot_keys):
+    """Whether `key_hash` is one of `bot_keys`, (hash, expiry as Unix time or None)
+    pairs, and not expired. Every hash is compared, each in constant time."""
+    now = time.time()
+    found = False
+    for stored_hash, expires in bot_keys:
+        if hmac.compare_digest(key_hash, stored_hash) and (expires is None or expires > now):
+            found = True
+    return found

@@ -15,11 +15,14 @@ import uuid
 
 import sqlite_utils
 
-import keys
 
 log = logging.getLogger("botstate.storage")
 
 PROGRESS_EVERY = 500
+# Hex digits of a key's hash shown to tell keys apart (`flask bots keys`).
+KEY_FINGERPRINT_LENGTH = 12
+# Seconds between two writes of the keys' last use, by the checkpoint thread.
+KEY_USE_FLUSH_INTERVAL = 5
 
 # Seconds between WAL checkpoints once start_checkpoints() runs.
 CHECKPOINT_INTERVAL = 0.2
@@ -147,6 +150,24 @@ def _slim_state_indexes(db):
     db.execute("ALTER TABLE user_bot_states_new RENAME TO user_bot_states")
 
 
+@migrations(name="0005_bot_keys")
+def _move_keys_to_their_own_table(db):
+    # A bot may have several keys at once: during a rotation's grace period the
+    # old ones work until expires_at. Each key records when it was last used.
+    db.execute(
+        """CREATE TABLE bot_keys (
+            bot_id TEXT NOT NULL REFERENCES bots (id) ON DELETE CASCADE,
+            key_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            last_used_at TEXT,
+            PRIMARY KEY (bot_id, key_hash)
+        ) WITHOUT ROWID"""
+    )
+    db.execute("INSERT INTO bot_keys (bot_id, key_hash, created_at) SELECT id, api_key_hash, created_at FROM bots")
+    db.execute("ALTER TABLE bots DROP COLUMN api_key_hash")
+
+
 class StorageError(Exception):
     """Base class of the errors the storage layer raises."""
 
@@ -222,9 +243,24 @@ _STATE_COLUMNS = (
     "id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at"
 )
 
-# A row of the bot's and the bot's key hash, in one read. Parameters: account, ticker, bot.
+
+
+def _key_works(bot, key_hash):
+    """SQL: whether `key_hash` is one of the bot's keys and not past its grace period.
+
+    The key itself was compared in constant time when the request authenticated
+    (keys.works); this is the check that the key still works, made again
+    in the statement that reads or writes, so a rotation in between is seen.
+    """
+    return (
+        f"EXISTS (SELECT 1 FROM bot_keys WHERE bot_id = {bot} AND key_hash = {key_hash}"
+        f" AND (expires_at IS NULL OR expires_at > {NOW}))"
+    )
+
+
+# Whether the key works, and the bot's row, in one read. Parameters: key hash, account, ticker, bot.
 _READ_STATE_AND_KEY = (
-    "SELECT bots.api_key_hash, "
+    f"SELECT {_key_works('bots.id', '?')}, "
     + ", ".join(f"s.{column.strip()}" for column in _STATE_COLUMNS.split(","))
     + " FROM bots LEFT JOIN user_bot_states AS s ON s.bot_id = bots.id"
     " AND s.user_broker_account_id = ? AND s.ticker_id = ? WHERE bots.id = ?"
@@ -254,11 +290,11 @@ RETURNING {columns}
 # write lock is a wait for the GIL, which other threads hold). It writes only when
 # all pass, so no row back means "ask the full path", never a different outcome.
 # Parameters: ?6 the key hash, ?7 the size limit in bytes (NULL: none).
-_CHECKS = """
-    AND EXISTS (SELECT 1 FROM bots WHERE id = ?1 AND api_key_hash = ?6)
+_CHECKS = f"""
+    AND {_key_works("?1", "?6")}
     AND EXISTS (SELECT 1 FROM accounts WHERE id = ?2)
     AND EXISTS (SELECT 1 FROM tickers WHERE id = ?3)
-    AND (?7 IS NULL OR length(CAST({new_state} AS BLOB)) <= ?7)"""
+    AND (?7 IS NULL OR length(CAST({{new_state}} AS BLOB)) <= ?7)"""
 _UPDATE_CHECKS = """
     AND (?7 IS NULL OR length(CAST({updated_state} AS BLOB)) <= ?7)"""
 
@@ -323,7 +359,7 @@ def _replace_many_checked(rows):
         " (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)"
         f" SELECT {NEW_UUID}, ?1, v.column1, v.column2, v.column3, 1, {NOW}, {NOW}"
         f" FROM (VALUES {values}) AS v"
-        " WHERE EXISTS (SELECT 1 FROM bots WHERE id = ?1 AND api_key_hash = ?2)"
+        f" WHERE {_key_works('?1', '?2')}"
         " AND EXISTS (SELECT 1 FROM accounts WHERE id = v.column1)"
         " AND EXISTS (SELECT 1 FROM tickers WHERE id = v.column2)"
         " ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET"
@@ -341,12 +377,34 @@ _REGISTERED_IDS = (
 )
 
 
+# A key past its grace period, as a condition on bot_keys.
+_EXPIRED = f"(expires_at IS NOT NULL AND expires_at <= {NOW})"
+
+# The bot's id and each of its working keys with its expiry as Unix time: one row
+# per key (one row with NULLs when it has none). Parameter: the slug.
+_FIND_CREDENTIALS = (
+    "SELECT bots.id, k.key_hash, (julianday(k.expires_at) - 2440587.5) * 86400.0"
+    " FROM bots LEFT JOIN bot_keys AS k ON k.bot_id = bots.id"
+    f" AND (k.expires_at IS NULL OR k.expires_at > {NOW}) WHERE bots.slug = ?"
+)
+
+# Whether the bot :bot exists, and whether the key :key works for it.
+_CREDENTIALS = f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = :bot), {_key_works(':bot', ':key')}"
+
+
 def _ids_named_by(writes):
     """The :accounts and :tickers parameters of _REGISTERED_IDS."""
     return {
         "accounts": json.dumps(list({w.account_id for w in writes})),
         "tickers": json.dumps(list({w.ticker_id for w in writes})),
     }
+
+
+def _timestamp(unix_time):
+    """A Unix time in the format of NOW."""
+    whole = int(unix_time)
+    milliseconds = int((unix_time - whole) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{milliseconds:03d}Z"
 
 
 def _file_identity(path):
@@ -358,12 +416,12 @@ def _file_identity(path):
     return status.st_dev, status.st_ino
 
 
-def _verify_key(stored_hashes, key_hash):
-    """Raise NotFound when the bot is gone, StaleKey when its key is no longer `key_hash`."""
-    if not stored_hashes:
+def _verify_key(bot_exists, key_works):
+    """Raise NotFound when the bot is gone, StaleKey when the key no longer works."""
+    if not bot_exists:
         raise NotFound("the bot was deleted")
-    if stored_hashes != {key_hash}:
-        raise StaleKey("the bot's key was replaced")
+    if not key_works:
+        raise StaleKey("the bot's key was replaced, revoked or has expired")
 
 
 def _batchable(writes):
@@ -394,6 +452,9 @@ class SQLiteStorage:
         self._checkpointer = None
         self._checkpoints_elsewhere = False
         self._stop_checkpoints = threading.Event()
+        # (bot id, key hash) -> when a request last authenticated with it, not yet stored.
+        self._key_uses = {}
+        self._key_uses_lock = threading.Lock()
 
     # Connections and transactions
 
@@ -518,9 +579,13 @@ class SQLiteStorage:
 
     def _checkpoint_every(self, interval):
         failing = None
+        next_flush = time.monotonic() + KEY_USE_FLUSH_INTERVAL
         while not self._stop_checkpoints.wait(interval):
             if not self._notice_file_change():
                 continue
+            if time.monotonic() >= next_flush:
+                next_flush = time.monotonic() + KEY_USE_FLUSH_INTERVAL
+                self._flush_key_uses_or_log()
             try:
                 self.checkpoint()
             except (StorageError, sqlite3.Error) as error:
@@ -567,8 +632,16 @@ class SQLiteStorage:
                 finally:
                     db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
 
+    def _flush_key_uses_or_log(self):
+        try:
+            self.flush_key_uses()
+        except StorageError as error:
+            log.warning("could not store when keys were last used (kept for the next try): %s", error)
+
     def close(self):
-        """Close every connection this storage opened, in any thread, and stop checkpoints."""
+        """Store the keys' last use, close every connection this storage opened, in any
+        thread, and stop checkpoints."""
+        self._flush_key_uses_or_log()
         if self._checkpointer is not None:
             self._stop_checkpoints.set()
             self._checkpointer.join()
@@ -613,17 +686,20 @@ class SQLiteStorage:
     # Bots
 
     def create_bot(self, slug, name, api_key_hash):
-        """Insert a bot; raises Conflict when the slug is taken."""
+        """Insert a bot with its first key; raises Conflict when the slug is taken."""
         bot_id = str(uuid.uuid4())
         with self._writing() as db:
             try:
                 db.execute(
-                    f"INSERT INTO bots (id, slug, name, api_key_hash, created_at)"
-                    f" VALUES (?, ?, ?, ?, {NOW})",
-                    [bot_id, slug, name, api_key_hash],
+                    f"INSERT INTO bots (id, slug, name, created_at) VALUES (?, ?, ?, {NOW})",
+                    [bot_id, slug, name],
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(f"Bot {slug!r} already exists") from None
+            db.execute(
+                f"INSERT INTO bot_keys (bot_id, key_hash, created_at) VALUES (?, ?, {NOW})",
+                [bot_id, api_key_hash],
+            )
         return self.get_bot(slug)
 
     def get_bot(self, slug):
@@ -633,11 +709,15 @@ class SQLiteStorage:
         return rows[0] if rows else None
 
     def find_bot_credentials(self, slug):
-        """(bot id, key hash) for the slug, or None: the one read on every API request."""
+        """(bot id, its working keys) for the slug, or None: the read that authenticates a request.
+
+        Each key is (key hash, expiry as Unix time, or None when it does not expire).
+        """
         with self._reading() as db:
-            return db.conn.execute(
-                "SELECT id, api_key_hash FROM bots WHERE slug = ?", (slug,)
-            ).fetchone()
+            rows = db.conn.execute(_FIND_CREDENTIALS, (slug,)).fetchall()
+        if not rows:
+            return None
+        return rows[0][0], tuple((key_hash, expires) for _, key_hash, expires in rows if key_hash is not None)
 
     def list_bots(self):
         """Every bot with its number of states, by slug."""
@@ -649,15 +729,90 @@ class SQLiteStorage:
         with self._reading() as db:
             return db.execute("SELECT count(*) FROM bots").fetchone()[0]
 
-    def replace_bot_key(self, slug, api_key_hash):
-        """Store a new key hash for the bot; the old key stops working at once."""
+    def replace_bot_key(self, slug, api_key_hash, grace_seconds=0):
+        """Give the bot a new key. Its other keys keep working for `grace_seconds`
+        more (none at 0), or until their own earlier expiry.
+
+        Returns the bot, with `oldKeysExpireAt` (None when they stopped at once).
+        """
         with self._writing() as db:
-            cursor = db.execute(
-                "UPDATE bots SET api_key_hash = ? WHERE slug = ?", [api_key_hash, slug]
+            bot_id = self._bot_id(db, slug)
+            db.execute(f"DELETE FROM bot_keys WHERE bot_id = ? AND {_EXPIRED}", [bot_id])
+            expires_at = None
+            if grace_seconds > 0:
+                expires_at = db.execute(
+                    "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)", [f"+{int(grace_seconds)} seconds"]
+                ).fetchone()[0]
+                db.execute(
+                    "UPDATE bot_keys SET expires_at = ? WHERE bot_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                    [expires_at, bot_id, expires_at],
+                )
+            else:
+                db.execute("DELETE FROM bot_keys WHERE bot_id = ?", [bot_id])
+            db.execute(
+                f"INSERT INTO bot_keys (bot_id, key_hash, created_at) VALUES (?, ?, {NOW})",
+                [bot_id, api_key_hash],
             )
-            if cursor.rowcount == 0:
-                raise NotFound(f"Bot {slug!r} not found")
-        return self.get_bot(slug)
+        return dict(self.get_bot(slug), oldKeysExpireAt=expires_at)
+
+    def revoke_bot_keys(self, slug, every=False):
+        """Stop the bot's old keys (those in a grace period) at once, or with `every`
+        all of its keys; returns how many were revoked."""
+        with self._writing() as db:
+            bot_id = self._bot_id(db, slug)
+            only_old = "" if every else " AND expires_at IS NOT NULL"
+            return db.execute(f"DELETE FROM bot_keys WHERE bot_id = ?{only_old}", [bot_id]).rowcount
+
+    def list_bot_keys(self, slug):
+        """The bot's working keys, newest first: a fingerprint (the start of the key's
+        hash), createdAt, expiresAt (None: no expiry) and lastUsedAt (None: never)."""
+        self.flush_key_uses()
+        with self._reading() as db:
+            bot_id = self._bot_id(db, slug)
+            return list(
+                db.query(
+                    f"SELECT substr(key_hash, 1, {KEY_FINGERPRINT_LENGTH}) AS fingerprint,"
+                    " created_at AS createdAt, expires_at AS expiresAt, last_used_at AS lastUsedAt"
+                    f" FROM bot_keys WHERE bot_id = ? AND NOT {_EXPIRED}"
+                    " ORDER BY created_at DESC, key_hash",
+                    [bot_id],
+                )
+            )
+
+    @staticmethod
+    def _bot_id(db, slug):
+        row = db.execute("SELECT id FROM bots WHERE slug = ?", [slug]).fetchone()
+        if row is None:
+            raise NotFound(f"Bot {slug!r} not found")
+        return row[0]
+
+    def record_key_use(self, bot_id, key_hash):
+        """Note that a request authenticated with this key now; flush_key_uses() stores it.
+
+        Not written per request: that would add a write to every read.
+        """
+        with self._key_uses_lock:
+            self._key_uses[bot_id, key_hash] = time.time()
+
+    def flush_key_uses(self):
+        """Store the last use of each key recorded since the last flush."""
+        if not self._key_uses:
+            return
+        with self._key_uses_lock:
+            uses, self._key_uses = self._key_uses, {}
+        rows = [(_timestamp(used), bot_id, key_hash) for (bot_id, key_hash), used in uses.items()]
+        try:
+            with self._writing() as db:
+                db.conn.executemany(
+                    "UPDATE bot_keys SET last_used_at = ?1 WHERE bot_id = ?2 AND key_hash = ?3"
+                    " AND (last_used_at IS NULL OR last_used_at < ?1)",
+                    rows,
+                )
+        except StorageError:
+            with self._key_uses_lock:  # keep them for the next flush, unless used again meanwhile
+                for key, used in uses.items():
+                    self._key_uses.setdefault(key, used)
+            raise
 
     def delete_bot(self, slug):
         """Delete the bot and, by cascade, its states; returns the bot as it was."""
@@ -912,8 +1067,7 @@ class SQLiteStorage:
 
     @staticmethod
     def _check_credentials(db, bot_id, key_hash):
-        rows = db.conn.execute("SELECT api_key_hash FROM bots WHERE id = ?", (bot_id,)).fetchall()
-        _verify_key({row[0] for row in rows}, key_hash)
+        _verify_key(*db.conn.execute(_CREDENTIALS, {"bot": bot_id, "key": key_hash}).fetchone())
 
     def _write_one(self, conn, statement, bot_id, write, accounts, tickers, max_state_bytes, failures):
         # An item is isolated from the others as one statement, which SQLite makes
@@ -982,11 +1136,10 @@ class SQLiteStorage:
         """Check the bot's key as in _check_credentials, and return the registered
         account and ticker ids among those the writes name: one statement, since
         each statement in the write lock is a wait for the others."""
-        stored_hash, accounts, tickers = db.conn.execute(
-            f"SELECT (SELECT api_key_hash FROM bots WHERE id = :bot), {_REGISTERED_IDS}",
-            dict(_ids_named_by(writes), bot=bot_id),
+        bot_exists, key_works, accounts, tickers = db.conn.execute(
+            f"{_CREDENTIALS}, {_REGISTERED_IDS}", dict(_ids_named_by(writes), bot=bot_id, key=key_hash)
         ).fetchone()
-        _verify_key(set() if stored_hash is None else {stored_hash}, key_hash)
+        _verify_key(bot_exists, key_works)
         return set(json.loads(accounts)), set(json.loads(tickers))
 
     @staticmethod
@@ -999,11 +1152,8 @@ class SQLiteStorage:
         """get_state() in the same read as a check that `key_hash` is still the bot's key
         (NotFound, StaleKey as in write_states), so a stale cached login reads nothing."""
         with self._reading() as db:
-            found = db.execute(_READ_STATE_AND_KEY, [account_id, ticker_id, bot_id]).fetchone()
-        if found is None:
-            raise NotFound("the bot was deleted")
-        if not keys.hashes_match(key_hash, found[0]):
-            raise StaleKey("the bot's key was replaced")
+            found = db.execute(_READ_STATE_AND_KEY, [key_hash, account_id, ticker_id, bot_id]).fetchone()
+        _verify_key(found is not None, found and found[0])
         return None if found[1] is None else StateRow(*found[1:])
 
     def get_state(self, bot_id, account_id, ticker_id):

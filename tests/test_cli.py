@@ -1,6 +1,7 @@
 """The admin CLI: `flask bots|accounts|tickers ...` and `flask init-db`, each with and without --json."""
 
 import contextlib
+import datetime
 import hashlib
 import io
 import json
@@ -86,7 +87,9 @@ def post_states(app, slug, api_key, items):
 
 
 def stored_key_hash(storage, slug):
-    return storage.find_bot_credentials(slug)[1]
+    """The hash of the bot's one working key."""
+    [(key_hash, _)] = storage.find_bot_credentials(slug)[1]
+    return key_hash
 
 
 def database_bytes(storage):
@@ -211,7 +214,8 @@ def test_bots_rotate_key_replaces_the_key_at_once(app, runner, storage, bot, reg
     result = cli(runner, "bots", "rotate-key", "my-bot", *json_flag)
     if json_flag:
         rotated = json_output(result)
-        assert set(rotated) == {"id", "slug", "name", "apiKey"}
+        assert set(rotated) == {"id", "slug", "name", "apiKey", "oldKeysExpireAt"}
+        assert rotated["oldKeysExpireAt"] is None
         assert (rotated["id"], rotated["slug"]) == (bot["id"], "my-bot")
         new_key = rotated["apiKey"]
     else:
@@ -228,6 +232,91 @@ def test_bots_rotate_key_unknown_slug_fails(runner, storage, bot, json_flag):
     before = stored_key_hash(storage, "my-bot")
     assert_error(cli(runner, "bots", "rotate-key", "nope", *json_flag), "nope")
     assert stored_key_hash(storage, "my-bot") == before
+
+
+def expire_old_keys(storage):
+    """End every grace period now, as if its time had passed."""
+    with contextlib.closing(sqlite3.connect(storage.path)) as conn, conn:
+        conn.execute("UPDATE bot_keys SET expires_at = '2000-01-01T00:00:00.000Z' WHERE expires_at IS NOT NULL")
+
+
+def rotated_key(runner, *args):
+    """The new key and the --json answer of `bots rotate-key my-bot ARGS`."""
+    rotated = json_output(cli(runner, "bots", "rotate-key", "my-bot", *args, "--json"))
+    return rotated["apiKey"], rotated
+
+
+def answers(app, api_keys):
+    """The status of a one-item POST with each key."""
+    return [post_states(app, "my-bot", key, [item()]).status_code for key in api_keys]
+
+
+def test_bots_rotate_key_with_grace_keeps_both_keys_until_it_ends(app, runner, storage, bot, registered):
+    assert answers(app, [bot["apiKey"]]) == [200]  # the server remembers the old key
+    new_key, rotated = rotated_key(runner, "--grace", "3600")
+    expires_at = datetime.datetime.fromisoformat(rotated["oldKeysExpireAt"])
+    left = expires_at - datetime.datetime.now(datetime.timezone.utc)
+    assert datetime.timedelta(minutes=59) < left <= datetime.timedelta(hours=1)
+    assert answers(app, [bot["apiKey"], new_key]) == [200, 200]
+    expire_old_keys(storage)
+    assert answers(app, [bot["apiKey"], new_key]) == [403, 200]
+
+
+def test_bots_rotate_key_text_says_when_the_old_key_stops(runner, bot):
+    output = text_output(cli(runner, "bots", "rotate-key", "my-bot", "--grace", "90"))
+    assert re.search(r"The old key keeps working until 20\d\d-\d\d-\d\dT[\d:.]+Z \(90 s\)", output)
+
+
+def test_bots_rotate_key_refuses_a_negative_grace(runner, storage, bot):
+    result = cli(runner, "bots", "rotate-key", "my-bot", "--grace", "-1")
+    assert result.exit_code == 2 and "--grace" in result.stderr
+    assert stored_key_hash(storage, "my-bot") == bot["keyHash"]
+
+
+def test_a_second_rotation_does_not_extend_an_older_keys_grace(app, runner, storage, bot, registered):
+    second_key, _ = rotated_key(runner, "--grace", "60")
+    third_key, _ = rotated_key(runner, "--grace", "3600")
+    grace_ends = sorted(k["expiresAt"] or "" for k in json_output(cli(runner, "bots", "keys", "my-bot", "--json")))
+    assert grace_ends[0] == "" and grace_ends[1] < grace_ends[2]  # the first key still ends after 60 s
+    assert answers(app, [bot["apiKey"], second_key, third_key]) == [200, 200, 200]
+
+
+@JSON_OR_TEXT
+def test_bots_revoke_key_ends_the_grace_period_at_once(app, runner, bot, registered, json_flag):
+    new_key, _ = rotated_key(runner, "--grace", "3600")
+    result = cli(runner, "bots", "revoke-key", "my-bot", *json_flag)
+    if json_flag:
+        assert json_output(result) == {"slug": "my-bot", "revoked": 1}
+    else:
+        assert "Revoked 1 old key(s) of 'my-bot'" in text_output(result)
+    assert answers(app, [bot["apiKey"], new_key]) == [403, 200]
+    assert json_output(cli(runner, "bots", "revoke-key", "my-bot", "--json"))["revoked"] == 0
+
+
+def test_bots_revoke_key_all_locks_the_bot_out_until_rotate_key(app, runner, bot, registered):
+    new_key, _ = rotated_key(runner, "--grace", "3600")
+    assert answers(app, [bot["apiKey"], new_key]) == [200, 200]
+    assert json_output(cli(runner, "bots", "revoke-key", "my-bot", "--all", "--json"))["revoked"] == 2
+    assert answers(app, [bot["apiKey"], new_key]) == [403, 403]
+    assert "has no working key" in text_output(cli(runner, "bots", "keys", "my-bot"))
+    newest_key, _ = rotated_key(runner)
+    assert answers(app, [newest_key]) == [200]
+
+
+@JSON_OR_TEXT
+def test_bots_keys_shows_fingerprints_and_last_use(app, runner, bot, registered, json_flag):
+    before = json_output(cli(runner, "bots", "keys", "my-bot", "--json"))
+    assert [(k["fingerprint"], k["expiresAt"], k["lastUsedAt"]) for k in before] == [(bot["keyHash"][:12], None, None)]
+    assert answers(app, [bot["apiKey"]]) == [200]
+    result = cli(runner, "bots", "keys", "my-bot", *json_flag)
+    if json_flag:
+        [used] = json_output(result)
+        assert used["lastUsedAt"] is not None and used["lastUsedAt"] >= used["createdAt"]
+    else:
+        assert re.fullmatch(
+            bot["keyHash"][:12] + r"\tcreated \S+Z\texpires never\tlast used 20\S+Z", text_output(result).strip()
+        )
+    assert bot["apiKey"] not in result.stdout
 
 
 # flask bots delete
@@ -652,7 +741,8 @@ def leaf_commands(group, path=()):
 
 
 EXPECTED_COMMANDS = {
-    ("bots", "create"), ("bots", "list"), ("bots", "rotate-key"), ("bots", "delete"),
+    ("bots", "create"), ("bots", "list"), ("bots", "rotate-key"), ("bots", "revoke-key"),
+    ("bots", "keys"), ("bots", "delete"),
     ("accounts", "add"), ("accounts", "import"), ("accounts", "list"),
     ("tickers", "add"), ("tickers", "import"), ("tickers", "list"),
     ("init-db",),
@@ -688,6 +778,8 @@ ERROR_CASES = [
     pytest.param(["bots", "create", "my-bot"], None, id="bots-create-duplicate"),
     pytest.param(["bots", "create", "bad slug"], None, id="bots-create-invalid-slug"),
     pytest.param(["bots", "rotate-key", "nope"], None, id="bots-rotate-key-unknown"),
+    pytest.param(["bots", "revoke-key", "nope"], None, id="bots-revoke-key-unknown"),
+    pytest.param(["bots", "keys", "nope"], None, id="bots-keys-unknown"),
     pytest.param(["bots", "delete", "nope", "--yes"], None, id="bots-delete-unknown"),
     pytest.param(["bots", "delete", "my-bot"], None, id="bots-delete-without-yes"),
     pytest.param(["accounts", "add", "--id", ACCOUNT_0], None, id="accounts-add-duplicate"),
