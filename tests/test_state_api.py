@@ -220,6 +220,36 @@ def test_auth_errors_are_the_same_as_for_post(
     assert stored(client, bot) == before
 
 
+def item_answer(response):
+    """(status, the one item's error or its version) of a one-item write."""
+    [result] = response.get_json()["results"]
+    return response.status_code, result.get("error", result.get("data", {}).get("version"))
+
+
+@pytest.mark.parametrize(
+    "request_, answer",
+    (
+        ("POST expectedVersion 2", (200, conflict(2, 0))),
+        ("PATCH expectedVersion 2", (200, conflict(2, 0))),
+        ("POST expectedVersion 0", (200, 1)),
+        ("DELETE If-Match 2", (404, STATE_NOT_FOUND)),
+        ("GET If-None-Match 2", (404, STATE_NOT_FOUND)),
+    ),
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_versions_do_not_reveal_another_bots_row(client, bot, other_bot, registered, request_, answer):
+    theirs = row_at_version(client, other_bot, 2)
+    method, _, version = request_.split()
+    if method in WRITE_METHODS:
+        response = write(client, bot, [{**item(state={"probe": 1}), "expectedVersion": int(version)}], method)
+        assert item_answer(response) == answer
+    else:
+        header = "If-Match" if method == "DELETE" else "If-None-Match"
+        response = client.open(row_path(bot["slug"]), method=method, headers={**auth(bot), header: f'"{version}"'})
+        assert (response.status_code, response.get_json()) == answer
+    assert stored(client, other_bot) == theirs
+
+
 def test_another_bots_row_is_invisible(client, bot, other_bot, registered):
     write_one(client, other_bot, {"owner": "other"})
     response = get_row(client, bot)
