@@ -19,6 +19,7 @@ import sqlite_utils
 log = logging.getLogger("botstate.storage")
 
 PROGRESS_EVERY = 500
+MIN_SQLITE_VERSION = (3, 35)
 # Hex digits of a key's hash shown to tell keys apart (`flask bots keys`).
 KEY_FINGERPRINT_LENGTH = 12
 # Seconds between two writes of the keys' last use, by the checkpoint thread.
@@ -341,9 +342,8 @@ def _replace_many(rows):
     )
 
 
-# Items per checked multi-row upsert: 4 parameters each (SQLite allows 32,766
-# parameters from 3.32 on, 999 before).
-_BATCH_ROWS = 1000 if sqlite3.sqlite_version_info >= (3, 32) else 200
+# Items per checked multi-row upsert: 3 parameters each, under SQLite's 32,766.
+_BATCH_ROWS = 1000
 
 
 @functools.lru_cache(maxsize=None)
@@ -659,6 +659,11 @@ class SQLiteStorage:
 
     def migrate(self):
         """Create or upgrade the schema; returns the names of the steps applied."""
+        if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+            raise StorageError(
+                f"botstate needs SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} or newer"
+                f" (RETURNING, DROP COLUMN); this Python has {sqlite3.sqlite_version}"
+            )
         folder = os.path.dirname(self.path)
         if folder:
             os.makedirs(folder, exist_ok=True)

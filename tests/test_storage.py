@@ -14,6 +14,7 @@ from storage import (
     SQLiteStorage,
     StateRow,
     StateWrite,
+    StorageError,
     migrations,
 )
 
@@ -365,3 +366,13 @@ def test_closing_a_storage_with_checkpoints_gives_checkpoints_back_to_sqlite(sto
     storage.write_states(bot["id"], bot["keyHash"], [write()])
     with storage._writing() as db:
         assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+
+
+def test_an_sqlite_too_old_for_the_schema_is_named_at_start(tmp_path, monkeypatch):
+    # Python may be linked to an older SQLite than the statements need (RETURNING: 3.35).
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    storage = SQLiteStorage(str(tmp_path / "old-sqlite.db"))
+    with pytest.raises(StorageError, match=r"needs SQLite 3\.35 or newer .*this Python has 3\.31\.1"):
+        storage.migrate()
+    assert not (tmp_path / "old-sqlite.db").exists()
