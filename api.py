@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 import jsoncodec
 import keys
+import ratelimit
 from errors import APIError, bad_request
 from schemas import (
     INVALID_SLUG,
@@ -119,6 +120,20 @@ def outranked_by_authentication(slug):
         raise
 
 
+def admit(slug, fresh=False):
+    """What authenticate(slug, fresh) returns, once the request is counted against the bot's rate limit.
+
+    Only a request that proved its key counts, so nobody else can use up a bot's budget.
+    """
+    bot_id, key_hash = authenticate(slug, fresh)
+    try:
+        ratelimit.count_request()
+    except HTTPException:  # the 429; a key rotated away since the bot was remembered gets its 403
+        authenticate(slug, fresh=True)
+        raise
+    return bot_id, key_hash
+
+
 def json_body():
     """The request body parsed as strict JSON, whatever the Content-Type says."""
     data = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
@@ -183,7 +198,7 @@ def item_error(account_id, ticker_id, index, outcome):
 
 def write_states(slug, merge):
     """Validate the items, write each independently, and answer the spec's bulk response."""
-    bot_id, key_hash = authenticate(slug)
+    bot_id, key_hash = admit(slug)
     with outranked_by_authentication(slug):
         updates = state_updates(json_body())
     writes = [
@@ -242,7 +257,7 @@ def merge_states(slug):
 def list_states(slug):
     """A page of the bot's states, filtered, in a stable order, with the cursor of the next."""
     # Not remembered: the listing query does not check the key again.
-    bot_id, _ = authenticate(slug, fresh=True)
+    bot_id, _ = admit(slug, fresh=True)
     query = load_params(STATE_QUERY, request.args.to_dict(flat=True))
     rows, more = storage().list_states(
         bot_id,
@@ -270,7 +285,7 @@ def state_not_found():
 @bp.get("/api/bots/<slug>/state/<account_id>/<ticker_id>", provide_automatic_options=False)
 def get_state(slug, account_id, ticker_id):
     """One state row, with its version as ETag; 304 when If-None-Match has it."""
-    bot_id, key_hash = authenticate(slug)
+    bot_id, key_hash = admit(slug)
     with outranked_by_authentication(slug):
         key = state_key(account_id, ticker_id)
     row = as_bot(slug, bot_id, key_hash, storage().read_state, *key)
@@ -311,7 +326,7 @@ def if_match_versions(header):
 @bp.delete("/api/bots/<slug>/state/<account_id>/<ticker_id>", provide_automatic_options=False)
 def delete_state(slug, account_id, ticker_id):
     """Delete one state row; with If-Match, only while its version is one of those given."""
-    bot_id, key_hash = authenticate(slug)
+    bot_id, key_hash = admit(slug)
     with outranked_by_authentication(slug):
         key = state_key(account_id, ticker_id)
     expected = if_match_versions(request.headers.get("If-Match"))

@@ -8,6 +8,7 @@ import time
 from flask import Flask, g, request
 
 import config
+import ratelimit
 from api import bp as api_blueprint
 from cli import register_commands
 from errors import register_error_handlers
@@ -59,6 +60,7 @@ def create_app(test_config=None):
     register_error_handlers(app)
     app.before_request(_start_timer)
     app.after_request(_log_request)
+    ratelimit.init_app(app)  # after the timer, so a request's logged time includes the limiter's hooks
     register_commands(app)
     return app
 

@@ -33,13 +33,15 @@ def _errors(*statuses):
         404: _json("Bot (or state row) not found", "Error"),
         412: _json("If-Match does not match the row's version", "Error", ETAG),
         413: _json("Request body too large", "Error"),
+        429: _json("The bot is past its rate limit (only with BOTSTATE_RATE_LIMIT set)", "Error",
+                   RETRY_AFTER),
         500: _json("Internal server error", "Error"),
         503: _json("Database busy or unavailable", "Error", RETRY_AFTER),
     }
     return {str(status): known[status] for status in statuses}
 
 
-AUTHENTICATED = (400, 401, 403, 404, 500, 503)
+AUTHENTICATED = (400, 401, 403, 404, 429, 500, 503)
 
 
 def _write_operation(summary, description, body_schema):

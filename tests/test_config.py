@@ -19,6 +19,7 @@ def test_defaults(tmp_path, monkeypatch):
     assert (app.config["HOST"], app.config["PORT"], app.config["THREADS"]) == ("127.0.0.1", 8080, 4)
     assert (app.config["MAX_STATES"], app.config["MAX_STATE_BYTES"]) == (1000, 65536)
     assert app.config["MAX_BODY_BYTES"] == 10 * 1024 * 1024
+    assert app.config["RATE_LIMIT"] == "", "no rate limit"
 
 
 def test_default_database_is_in_the_instance_folder(tmp_path, monkeypatch):
@@ -57,6 +58,9 @@ def test_environment_overrides_defaults(tmp_path, monkeypatch):
     assert (app.config["THREADS"], app.config["MAX_STATES"], app.config["SYNCHRONOUS"]) == (8, 50, "FULL")
 
 
+RATE = "a rate such as 600/minute (or several: 10/second;600/minute)"
+
+
 @pytest.mark.parametrize(
     "name,value,message",
     (
@@ -69,6 +73,10 @@ def test_environment_overrides_defaults(tmp_path, monkeypatch):
         ("THREADS", "4\n5", "BOTSTATE_THREADS must be an integer from 1 to 256, got '4\\n5'"),
         ("SYNCHRONOUS", "sometimes", "BOTSTATE_SYNCHRONOUS must be one of OFF, NORMAL, FULL, EXTRA, got 'sometimes'"),
         ("HOST", "", "BOTSTATE_HOST must not be empty"),
+        ("RATE_LIMIT", "lots", f"BOTSTATE_RATE_LIMIT must be {RATE}, got 'lots'"),
+        ("RATE_LIMIT", "0/minute", f"BOTSTATE_RATE_LIMIT must be {RATE}, got '0/minute'"),
+        ("RATE_LIMIT", "5/sec", f"BOTSTATE_RATE_LIMIT must be {RATE}, got '5/sec'"),
+        ("RATE_LIMIT", "10/second;", f"BOTSTATE_RATE_LIMIT must be {RATE}, got '10/second;'"),
     ),
 )
 def test_bad_settings_are_named(tmp_path, monkeypatch, name, value, message):
@@ -76,6 +84,17 @@ def test_bad_settings_are_named(tmp_path, monkeypatch, name, value, message):
     with pytest.raises(config.ConfigError) as raised:
         create_app({"DATABASE": str(tmp_path / "x.db")})
     assert raised.value.message == message
+
+
+@pytest.mark.parametrize(
+    "value,setting",
+    (("", ""), ("  ", ""), ("600/minute", "600/minute"), (" 10 per second; 600/minute ", "10 per second; 600/minute")),
+)
+def test_rate_limit_is_off_when_empty_and_kept_as_written(tmp_path, monkeypatch, value, setting):
+    monkeypatch.setenv("BOTSTATE_RATE_LIMIT", value)
+    app = create_app({"DATABASE": str(tmp_path / "x.db")})
+    app.extensions["botstate.storage"].close()
+    assert app.config["RATE_LIMIT"] == setting
 
 
 def test_serve_refuses_a_bad_setting_with_one_line(tmp_path):

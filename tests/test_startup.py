@@ -22,6 +22,7 @@ def run(args, **settings):
         ({"PORT": "abc"}, "BOTSTATE_PORT must be an integer from 0 to 65535, got 'abc'"),
         ({"PORT": "--5"}, "BOTSTATE_PORT must be an integer from 0 to 65535, got '--5'"),
         ({"SYNCHRONOUS": "maybe"}, "BOTSTATE_SYNCHRONOUS must be one of OFF, NORMAL, FULL, EXTRA, got 'maybe'"),
+        ({"RATE_LIMIT": "lots"}, "BOTSTATE_RATE_LIMIT must be a rate such as 600/minute (or several: 10/second;600/minute), got 'lots'"),
     ),
 )
 @pytest.mark.parametrize("command", (["-m", "flask", "bots", "list", "--json"], ["serve.py"]))

@@ -1,0 +1,58 @@
+"""The optional per-bot rate limit (BOTSTATE_RATE_LIMIT), counted by Flask-Limiter in this process's memory."""
+
+import math
+import time
+
+from flask import current_app, g
+
+from errors import APIError
+
+EXTENSION = "botstate.rate_limit"
+# One budget per bot across all its endpoints, not one per endpoint.
+SCOPE = "bot"
+
+
+def init_app(app):
+    """Set up the limit when RATE_LIMIT is set; unset, the app gets no limiter, hooks or headers."""
+    if not app.config["RATE_LIMIT"]:
+        return
+    # Imported only when set: Flask-Limiter and limits take about 40 ms to import, at every start.
+    from flask_limiter import Limiter, RateLimitExceeded
+
+    limiter = Limiter(
+        _bot_slug,
+        app=app,
+        storage_uri="memory://",
+        strategy="fixed-window",
+        headers_enabled=False,
+        on_breach=_too_many_requests,
+    )
+    app.extensions[EXTENSION] = limiter.shared_limit(app.config["RATE_LIMIT"], scope=SCOPE)
+    # The response on_breach made; without this handler errors.py would word a generic 429.
+    app.register_error_handler(RateLimitExceeded, lambda error: error.get_response())
+
+
+def count_request():
+    """Count the request, once authenticated, against its bot's budget: a 429 past it."""
+    bot_limit = current_app.extensions.get(EXTENSION)
+    if bot_limit is None:
+        return
+    # Entering the limit is the check and the count; it raises RateLimitExceeded past the limit.
+    with bot_limit:
+        pass
+
+
+def _bot_slug():
+    # api.authenticate sets it before count_request runs.
+    return g.bot_slug
+
+
+def _too_many_requests(request_limit):
+    """The 429 for a bot past its limit, with the seconds until its window starts over."""
+    seconds = math.ceil(request_limit.window.reset_time - time.time())
+    return APIError(
+        429,
+        f"Rate limit exceeded: {request_limit.limit}",
+        "TOO_MANY_REQUESTS",
+        {"Retry-After": str(max(1, seconds))},
+    ).response()
