@@ -8,6 +8,7 @@ import time
 from flask import Flask, g, request
 
 import config
+import diagnosis
 import ratelimit
 from api import bp as api_blueprint
 from cli import register_commands
@@ -15,7 +16,7 @@ from errors import register_error_handlers
 from jsoncodec import JSONProvider
 from openapi import bp as openapi_blueprint
 from schemas import StateUpdatesSchema
-from storage import SQLiteStorage, StorageError
+from storage import DatabaseUnavailable, SQLiteStorage, StorageError
 
 log = logging.getLogger("botstate")
 
@@ -48,7 +49,9 @@ def create_app(test_config=None):
     )
     try:
         app.extensions["botstate.migrated"] = storage.migrate()
+        refuse_unwritable(app.config["DATABASE"])
     except (StorageError, OSError) as error:
+        storage.close()
         raise config.ConfigError(f"cannot use the database {app.config['DATABASE']}: {error}") from error
     app.extensions["botstate.storage"] = storage
     app.extensions["botstate.updates_schema"] = StateUpdatesSchema(
@@ -63,6 +66,15 @@ def create_app(test_config=None):
     ratelimit.init_app(app)  # after the timer, so a request's logged time includes the limiter's hooks
     register_commands(app)
     return app
+
+
+def refuse_unwritable(path):
+    """Raise DatabaseUnavailable when the database's files or folder cannot be written or its disk is full."""
+    # SQLite opens a file it may not write read-only, and migrating writes nothing
+    # once the schema is current: without this the server would start and 503 every write.
+    problem = diagnosis.database_problem(path)
+    if problem is not None:
+        raise DatabaseUnavailable(problem)
 
 
 def configure_logging(level):

@@ -15,6 +15,7 @@ import uuid
 
 import sqlite_utils
 
+import diagnosis
 
 log = logging.getLogger("botstate.storage")
 
@@ -500,6 +501,8 @@ class SQLiteStorage:
             fault = _database_fault(error)
             if fault is DatabaseUnavailable:
                 self._forget_connection(writer)
+                # SQLite says "disk I/O error" for a file made read-only: name the real cause.
+                raise fault(diagnosis.described(str(error), self.path)) from error
             if fault is not None:
                 raise fault(str(error)) from error
             raise
@@ -603,10 +606,14 @@ class SQLiteStorage:
         every thread reconnect, so that no write goes on into a file nobody can open."""
         identity = _file_identity(self.path)
         if identity != self._file_identity:
+            was_gone = self._file_identity is None
             self._file_identity = identity
             self._generation += 1
             if identity is None:
-                log.error("the database file %s is gone: requests get 503 until it is back", self.path)
+                gone = f"the database file {self.path} is gone: requests get 503 until it is back"
+                log.error("%s", diagnosis.described(gone, self.path))
+            elif was_gone:
+                log.warning("the database file %s is back: reconnecting to it", self.path)
             else:
                 log.warning("the database file %s was replaced: reconnecting to it", self.path)
         return identity is not None

@@ -1,5 +1,6 @@
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -93,12 +94,41 @@ def run_in_threads(work, threads, timeout):
         thread.join(timeout=timeout)
 
 
-def start_server(database, **settings):
-    """Start `python serve.py` on a free loopback port; returns (process, base URL, log path)."""
+def stored_rows(path, bot_id):
+    """(account, ticker) -> (version, state JSON), and PRAGMA integrity_check, read with plain sqlite3."""
+    conn = sqlite3.connect(path)
+    try:
+        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        rows = conn.execute(
+            "SELECT user_broker_account_id, ticker_id, version, state FROM user_bot_states WHERE bot_id = ?",
+            (bot_id,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return {(a, t): (version, state) for a, t, version, state in rows}, integrity
+
+
+def botstate_env(**settings):
+    """This process's environment with only the given BOTSTATE_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTSTATE_")}
-    env.update({"BOTSTATE_DATABASE": str(database), "BOTSTATE_PORT": "0", "BOTSTATE_HOST": "127.0.0.1"})
     env.update({f"BOTSTATE_{k}": str(v) for k, v in settings.items()})
-    log_path = Path(str(database) + ".log")
+    return env
+
+
+def run_botstate(args, **settings):
+    """Run `python ARGS` in the repo root with only the given BOTSTATE_* settings; the finished process."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=botstate_env(**settings), capture_output=True, text=True, timeout=60
+    )
+
+
+def start_server(database, log_path=None, **settings):
+    """Start `python serve.py` on a free loopback port; returns (process, base URL, log path).
+
+    The log goes to `log_path`, by default beside the database.
+    """
+    env = botstate_env(**{"DATABASE": database, "PORT": 0, "HOST": "127.0.0.1", **settings})
+    log_path = Path(str(database) + ".log") if log_path is None else Path(log_path)
     log_file = open(log_path, "w")
     process = subprocess.Popen(
         [sys.executable, "serve.py"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT

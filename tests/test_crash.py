@@ -4,14 +4,13 @@ import itertools
 import json
 import os
 import random
-import sqlite3
 import threading
 import time
 
 import pytest
 import requests
 
-from conftest import register_ids, start_server
+from conftest import register_ids, start_server, stored_rows
 
 ACCOUNTS = [f"20000000-0000-4000-8000-00000000000{i}" for i in range(4)]
 TICKERS = [f"30000000-0000-4000-8000-00000000000{i}" for i in range(3)]
@@ -44,20 +43,6 @@ def write_until_refused(url, api_key, writer, acknowledged, lock, rng):
                 assert result["status"] == "success", result
                 key = (sent["accountId"], sent["tickerId"])
                 acknowledged.setdefault(key, {})[result["data"]["version"]] = sent["state"]
-
-
-def stored_rows(path, bot_id):
-    """(account, ticker) -> (version, state JSON), and PRAGMA integrity_check, read with plain sqlite3."""
-    conn = sqlite3.connect(path)
-    try:
-        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        rows = conn.execute(
-            "SELECT user_broker_account_id, ticker_id, version, state FROM user_bot_states WHERE bot_id = ?",
-            (bot_id,),
-        ).fetchall()
-    finally:
-        conn.close()
-    return {(a, t): (version, state) for a, t, version, state in rows}, integrity
 
 
 def test_kill_9_while_writing_loses_no_acknowledged_write(storage, seeded):

@@ -1,19 +1,10 @@
 """Starting up as a user does: bad settings and unusable databases are one clear line."""
 
-import os
 import socket
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, start_server, stop_server
-
-
-def run(args, **settings):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTSTATE_")}
-    env.update({f"BOTSTATE_{k}": str(v) for k, v in settings.items()})
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+from conftest import run_botstate, start_server, stop_server
 
 
 @pytest.mark.parametrize(
@@ -27,7 +18,7 @@ def run(args, **settings):
 )
 @pytest.mark.parametrize("command", (["-m", "flask", "bots", "list", "--json"], ["serve.py"]))
 def test_bad_settings_stop_with_one_line(tmp_path, command, settings, message):
-    result = run(command, DATABASE=tmp_path / "x.db", **settings)
+    result = run_botstate(command, DATABASE=tmp_path / "x.db", **settings)
     assert result.returncode != 0
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -37,7 +28,7 @@ def test_bad_settings_stop_with_one_line(tmp_path, command, settings, message):
 @pytest.mark.parametrize("command", (["-m", "flask", "init-db"], ["serve.py"]))
 def test_an_unusable_database_path_is_one_line(tmp_path, command):
     (tmp_path / "a-directory.db").mkdir()
-    result = run(command, DATABASE=tmp_path / "a-directory.db")
+    result = run_botstate(command, DATABASE=tmp_path / "a-directory.db")
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"cannot use the database {tmp_path / 'a-directory.db'}" in result.stderr
@@ -48,7 +39,7 @@ def test_a_taken_port_is_one_line(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run(["serve.py"], DATABASE=tmp_path / "x.db", PORT=port)
+        result = run_botstate(["serve.py"], DATABASE=tmp_path / "x.db", PORT=port)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         f"botstate: cannot listen on 127.0.0.1:{port}: Address already in use"
@@ -56,7 +47,7 @@ def test_a_taken_port_is_one_line(tmp_path):
 
 
 def test_unknown_settings_are_named_not_applied(tmp_path):
-    result = run(["-m", "flask", "bots", "list", "--json"], DATABASE=tmp_path / "x.db", THRAEDS="8")
+    result = run_botstate(["-m", "flask", "bots", "list", "--json"], DATABASE=tmp_path / "x.db", THRAEDS="8")
     assert result.returncode == 0 and result.stdout.strip() == "[]"
     assert "ignoring BOTSTATE_THRAEDS: not a botstate setting" in result.stderr
 
