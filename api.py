@@ -256,19 +256,25 @@ def merge_states(slug):
 @bp.get("/api/bots/<slug>/state", provide_automatic_options=False)
 def list_states(slug):
     """A page of the bot's states, filtered, in a stable order, with the cursor of the next."""
-    # Not remembered: the listing query does not check the key again.
-    bot_id, _ = admit(slug, fresh=True)
-    query = load_params(STATE_QUERY, request.args.to_dict(flat=True))
-    rows, more = storage().list_states(
+    bot_id, key_hash = admit(slug)
+    with outranked_by_authentication(slug):
+        query = load_params(STATE_QUERY, request.args.to_dict(flat=True))
+    rows, more = as_bot(slug, bot_id, key_hash, list_own_states, query)
+    next_cursor = encode_cursor(rows[-1].account_id, rows[-1].ticker_id) if more else None
+    return jsonify(data=[row_json(row) for row in rows], nextCursor=next_cursor)
+
+
+def list_own_states(bot_id, key_hash, query):
+    """storage.list_states() for the bot's loaded query, while its key works."""
+    return storage().list_states(
         bot_id,
         query["limit"],
         account_id=query.get("accountId"),
         ticker_id=query.get("tickerId"),
         updated_since=query.get("updatedSince"),
         after=query.get("cursor"),
+        key_hash=key_hash,
     )
-    next_cursor = encode_cursor(rows[-1].account_id, rows[-1].ticker_id) if more else None
-    return jsonify(data=[row_json(row) for row in rows], nextCursor=next_cursor)
 
 
 def state_key(account_id, ticker_id):

@@ -27,8 +27,13 @@ class BotstateFlask(Flask):
     json_provider_class = JSONProvider
 
 
-def create_app(test_config=None):
-    """Build the app: defaults, then BOTSTATE_* environment, then `test_config`."""
+def create_app(test_config=None, upgrade=False):
+    """Build the app: defaults, then BOTSTATE_* environment, then `test_config`.
+
+    A new database gets the schema. An older one is upgraded only with `upgrade`
+    (the server's start, `flask init-db`): other commands refuse it, so that a
+    new CLI never changes the schema under an older server still running on it.
+    """
     app = BotstateFlask(__name__, instance_relative_config=True)
     app.config.from_mapping(config.DEFAULTS)
     app.config["DATABASE"] = os.path.join(app.instance_path, "botstate.db")
@@ -48,7 +53,9 @@ def create_app(test_config=None):
         synchronous=app.config["SYNCHRONOUS"],
     )
     try:
-        app.extensions["botstate.migrated"] = storage.migrate()
+        outdated = [] if upgrade else storage.outdated_migrations()
+        app.extensions["botstate.outdated"] = outdated
+        app.extensions["botstate.migrated"] = [] if outdated else storage.migrate()
         refuse_unwritable(app.config["DATABASE"])
     except (StorageError, OSError) as error:
         storage.close()

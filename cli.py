@@ -29,7 +29,14 @@ tickers = AppGroup("tickers", help="Register tickers that bots keep state for.")
 
 
 def storage():
-    """The storage backend of the current app."""
+    """The storage backend of the current app, once its schema is known to be current."""
+    outdated = current_app.extensions["botstate.outdated"]
+    if outdated:
+        raise click.ClickException(
+            f"the database {current_app.config['DATABASE']} needs an upgrade to this version of botstate"
+            f" ({', '.join(outdated)}): stop the server that uses it, then run `flask init-db`"
+            " (or start the new server, which upgrades it)"
+        )
     return current_app.extensions["botstate.storage"]
 
 
@@ -161,7 +168,7 @@ def bots_rotate_key(slug, grace, as_json):
         old_keys = "The old key no longer works."
     else:
         old_keys = (
-            f"The old key keeps working until {expires_at} ({grace} s);"
+            f"The old key keeps working until {expires_at};"
             f" `flask bots revoke-key {slug}` stops it sooner."
         )
     emit(
@@ -381,9 +388,10 @@ def tickers_list(as_json):
 @with_appcontext
 def init_db(as_json):
     """Create the database or upgrade its schema (safe to run any time)."""
-    applied = current_app.extensions["botstate.migrated"]
+    database = current_app.extensions["botstate.storage"]
     with storage_errors():
-        version = storage().schema_version()
+        applied = current_app.extensions["botstate.migrated"] or database.migrate()
+        version = database.schema_version()
     path = current_app.config["DATABASE"]
     text = f"Database ready at {path} (schema {version[-1]})"
     if applied:

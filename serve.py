@@ -87,7 +87,7 @@ def main():
     """Start serving until interrupted or terminated."""
     lighten_log_records()
     try:
-        app = create_app()
+        app = create_app(upgrade=True)
         server = make_server(app)
     except ConfigError as error:
         sys.exit(f"botstate: {error.message}")

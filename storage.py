@@ -456,6 +456,7 @@ class SQLiteStorage:
         # (bot id, key hash) -> when a request last authenticated with it, not yet stored.
         self._key_uses = {}
         self._key_uses_lock = threading.Lock()
+        self._flush_failing = None  # the last flush's error, logged once
 
     # Connections and transactions
 
@@ -524,13 +525,16 @@ class SQLiteStorage:
             yield self._db()
 
     @contextlib.contextmanager
-    def _writing(self, transaction=True):
+    def _writing(self, transaction=True, timeout_ms=None):
         """The database, this process's write lock held, in a write transaction
-        committed on exit (or, without `transaction`, for one autocommit statement)."""
+        committed on exit (or, without `transaction`, for one autocommit statement).
+
+        DatabaseBusy after `timeout_ms` (default: the busy timeout) without the lock.
+        """
         # One deadline for both waits: for this process's writers, then for other
         # processes'. Setting SQLite's timeout costs two statements in the lock, so
         # a short wait here (a tenth of the timeout at most) is not subtracted.
-        timeout = self.busy_timeout_ms / 1000
+        timeout = (self.busy_timeout_ms if timeout_ms is None else timeout_ms) / 1000
         started = time.monotonic()
         if not self._write_lock.acquire(blocking=False):
             if not self._write_lock.acquire(timeout=timeout):
@@ -540,7 +544,7 @@ class SQLiteStorage:
             with self._errors_translated(writer=True):
                 db = self._db(writer=True)
                 conn = db.conn
-                shortened = waited > timeout / 10
+                shortened = timeout_ms is not None or waited > timeout / 10
                 if shortened:
                     conn.execute(f"PRAGMA busy_timeout = {max(0, int((timeout - waited) * 1000))}")
                 try:
@@ -642,8 +646,12 @@ class SQLiteStorage:
     def _flush_key_uses_or_log(self):
         try:
             self.flush_key_uses()
-        except StorageError as error:
-            log.warning("could not store when keys were last used (kept for the next try): %s", error)
+        except (StorageError, sqlite3.Error) as error:
+            if str(error) != self._flush_failing:
+                log.warning("could not store when keys were last used (kept for the next try): %s", error)
+            self._flush_failing = str(error)
+        else:
+            self._flush_failing = None
 
     def close(self):
         """Store the keys' last use, close every connection this storage opened, in any
@@ -681,6 +689,16 @@ class SQLiteStorage:
             pending = [migration.name for migration in migrations.pending(db)]
             migrations.apply(db)
         return pending
+
+    def outdated_migrations(self):
+        """The migrations an existing database made by an older version still needs
+        ([] for a new or current one)."""
+        if not os.path.exists(self.path):
+            return []
+        with self._reading() as db:
+            if not migrations.applied(db):
+                return []
+            return [migration.name for migration in migrations.pending(db)]
 
     def schema_version(self):
         """Names of the migration steps applied to this database, oldest first."""
@@ -745,22 +763,21 @@ class SQLiteStorage:
         """Give the bot a new key. Its other keys keep working for `grace_seconds`
         more (none at 0), or until their own earlier expiry.
 
-        Returns the bot, with `oldKeysExpireAt` (None when they stopped at once).
+        Returns the bot, with `oldKeysExpireAt`: when the last old key stops
+        (None when none works any more).
         """
         with self._writing() as db:
             bot_id = self._bot_id(db, slug)
-            db.execute(f"DELETE FROM bot_keys WHERE bot_id = ? AND {_EXPIRED}", [bot_id])
-            expires_at = None
+            self._forget_expired_keys(db, bot_id)
             if grace_seconds > 0:
-                expires_at = db.execute(
-                    "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)", [f"+{int(grace_seconds)} seconds"]
-                ).fetchone()[0]
                 db.execute(
-                    "UPDATE bot_keys SET expires_at = ? WHERE bot_id = ? AND (expires_at IS NULL OR expires_at > ?)",
-                    [expires_at, bot_id, expires_at],
+                    "UPDATE bot_keys SET expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)"
+                    " WHERE bot_id = ?2 AND (expires_at IS NULL OR expires_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1))",
+                    [f"+{int(grace_seconds)} seconds", bot_id],
                 )
             else:
                 db.execute("DELETE FROM bot_keys WHERE bot_id = ?", [bot_id])
+            expires_at = db.execute("SELECT max(expires_at) FROM bot_keys WHERE bot_id = ?", [bot_id]).fetchone()[0]
             db.execute(
                 f"INSERT INTO bot_keys (bot_id, key_hash, created_at) VALUES (?, ?, {NOW})",
                 [bot_id, api_key_hash],
@@ -772,8 +789,13 @@ class SQLiteStorage:
         all of its keys; returns how many were revoked."""
         with self._writing() as db:
             bot_id = self._bot_id(db, slug)
+            self._forget_expired_keys(db, bot_id)
             only_old = "" if every else " AND expires_at IS NOT NULL"
             return db.execute(f"DELETE FROM bot_keys WHERE bot_id = ?{only_old}", [bot_id]).rowcount
+
+    @staticmethod
+    def _forget_expired_keys(db, bot_id):
+        db.execute(f"DELETE FROM bot_keys WHERE bot_id = ? AND {_EXPIRED}", [bot_id])
 
     def list_bot_keys(self, slug):
         """The bot's working keys, newest first: a fingerprint (the start of the key's
@@ -814,13 +836,15 @@ class SQLiteStorage:
             uses, self._key_uses = self._key_uses, {}
         rows = [(_timestamp(used), bot_id, key_hash) for (bot_id, key_hash), used in uses.items()]
         try:
-            with self._writing() as db:
+            # A short wait: this runs in the checkpoint thread, which must go on
+            # noticing a removed file within its interval.
+            with self._writing(timeout_ms=RESTART_WAIT_MS) as db:
                 db.conn.executemany(
                     "UPDATE bot_keys SET last_used_at = ?1 WHERE bot_id = ?2 AND key_hash = ?3"
                     " AND (last_used_at IS NULL OR last_used_at < ?1)",
                     rows,
                 )
-        except StorageError:
+        except BaseException:
             with self._key_uses_lock:  # keep them for the next flush, unless used again meanwhile
                 for key, used in uses.items():
                     self._key_uses.setdefault(key, used)
@@ -1178,8 +1202,12 @@ class SQLiteStorage:
             ).fetchone()
         return None if row is None else StateRow(*row)
 
-    def list_states(self, bot_id, limit, account_id=None, ticker_id=None, updated_since=None, after=None):
+    def list_states(
+        self, bot_id, limit, account_id=None, ticker_id=None, updated_since=None, after=None, key_hash=None
+    ):
         """Up to `limit` of the bot's StateRows in (account, ticker) order, and whether more follow.
+
+        With `key_hash`, only while that key works (NotFound, StaleKey as in write_states).
 
         `after` is the (account, ticker) key of the last row of the previous
         page: keys never change, so paging neither skips nor repeats a row
@@ -1187,6 +1215,9 @@ class SQLiteStorage:
         """
         sql = [f"SELECT {_STATE_COLUMNS} FROM user_bot_states WHERE bot_id = ?"]
         params = [bot_id]
+        if key_hash is not None:
+            sql.append(f"AND {_key_works('?', '?')}")
+            params += [bot_id, key_hash]
         for condition, value in (
             ("user_broker_account_id = ?", account_id),
             ("ticker_id = ?", ticker_id),
@@ -1202,6 +1233,8 @@ class SQLiteStorage:
         params.append(limit + 1)
         with self._reading() as db:
             rows = [StateRow(*row) for row in db.execute(" ".join(sql), params).fetchall()]
+            if key_hash is not None and not rows:  # none stored, or the key no longer works
+                _verify_key(*db.conn.execute(_CREDENTIALS, {"bot": bot_id, "key": key_hash}).fetchone())
         return rows[:limit], len(rows) > limit
 
     def delete_state(self, bot_id, key_hash, account_id, ticker_id, expected_versions=None):

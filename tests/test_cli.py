@@ -264,7 +264,27 @@ def test_bots_rotate_key_with_grace_keeps_both_keys_until_it_ends(app, runner, s
 
 def test_bots_rotate_key_text_says_when_the_old_key_stops(runner, bot):
     output = text_output(cli(runner, "bots", "rotate-key", "my-bot", "--grace", "90"))
-    assert re.search(r"The old key keeps working until 20\d\d-\d\d-\d\dT[\d:.]+Z \(90 s\)", output)
+    [until] = re.findall(r"The old key keeps working until (20\d\d-\d\d-\d\dT[\d:.]+Z);", output)
+    left = datetime.datetime.fromisoformat(until) - datetime.datetime.now(datetime.timezone.utc)
+    assert datetime.timedelta(seconds=80) < left <= datetime.timedelta(seconds=90)
+
+
+@pytest.mark.parametrize(
+    "before, grace, old_keys_stop",
+    (
+        (("rotate-key", "--grace", "60"), "3600", True),  # the latest end of the two old keys
+        (("revoke-key", "--all"), "3600", False),  # no old key works, so none keeps working
+        ((), "0", False),
+    ),
+    ids=("after a shorter grace", "after revoke-key --all", "without grace"),
+)
+def test_bots_rotate_key_reports_when_the_last_old_key_stops(runner, bot, before, grace, old_keys_stop):
+    if before:
+        assert cli(runner, "bots", before[0], "my-bot", *before[1:]).exit_code == 0
+    _, rotated = rotated_key(runner, "--grace", grace)
+    ends = sorted(k["expiresAt"] for k in json_output(cli(runner, "bots", "keys", "my-bot", "--json")) if k["expiresAt"])
+    assert rotated["oldKeysExpireAt"] == (ends[-1] if old_keys_stop else None)
+    assert len(ends) == (2 if old_keys_stop else 0)
 
 
 def test_bots_rotate_key_refuses_a_negative_grace(runner, storage, bot):
@@ -290,6 +310,12 @@ def test_bots_revoke_key_ends_the_grace_period_at_once(app, runner, bot, registe
     else:
         assert "Revoked 1 old key(s) of 'my-bot'" in text_output(result)
     assert answers(app, [bot["apiKey"], new_key]) == [403, 200]
+    assert json_output(cli(runner, "bots", "revoke-key", "my-bot", "--json"))["revoked"] == 0
+
+
+def test_bots_revoke_key_does_not_count_keys_already_expired(runner, storage, bot):
+    rotated_key(runner, "--grace", "3600")
+    expire_old_keys(storage)
     assert json_output(cli(runner, "bots", "revoke-key", "my-bot", "--json"))["revoked"] == 0
 
 

@@ -13,7 +13,8 @@ import requests
 
 import keys
 from conftest import ROOT, start_server, stop_server
-from spec_data import ACCOUNT_0, TICKER_AAPL, item
+from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, item
+from storage import DatabaseBusy, SQLiteStorage, StaleKey, StateWrite
 
 LATER, EARLIER = time.time() + 3600, time.time() - 1
 
@@ -51,6 +52,73 @@ def expire_old_keys(database):
     """End every grace period now, as if its time had passed."""
     with contextlib.closing(sqlite3.connect(database)) as conn, conn:
         conn.execute("UPDATE bot_keys SET expires_at = '2000-01-01T00:00:00.000Z' WHERE expires_at IS NOT NULL")
+
+
+# Every storage call that takes the key a request authenticated with, and so checks it in SQL.
+KEY_CHECKED_CALLS = {
+    "replace one": lambda s, bot, key: s.write_states(bot, key, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}")]),
+    "merge one": lambda s, bot, key: s.write_states(bot, key, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}")], merge=True),
+    "replace many": lambda s, bot, key: s.write_states(
+        bot, key, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}"), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}")]
+    ),
+    "merge many": lambda s, bot, key: s.write_states(
+        bot, key, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}"), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}")], merge=True
+    ),
+    "replace with versions": lambda s, bot, key: s.write_states(
+        bot, key, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}", 1), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}", 1)]
+    ),
+    "read one": lambda s, bot, key: s.read_state(bot, key, ACCOUNT_0, TICKER_AAPL),
+    "list": lambda s, bot, key: s.list_states(bot, 10, key_hash=key),
+    "list empty": lambda s, bot, key: s.list_states(bot, 10, account_id=ACCOUNT_1, key_hash=key),
+    "delete": lambda s, bot, key: s.delete_state(bot, key, ACCOUNT_0, TICKER_AAPL),
+}
+
+
+@pytest.mark.parametrize("call", KEY_CHECKED_CALLS.values(), ids=KEY_CHECKED_CALLS.keys())
+def test_every_key_check_refuses_a_key_past_its_grace(storage, bot, registered, call):
+    storage.write_states(bot["id"], bot["keyHash"], [StateWrite(ACCOUNT_0, TICKER_AAPL, '{"v":1}')])
+    storage.replace_bot_key("my-bot", keys.hash_key(keys.generate_key()), grace_seconds=3600)
+    call(storage, bot["id"], bot["keyHash"])  # in its grace period: works
+    expire_old_keys(storage.path)
+    before = storage.list_states(bot["id"], 100)
+    with pytest.raises(StaleKey):
+        call(storage, bot["id"], bot["keyHash"])
+    assert storage.list_states(bot["id"], 100) == before
+
+
+def stored_last_use(storage, key_hash):
+    with contextlib.closing(sqlite3.connect(storage.path)) as conn:
+        return conn.execute("SELECT last_used_at FROM bot_keys WHERE key_hash = ?", [key_hash]).fetchone()[0]
+
+
+def test_a_last_use_that_cannot_be_stored_is_kept_for_the_next_flush(storage, bot):
+    storage.record_key_use(bot["id"], bot["keyHash"])
+    holder = sqlite3.connect(storage.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(DatabaseBusy):
+            storage.flush_key_uses()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert stored_last_use(storage, bot["keyHash"]) is None
+    storage.flush_key_uses()
+    assert stored_last_use(storage, bot["keyHash"]) is not None
+
+
+def test_a_flush_never_moves_a_last_use_back(storage, bot):
+    # Two server processes on one file each store the last use they saw; the latest wins.
+    other_process = SQLiteStorage(storage.path)
+    try:
+        storage.record_key_use(bot["id"], bot["keyHash"])
+        time.sleep(0.002)  # timestamps have millisecond resolution
+        other_process.record_key_use(bot["id"], bot["keyHash"])
+        other_process.flush_key_uses()
+        latest = stored_last_use(storage, bot["keyHash"])
+        storage.flush_key_uses()
+        assert stored_last_use(storage, bot["keyHash"]) == latest
+    finally:
+        other_process.close()
 
 
 def statuses(base_url, api_key):
@@ -113,3 +181,23 @@ def test_each_key_records_its_last_use(tmp_path, storage, bot, registered):
     after = last_uses(database)
     assert after[used] > first_use
     assert after[unused] is None
+
+
+def test_the_checkpoint_thread_outlives_a_failing_flush_and_keeps_the_use(storage, bot, monkeypatch):
+    # Regression: an SQLite error other than busy or unavailable (here a missing
+    # table) ended the thread, and with it checkpoints and the watch on the file.
+    monkeypatch.setattr("storage.KEY_USE_FLUSH_INTERVAL", 0)
+    raw = sqlite3.connect(storage.path, isolation_level=None)
+    try:
+        storage.start_checkpoints(interval=0.01)
+        raw.execute("ALTER TABLE bot_keys RENAME TO bot_keys_away")
+        storage.record_key_use(bot["id"], bot["keyHash"])
+        time.sleep(0.2)  # some flushes fail meanwhile
+        assert storage._checkpointer.is_alive()
+        raw.execute("ALTER TABLE bot_keys_away RENAME TO bot_keys")
+        deadline = time.monotonic() + 10
+        while stored_last_use(storage, bot["keyHash"]) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert stored_last_use(storage, bot["keyHash"]) is not None
+    finally:
+        raw.close()

@@ -1,10 +1,15 @@
 """Starting up as a user does: bad settings and unusable databases are one clear line."""
 
+import contextlib
+import json
 import socket
+import sqlite3
 
 import pytest
+import sqlite_utils
 
 from conftest import run_botstate, start_server, stop_server
+from storage import migrations
 
 
 @pytest.mark.parametrize(
@@ -58,3 +63,44 @@ def test_startup_lines_show_at_any_log_level(tmp_path):
     log = log_path.read_text()
     assert f"botstate listening on {url}" in log
     assert "No bot exists yet. Create one with:" in log
+
+
+def older_database(path):
+    """A database as the release before the newest migration left it, with a bot."""
+    newest = migrations._migrations[-1].name
+    old = sqlite_utils.Database(path)
+    migrations.apply(old, stop_before=newest)
+    old.execute("INSERT INTO bots VALUES ('b', 'old-bot', 'Old', 'hash', '2026-01-01T00:00:00.000Z')")
+    old.conn.close()
+    return newest
+
+
+def applied_migrations(path):
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
+
+
+def test_a_command_refuses_an_older_database_until_init_db_upgrades_it(tmp_path):
+    # Regression: any flask command migrated the file, under an older server still using the old schema (500s).
+    path = tmp_path / "old.db"
+    newest = older_database(path)
+    before = applied_migrations(path)
+    refused = run_botstate(["-m", "flask", "bots", "list", "--json"], DATABASE=path)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.strip().splitlines() == [
+        f"Error: the database {path} needs an upgrade to this version of botstate ({newest}):"
+        " stop the server that uses it, then run `flask init-db` (or start the new server, which upgrades it)"
+    ]
+    assert applied_migrations(path) == before
+    upgraded = run_botstate(["-m", "flask", "init-db", "--json"], DATABASE=path)
+    assert json.loads(upgraded.stdout)["applied"] == [newest]
+    listed = run_botstate(["-m", "flask", "bots", "list", "--json"], DATABASE=path)
+    assert [bot["slug"] for bot in json.loads(listed.stdout)] == ["old-bot"]
+
+
+def test_the_server_upgrades_an_older_database_on_start(tmp_path):
+    path = tmp_path / "old.db"
+    newest = older_database(path)
+    process, url, _ = start_server(path)
+    stop_server(process)
+    assert applied_migrations(path)[-1] == newest
