@@ -1,3 +1,4 @@
+import collections
 import os
 import re
 import sqlite3
@@ -15,6 +16,16 @@ from app import create_app
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# What the reliability tests did, counted once their checks passed; printed at the end of the run.
+RELIABILITY = collections.Counter()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the reliability figures of this run (README, Reliability, quotes them)."""
+    if RELIABILITY:
+        figures = ", ".join(f"{what}: {count:,}" for what, count in sorted(RELIABILITY.items()))
+        terminalreporter.write_line(f"reliability figures (checks passed): {figures}")
 LISTENING = re.compile(r"listening on (http://\S+)")
 
 

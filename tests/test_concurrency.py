@@ -8,7 +8,7 @@ import threading
 import pytest
 import requests
 
-from conftest import register_ids, run_in_threads, start_server, stop_server
+from conftest import RELIABILITY, register_ids, run_in_threads, start_server, stop_server
 
 ACCOUNTS = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(3)]
 TICKERS = [f"10000000-0000-4000-8000-00000000000{i}" for i in range(2)]
@@ -121,6 +121,8 @@ def check_versions(answers, storage, bot):
         row = storage.get_state(bot["id"], account, ticker)
         assert row.version == len(written)
         assert json.loads(row.state_json) == written[row.version]
+    RELIABILITY["concurrent requests (16 threads)"] += len(answers)
+    RELIABILITY["acknowledged versions checked for gaps"] += sum(len(written) for written in versions.values())
 
 
 def test_sixteen_threads_mixing_writes_merges_and_reads(live_server, seeded, storage):

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import register_ids, start_server, stored_rows
+from conftest import RELIABILITY, register_ids, start_server, stored_rows
 
 ACCOUNTS = [f"20000000-0000-4000-8000-00000000000{i}" for i in range(4)]
 TICKERS = [f"30000000-0000-4000-8000-00000000000{i}" for i in range(3)]
@@ -77,7 +77,10 @@ def test_kill_9_while_writing_loses_no_acknowledged_write(storage, seeded):
             assert version >= latest, (round_number, key)
             if version == latest:
                 assert json.loads(state) == versions[latest]
-    assert sum(len(v) for v in acknowledged.values()) > ROUNDS * 20  # the writers did write
+        RELIABILITY["kill -9 while writing"] += 1
+    written = sum(len(v) for v in acknowledged.values())
+    assert written > ROUNDS * 20  # the writers did write
+    RELIABILITY["acknowledged writes checked after kills"] += written
 
 
 def big_body(size=1000, blob=2000):
@@ -119,3 +122,4 @@ def test_sigterm_lets_a_request_in_flight_finish_and_leaves_nothing_half_written
         assert len(rows) == 1000
     else:  # cut off before the server read it: nothing of it stored
         assert len(rows) == 0, len(rows)
+    RELIABILITY["SIGTERM with a request in flight"] += 1

@@ -23,7 +23,7 @@ import requests
 
 import keys
 from app import create_app
-from conftest import register_ids, run_botstate, start_server, stop_server, stored_rows
+from conftest import RELIABILITY, register_ids, run_botstate, start_server, stop_server, stored_rows
 
 ACCOUNTS = [f"40000000-0000-4000-8000-00000000000{i}" for i in range(2)]
 TICKERS = [f"50000000-0000-4000-8000-00000000000{i}" for i in range(3)]
@@ -252,6 +252,7 @@ def assert_stored_as_acknowledged(database, bot_id, acknowledged):
     assert integrity == "ok"
     stored = {pair: (version, json.loads(state)) for pair, (version, state) in rows.items()}
     assert {pair: stored.get(pair) for pair in acknowledged} == acknowledged
+    RELIABILITY["disk faults under a running server"] += 1
 
 
 def assert_no_failure_but_503(log):
