@@ -201,3 +201,20 @@ def test_the_checkpoint_thread_outlives_a_failing_flush_and_keeps_the_use(storag
         assert stored_last_use(storage, bot["keyHash"]) is not None
     finally:
         raw.close()
+
+
+def test_a_wrong_key_costs_the_same_work_whether_or_not_the_slug_exists(client, storage, bot, registered, monkeypatch):
+    # Timing is not asserted (shared machines); the work is: one hash and one read each,
+    # so a wrong key for a real bot is not cheaper or dearer than any key for no bot.
+    work = []
+    hash_key, find = keys.hash_key, storage.find_bot_credentials
+    monkeypatch.setattr(keys, "hash_key", lambda key: work.append("hash") or hash_key(key))
+    monkeypatch.setattr(storage, "find_bot_credentials", lambda slug: work.append("read") or find(slug))
+    url = "/api/bots/{}/state"
+    assert client.get(url.format("my-bot"), headers={"x-api-key": bot["apiKey"]}).status_code == 200  # remembered now
+    costs = {}
+    for case, slug in (("wrong key", "my-bot"), ("unknown slug", "no-such-bot")):
+        work.clear()
+        response = client.get(url.format(slug), headers={"x-api-key": keys.generate_key()})
+        costs[case] = (response.status_code, work.copy())
+    assert costs == {"wrong key": (403, ["hash", "read"]), "unknown slug": (404, ["hash", "read"])}
