@@ -247,6 +247,10 @@ _STATE_COLUMNS = (
 
 
 
+# A key past its grace period, as a condition on bot_keys.
+_EXPIRED = f"(expires_at IS NOT NULL AND expires_at <= {NOW})"
+
+
 def _key_works(bot, key_hash):
     """SQL: whether `key_hash` is one of the bot's keys and not past its grace period.
 
@@ -255,8 +259,7 @@ def _key_works(bot, key_hash):
     in the statement that reads or writes, so a rotation in between is seen.
     """
     return (
-        f"EXISTS (SELECT 1 FROM bot_keys WHERE bot_id = {bot} AND key_hash = {key_hash}"
-        f" AND (expires_at IS NULL OR expires_at > {NOW}))"
+        f"EXISTS (SELECT 1 FROM bot_keys WHERE bot_id = {bot} AND key_hash = {key_hash} AND NOT {_EXPIRED})"
     )
 
 
@@ -378,15 +381,11 @@ _REGISTERED_IDS = (
 )
 
 
-# A key past its grace period, as a condition on bot_keys.
-_EXPIRED = f"(expires_at IS NOT NULL AND expires_at <= {NOW})"
-
 # The bot's id and each of its working keys with its expiry as Unix time: one row
 # per key (one row with NULLs when it has none). Parameter: the slug.
 _FIND_CREDENTIALS = (
     "SELECT bots.id, k.key_hash, (julianday(k.expires_at) - 2440587.5) * 86400.0"
-    " FROM bots LEFT JOIN bot_keys AS k ON k.bot_id = bots.id"
-    f" AND (k.expires_at IS NULL OR k.expires_at > {NOW}) WHERE bots.slug = ?"
+    f" FROM bots LEFT JOIN bot_keys AS k ON k.bot_id = bots.id AND NOT {_EXPIRED} WHERE bots.slug = ?"
 )
 
 # Whether the bot :bot exists, and whether the key :key works for it.
@@ -726,10 +725,7 @@ class SQLiteStorage:
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(f"Bot {slug!r} already exists") from None
-            db.execute(
-                f"INSERT INTO bot_keys (bot_id, key_hash, created_at) VALUES (?, ?, {NOW})",
-                [bot_id, api_key_hash],
-            )
+            self._add_key(db, bot_id, api_key_hash)
         return self.get_bot(slug)
 
     def get_bot(self, slug):
@@ -778,10 +774,7 @@ class SQLiteStorage:
             else:
                 db.execute("DELETE FROM bot_keys WHERE bot_id = ?", [bot_id])
             expires_at = db.execute("SELECT max(expires_at) FROM bot_keys WHERE bot_id = ?", [bot_id]).fetchone()[0]
-            db.execute(
-                f"INSERT INTO bot_keys (bot_id, key_hash, created_at) VALUES (?, ?, {NOW})",
-                [bot_id, api_key_hash],
-            )
+            self._add_key(db, bot_id, api_key_hash)
         return dict(self.get_bot(slug), oldKeysExpireAt=expires_at)
 
     def revoke_bot_keys(self, slug, every=False):
@@ -792,6 +785,10 @@ class SQLiteStorage:
             self._forget_expired_keys(db, bot_id)
             only_old = "" if every else " AND expires_at IS NOT NULL"
             return db.execute(f"DELETE FROM bot_keys WHERE bot_id = ?{only_old}", [bot_id]).rowcount
+
+    @staticmethod
+    def _add_key(db, bot_id, api_key_hash):
+        db.execute(f"INSERT INTO bot_keys (bot_id, key_hash, created_at) VALUES (?, ?, {NOW})", [bot_id, api_key_hash])
 
     @staticmethod
     def _forget_expired_keys(db, bot_id):
