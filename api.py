@@ -120,12 +120,12 @@ def outranked_by_authentication(slug):
         raise
 
 
-def admit(slug, fresh=False):
-    """What authenticate(slug, fresh) returns, once the request is counted against the bot's rate limit.
+def admit(slug):
+    """What authenticate(slug) returns, once the request is counted against the bot's rate limit.
 
     Only a request that proved its key counts, so nobody else can use up a bot's budget.
     """
-    bot_id, key_hash = authenticate(slug, fresh)
+    bot_id, key_hash = authenticate(slug)
     try:
         ratelimit.count_request()
     except HTTPException:  # the 429; a key rotated away since the bot was remembered gets its 403
