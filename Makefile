@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test soak bench clean
+.PHONY: run test test-pg soak bench clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/flask init-db
@@ -11,6 +11,11 @@ run: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
+
+# Every test on both backends: SQLite, and PostgreSQL on a throwaway server that
+# scripts/with-postgres starts (installing Debian's postgresql when run as root) and stops.
+test-pg: $(VENV)/.installed-dev
+	scripts/with-postgres $(BIN)/python -m pytest
 
 # The crash test, many more times than `make test` runs it (about a second per kill).
 SOAK_ROUNDS ?= 60
@@ -33,5 +38,6 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
 clean:
 	rm -rf $(VENV) .pytest_cache
 
+# The PostgreSQL column needs a server: without one, the table says why it is empty.
 bench: $(VENV)/.installed-run
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	scripts/with-postgres --optional $(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -8,7 +8,6 @@ import time
 from flask import Flask, g, request
 
 import config
-import diagnosis
 import ratelimit
 from api import bp as api_blueprint
 from cli import register_commands
@@ -16,7 +15,7 @@ from errors import register_error_handlers
 from jsoncodec import JSONProvider
 from openapi import bp as openapi_blueprint
 from schemas import StateUpdatesSchema
-from storage import DatabaseUnavailable, SQLiteStorage, StorageError
+from storage import StorageError, open_storage
 
 log = logging.getLogger("botstate")
 
@@ -47,19 +46,15 @@ def create_app(test_config=None, upgrade=False):
     configure_logging(app.config["LOG_LEVEL"])
     for name in unknown_settings:
         log.warning("ignoring %s: not a botstate setting (see README, Configuration)", name)
-    storage = SQLiteStorage(
-        app.config["DATABASE"],
-        busy_timeout_ms=app.config["BUSY_TIMEOUT_MS"],
-        synchronous=app.config["SYNCHRONOUS"],
-    )
+    storage = open_storage(app.config)
     try:
         outdated = [] if upgrade else storage.outdated_migrations()
         app.extensions["botstate.outdated"] = outdated
         app.extensions["botstate.migrated"] = [] if outdated else storage.migrate()
-        refuse_unwritable(app.config["DATABASE"])
+        storage.check_writable()
     except (StorageError, OSError) as error:
         storage.close()
-        raise config.ConfigError(f"cannot use the database {app.config['DATABASE']}: {error}") from error
+        raise config.ConfigError(f"cannot use the database {storage.location}: {error}") from error
     app.extensions["botstate.storage"] = storage
     app.extensions["botstate.updates_schema"] = StateUpdatesSchema(
         max_states=app.config["MAX_STATES"], max_depth=app.config["MAX_STATE_DEPTH"]
@@ -73,15 +68,6 @@ def create_app(test_config=None, upgrade=False):
     ratelimit.init_app(app)  # after the timer, so a request's logged time includes the limiter's hooks
     register_commands(app)
     return app
-
-
-def refuse_unwritable(path):
-    """Raise DatabaseUnavailable when the database's files or folder cannot be written or its disk is full."""
-    # SQLite opens a file it may not write read-only, and migrating writes nothing
-    # once the schema is current: without this the server would start and 503 every write.
-    problem = diagnosis.database_problem(path)
-    if problem is not None:
-        raise DatabaseUnavailable(problem)
 
 
 def configure_logging(level):

@@ -4,6 +4,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import sys
 import uuid
 
@@ -12,12 +13,12 @@ from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 import keys
-from schemas import is_uuid, is_valid_slug
-from storage import StorageError
+from schemas import MAX_SYMBOL_LENGTH, is_uuid, is_valid_slug, is_valid_symbol
+from storage import TRANSFER_KINDS, StorageError
+from transfer import BadRecord, dump_record, parse_record
 
 IMPORT_BATCH = 500
 MAX_GRACE_SECONDS = 30 * 24 * 3600
-MAX_SYMBOL_LENGTH = 32
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON value on stdout and nothing else."
@@ -26,6 +27,7 @@ json_option = click.option(
 bots = AppGroup("bots", help="Create, list, re-key and delete bots.")
 accounts = AppGroup("accounts", help="Register user broker accounts that bots keep state for.")
 tickers = AppGroup("tickers", help="Register tickers that bots keep state for.")
+states = AppGroup("states", help="Export every row to JSON Lines, and import such a file (to move databases).")
 
 
 def storage():
@@ -33,7 +35,7 @@ def storage():
     outdated = current_app.extensions["botstate.outdated"]
     if outdated:
         raise click.ClickException(
-            f"the database {current_app.config['DATABASE']} needs an upgrade to this version of botstate"
+            f"the database {current_app.extensions['botstate.storage'].location} needs an upgrade to this version of botstate"
             f" ({', '.join(outdated)}): stop the server that uses it, then run `flask init-db`"
             " (or start the new server, which upgrades it)"
         )
@@ -61,15 +63,6 @@ def canonical_uuid(value, what):
             f"{what}: {value!r} is not a UUID like 550e8400-e29b-41d4-a716-446655440000"
         )
     return value.lower()
-
-
-def is_valid_symbol(symbol):
-    """Whether a ticker symbol is 1..32 printable characters without spaces or commas."""
-    return (
-        0 < len(symbol) <= MAX_SYMBOL_LENGTH
-        and symbol.isprintable()
-        and not any(c.isspace() or c == "," for c in symbol)
-    )
 
 
 def progress(length, label, enabled):
@@ -380,6 +373,89 @@ def tickers_list(as_json):
     emit(as_json, rows, "\n".join(lines) if lines else "No tickers yet.")
 
 
+# states
+
+
+@states.command("export")
+@click.option(
+    "--output", "-o", default="-", type=click.Path(dir_okay=False, allow_dash=True),
+    help="The file to write (default: standard output).",
+)
+@json_option
+def states_export(output, as_json):
+    """Write every bot, key hash, account, ticker and state row as JSON Lines.
+
+    One consistent snapshot, taken while the server may go on writing. The file
+    holds the bots' key hashes (never the keys): keep it as private as the database.
+    With --json (and --output), print what was exported as one JSON value.
+    """
+    if as_json and output == "-":
+        raise click.UsageError("--json needs --output FILE: standard output carries the rows")
+    database = storage()
+    counts = dict.fromkeys(TRANSFER_KINDS, 0)
+    with storage_errors(), _output(output) as out, progress(database.count_states(), "Exporting states", not as_json) as bar:
+        for kind, record in database.export_records():
+            out.write(dump_record(kind, record))
+            counts[kind] += 1
+            if kind == "state":
+                bar.update(1)
+    if as_json:
+        emit(True, {"exported": counts, "total": sum(counts.values()), "file": output}, "")
+    else:
+        click.echo(f"Exported {_counted(counts)} to {'standard output' if output == '-' else output}.", err=True)
+
+
+@contextlib.contextmanager
+def _output(path):
+    """Standard output, or a new private file that replaces `path` only once complete."""
+    if path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.flush()
+        return
+    partial = f"{path}.partial"
+    try:
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            yield out
+        os.replace(partial, path)
+    except OSError as error:
+        raise click.ClickException(f"cannot write {path}: {error.strerror}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+
+
+def _counted(counts):
+    """'3 rows (1 bot, 0 keys, ...)' for a kind -> count mapping."""
+    parts = ", ".join(f"{n} {kind}{'' if n == 1 else 's'}" for kind, n in counts.items())
+    return f"{sum(counts.values())} rows ({parts})"
+
+
+@states.command("import")
+@click.argument("file", type=click.File("rb"))
+@json_option
+def states_import(file, as_json):
+    """Make the rows of FILE (from `flask states export`) exist exactly as it says.
+
+    Rows with the same key are overwritten, other rows are left alone, so running
+    it twice changes nothing the second time. Every line is checked before anything
+    is written, all in one transaction: an error imports nothing.
+    Use - to read from standard input.
+    """
+    records, counts = [], dict.fromkeys(TRANSFER_KINDS, 0)
+    for number, line in enumerate(file, start=1):
+        if not line.strip():
+            continue
+        try:
+            kind, record = parse_record(line)
+        except BadRecord as error:
+            raise click.ClickException(f"{file_label(file)} line {number}: {error}") from None
+        records.append((kind, record))
+        counts[kind] += 1
+    with storage_errors(), progress(len(records), "Importing", not as_json) as bar:
+        storage().import_records(records, on_progress=bar.update)
+    emit(as_json, {"imported": counts, "total": len(records)}, f"Imported {_counted(counts)}.")
+
+
 # database
 
 
@@ -392,7 +468,7 @@ def init_db(as_json):
     with storage_errors():
         applied = current_app.extensions["botstate.migrated"] or database.migrate()
         version = database.schema_version()
-    path = current_app.config["DATABASE"]
+    path = database.location
     text = f"Database ready at {path} (schema {version[-1]})"
     if applied:
         text += f"; applied {', '.join(applied)}"
@@ -401,5 +477,5 @@ def init_db(as_json):
 
 def register_commands(app):
     """Add the admin command groups to `flask`."""
-    for command in (bots, accounts, tickers, init_db):
+    for command in (bots, accounts, tickers, states, init_db):
         app.cli.add_command(command)

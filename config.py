@@ -12,6 +12,8 @@ DEFAULTS = {
     "HOST": "127.0.0.1",
     "PORT": 8080,
     "DATABASE": None,
+    # postgresql://user:password@host:5432/dbname selects PostgreSQL; empty is SQLite at DATABASE.
+    "DATABASE_URL": "",
     "THREADS": 4,
     "MAX_STATES": 1000,
     "MAX_STATE_BYTES": 65536,
@@ -94,8 +96,20 @@ def check(config):
             raise ConfigError(f"{ENV_PREFIX}_{key} must not be empty")
         config[key] = str(value)
     config["DATABASE"] = os.path.abspath(os.path.expanduser(config["DATABASE"]))
+    config["DATABASE_URL"] = _database_url(config["DATABASE_URL"])
     config["RATE_LIMIT"] = _rate_limit(config["RATE_LIMIT"])
     return config
+
+
+def _database_url(value):
+    """The PostgreSQL URL, stripped ("" for SQLite), once it names PostgreSQL."""
+    text = "" if value is None else str(value).strip()
+    if text and not text.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"{ENV_PREFIX}_DATABASE_URL must be a postgresql:// URL such as"
+            f" postgresql://botstate:secret@db.example:5432/botstate (or empty for SQLite)"
+        )
+    return text
 
 
 def _rate_limit(value):

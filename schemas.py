@@ -43,11 +43,21 @@ MAX_PAGE_SIZE = 1000
 RFC3339 = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))"
 )
+MAX_SYMBOL_LENGTH = 32
 
 
 def is_valid_slug(slug):
     """Whether the slug matches the spec's /^[a-zA-Z0-9_-]+$/."""
     return SLUG_PATTERN.fullmatch(slug) is not None
+
+
+def is_valid_symbol(symbol):
+    """Whether a ticker symbol is 1..32 printable characters without spaces or commas."""
+    return (
+        0 < len(symbol) <= MAX_SYMBOL_LENGTH
+        and symbol.isprintable()
+        and not any(c.isspace() or c == "," for c in symbol)
+    )
 
 
 def is_uuid(value):

@@ -43,7 +43,9 @@ def make_server(app):
 def create_bot_hint():
     """The exact command that creates a bot against the database this server uses."""
     prefix = ""
-    if "BOTSTATE_DATABASE" in os.environ:
+    if os.environ.get("BOTSTATE_DATABASE_URL", "").strip():
+        prefix = "BOTSTATE_DATABASE_URL=<the same URL> "  # never print its password
+    elif "BOTSTATE_DATABASE" in os.environ:
         prefix = f"BOTSTATE_DATABASE={shlex.quote(os.environ['BOTSTATE_DATABASE'])} "
     return f"{prefix}.venv/bin/flask bots create my-bot"
 
@@ -95,7 +97,7 @@ def main():
         sys.exit(f"botstate: cannot listen on {app.config['HOST']}:{app.config['PORT']}: {error.strerror}")
     storage = app.extensions["botstate.storage"]
     no_bots = storage.count_bots() == 0
-    storage.start_checkpoints()
+    storage.start_upkeep()
     tune_garbage_collection()
     # From here on SIGTERM stops cleanly; only then say that the server is up.
     signal.signal(signal.SIGTERM, stop_on_sigterm)
@@ -104,7 +106,7 @@ def main():
         url_host = f"[{host}]" if ":" in host else host
         say(
             f"botstate listening on http://{url_host}:{port}"
-            f" (database {app.config['DATABASE']}, {app.config['THREADS']} threads)"
+            f" (database {storage.location}, {app.config['THREADS']} threads)"
         )
         if no_bots:
             say(f"No bot exists yet. Create one with: {create_bot_hint()}")

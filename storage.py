@@ -416,7 +416,7 @@ def _file_identity(path):
     return status.st_dev, status.st_ino
 
 
-def _verify_key(bot_exists, key_works):
+def verify_key(bot_exists, key_works):
     """Raise NotFound when the bot is gone, StaleKey when the key no longer works."""
     if not bot_exists:
         raise NotFound("the bot was deleted")
@@ -424,11 +424,122 @@ def _verify_key(bot_exists, key_works):
         raise StaleKey("the bot's key was replaced, revoked or has expired")
 
 
-def _batchable(writes):
+def batchable(writes):
     """Whether the writes can go as multi-row upserts: several, distinct keys, no expected versions."""
     if len(writes) < 2 or any(w.expected_version is not None for w in writes):
         return False
     return len({(w.account_id, w.ticker_id) for w in writes}) == len(writes)
+
+
+# What `flask states export` writes and `import` reads, in this order (each row's
+# references come before it): record kind -> its fields and the table it fills.
+TRANSFER_KINDS = {
+    "bot": ("bots", ("id", "slug", "name", "createdAt")),
+    "key": ("bot_keys", ("botId", "keyHash", "createdAt", "expiresAt", "lastUsedAt")),
+    "account": ("accounts", ("id", "name", "createdAt")),
+    "ticker": ("tickers", ("id", "symbol", "createdAt")),
+    "state": (
+        "user_bot_states",
+        ("id", "botId", "accountId", "tickerId", "state", "version", "createdAt", "updatedAt"),
+    ),
+}
+# Each field's column, where the names differ.
+TRANSFER_COLUMNS = {
+    "botId": "bot_id", "keyHash": "key_hash", "createdAt": "created_at", "expiresAt": "expires_at",
+    "lastUsedAt": "last_used_at", "accountId": "user_broker_account_id", "tickerId": "ticker_id",
+    "updatedAt": "updated_at",
+}
+# The key each kind is upserted by.
+TRANSFER_KEYS = {
+    "bot": ("id",), "key": ("botId", "keyHash"), "account": ("id",), "ticker": ("id",),
+    "state": ("botId", "accountId", "tickerId"),
+}
+
+
+def transfer_statement(kind, placeholder, cast=lambda field: ""):
+    """The upsert of one record of `kind`: its row is made exactly as the record says.
+
+    `placeholder(field)` is the driver's parameter syntax; `cast(field)` a type cast to append.
+    """
+    table, fields = TRANSFER_KINDS[kind]
+    columns = [TRANSFER_COLUMNS.get(field, field) for field in fields]
+    key = [TRANSFER_COLUMNS.get(field, field) for field in TRANSFER_KEYS[kind]]
+    values = ", ".join(placeholder(field) + cast(field) for field in fields)
+    updates = ", ".join(f"{column} = excluded.{column}" for column in columns if column not in key)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
+
+
+def export_query(kind, column=lambda name: name):
+    """The SELECT of every row of `kind`, as records, in key order; `column(name)` wraps each column."""
+    table, fields = TRANSFER_KINDS[kind]
+    selected = ", ".join(f'{column(TRANSFER_COLUMNS.get(field, field))} AS "{field}"' for field in fields)
+    order = ", ".join(TRANSFER_COLUMNS.get(field, field) for field in TRANSFER_KEYS[kind])
+    return f"SELECT {selected} FROM {table} ORDER BY {order}"
+
+
+def transfer_conflict(kind, record, foreign_key):
+    """The Conflict for a record that a foreign or unique key refused."""
+    name = record.get("slug") or record.get("symbol") or record.get("id") or record.get("keyHash", "")[:12]
+    if foreign_key:
+        return Conflict(f"{kind} {name} names a bot, account or ticker that is neither before it in the file nor in the database")
+    return Conflict(f"{kind} {name} clashes with another {kind} in the database (same slug or symbol, another id)")
+
+
+def open_storage(settings):
+    """The storage the app's settings select: PostgreSQL when DATABASE_URL is set, else SQLite."""
+    if settings.get("DATABASE_URL"):
+        from pgstorage import PostgresStorage  # psycopg is imported only by those who use it
+
+        return PostgresStorage(
+            settings["DATABASE_URL"], busy_timeout_ms=settings["BUSY_TIMEOUT_MS"], pool_size=settings["THREADS"] + 2
+        )
+    return SQLiteStorage(
+        settings["DATABASE"], busy_timeout_ms=settings["BUSY_TIMEOUT_MS"], synchronous=settings["SYNCHRONOUS"]
+    )
+
+
+class KeyUses:
+    """When each (bot id, key hash) last authenticated a request, kept in memory between two flushes.
+
+    Not written per request: that would add a write to every read.
+    """
+
+    def __init__(self):
+        self._uses = {}
+        self._lock = threading.Lock()
+        self._failing = None  # the last flush's error, logged once
+
+    def record(self, bot_id, key_hash):
+        """Note that a request authenticated with this key now."""
+        with self._lock:
+            self._uses[bot_id, key_hash] = time.time()
+
+    @contextlib.contextmanager
+    def taken(self):
+        """The uses recorded so far, taken out; put back (unless newer ones came) when the block fails."""
+        with self._lock:
+            uses, self._uses = self._uses, {}
+        try:
+            yield uses
+        except BaseException:
+            with self._lock:
+                for key, used in uses.items():
+                    self._uses.setdefault(key, used)
+            raise
+
+    def flush_or_log(self, flush):
+        """Call flush(), logging (once per distinct error) instead of raising."""
+        try:
+            flush()
+        except Exception as error:  # noqa: BLE001 - a background thread must go on
+            if str(error) != self._failing:
+                log.warning("could not store when keys were last used (kept for the next try): %s", error)
+            self._failing = str(error)
+        else:
+            self._failing = None
 
 
 class SQLiteStorage:
@@ -436,6 +547,7 @@ class SQLiteStorage:
 
     def __init__(self, path, busy_timeout_ms=5000, synchronous="NORMAL"):
         self.path = path
+        self.location = path  # what messages name the database by
         self.busy_timeout_ms = busy_timeout_ms
         self.synchronous = synchronous
         self._local = threading.local()
@@ -452,10 +564,7 @@ class SQLiteStorage:
         self._checkpointer = None
         self._checkpoints_elsewhere = False
         self._stop_checkpoints = threading.Event()
-        # (bot id, key hash) -> when a request last authenticated with it, not yet stored.
-        self._key_uses = {}
-        self._key_uses_lock = threading.Lock()
-        self._flush_failing = None  # the last flush's error, logged once
+        self.key_uses = KeyUses()
 
     # Connections and transactions
 
@@ -564,6 +673,10 @@ class SQLiteStorage:
         finally:
             self._write_lock.release()
 
+    def start_upkeep(self):
+        """Start the background work of a serving process: WAL checkpoints, keys' last use."""
+        self.start_checkpoints()
+
     def start_checkpoints(self, interval=CHECKPOINT_INTERVAL):
         """Copy the WAL into the database from a thread of its own, every `interval` seconds.
 
@@ -591,7 +704,7 @@ class SQLiteStorage:
                 continue
             if time.monotonic() >= next_flush:
                 next_flush = time.monotonic() + KEY_USE_FLUSH_INTERVAL
-                self._flush_key_uses_or_log()
+                self.key_uses.flush_or_log(self.flush_key_uses)
             try:
                 self.checkpoint()
             except (StorageError, sqlite3.Error) as error:
@@ -642,20 +755,10 @@ class SQLiteStorage:
                 finally:
                     db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
 
-    def _flush_key_uses_or_log(self):
-        try:
-            self.flush_key_uses()
-        except (StorageError, sqlite3.Error) as error:
-            if str(error) != self._flush_failing:
-                log.warning("could not store when keys were last used (kept for the next try): %s", error)
-            self._flush_failing = str(error)
-        else:
-            self._flush_failing = None
-
     def close(self):
         """Store the keys' last use, close every connection this storage opened, in any
         thread, and stop checkpoints."""
-        self._flush_key_uses_or_log()
+        self.key_uses.flush_or_log(self.flush_key_uses)
         if self._checkpointer is not None:
             self._stop_checkpoints.set()
             self._checkpointer.join()
@@ -711,6 +814,14 @@ class SQLiteStorage:
                 db.execute("SELECT count(*) FROM bots").fetchone()
         except sqlite3.Error as error:  # e.g. "no such table": not the database we migrated
             raise DatabaseUnavailable(str(error)) from error
+
+    def check_writable(self):
+        """Raise DatabaseUnavailable when the database's files or folder cannot be written or its disk is full."""
+        # SQLite opens a file it may not write read-only, and migrating writes nothing
+        # once the schema is current: without this the server would start and 503 every write.
+        problem = diagnosis.database_problem(self.path)
+        if problem is not None:
+            raise DatabaseUnavailable(problem)
 
     # Bots
 
@@ -818,21 +929,15 @@ class SQLiteStorage:
         return row[0]
 
     def record_key_use(self, bot_id, key_hash):
-        """Note that a request authenticated with this key now; flush_key_uses() stores it.
-
-        Not written per request: that would add a write to every read.
-        """
-        with self._key_uses_lock:
-            self._key_uses[bot_id, key_hash] = time.time()
+        """Note that a request authenticated with this key now; flush_key_uses() stores it."""
+        self.key_uses.record(bot_id, key_hash)
 
     def flush_key_uses(self):
         """Store the last use of each key recorded since the last flush."""
-        if not self._key_uses:
-            return
-        with self._key_uses_lock:
-            uses, self._key_uses = self._key_uses, {}
-        rows = [(_timestamp(used), bot_id, key_hash) for (bot_id, key_hash), used in uses.items()]
-        try:
+        with self.key_uses.taken() as uses:
+            if not uses:
+                return
+            rows = [(_timestamp(used), bot_id, key_hash) for (bot_id, key_hash), used in uses.items()]
             # A short wait: this runs in the checkpoint thread, which must go on
             # noticing a removed file within its interval.
             with self._writing(timeout_ms=RESTART_WAIT_MS) as db:
@@ -841,11 +946,6 @@ class SQLiteStorage:
                     " AND (last_used_at IS NULL OR last_used_at < ?1)",
                     rows,
                 )
-        except BaseException:
-            with self._key_uses_lock:  # keep them for the next flush, unless used again meanwhile
-                for key, used in uses.items():
-                    self._key_uses.setdefault(key, used)
-            raise
 
     def delete_bot(self, slug):
         """Delete the bot and, by cascade, its states; returns the bot as it was."""
@@ -855,6 +955,39 @@ class SQLiteStorage:
         with self._writing() as db:
             db.execute("DELETE FROM bots WHERE id = ?", [bot["id"]])
         return bot
+
+    # Moving data between databases
+
+    def export_records(self):
+        """Every row of every table as a record (TRANSFER_KINDS), references first, from one snapshot."""
+        with self._reading() as db:
+            db.execute("BEGIN")  # one read transaction: a snapshot while the server writes
+            try:
+                for kind in TRANSFER_KINDS:
+                    cursor = db.conn.execute(export_query(kind))
+                    names = [column[0] for column in cursor.description]
+                    for row in cursor:
+                        yield kind, dict(zip(names, row))
+            finally:
+                db.execute("ROLLBACK")
+
+    def import_records(self, records, on_progress=None):
+        """Upsert (kind, record) pairs in one transaction, so that each row is as its record says;
+        `on_progress(n)` is called as records are done.
+
+        Raises Conflict when a record clashes with another row (a slug or symbol
+        taken by another id) or names a bot, account or ticker that is not there.
+        """
+        with self._writing() as db:
+            for done, (kind, record) in enumerate(records, start=1):
+                if on_progress is not None and done % PROGRESS_EVERY == 0:
+                    on_progress(PROGRESS_EVERY)
+                try:
+                    db.conn.execute(transfer_statement(kind, lambda field: f":{field}"), record)
+                except sqlite3.IntegrityError as error:
+                    raise transfer_conflict(kind, record, "FOREIGN KEY" in str(error)) from None
+            if on_progress is not None:
+                on_progress(len(records) % PROGRESS_EVERY)
 
     # Accounts and tickers
 
@@ -960,7 +1093,7 @@ class SQLiteStorage:
         outcomes = [None] * len(writes)
         if len(writes) == 1:
             outcomes[0] = self._write_checked(bot_id, key_hash, writes[0], merge, max_state_bytes)
-        elif not merge and len(writes) <= _BATCH_ROWS and _batchable(writes):
+        elif not merge and len(writes) <= _BATCH_ROWS and batchable(writes):
             outcomes = self._replace_checked(bot_id, key_hash, writes, max_state_bytes)
             if None in outcomes and any(outcome is not None for outcome in outcomes):
                 # Some were written, so the key was the bot's. Sending the rest to a
@@ -982,7 +1115,7 @@ class SQLiteStorage:
         failures = []
         with self._writing() as db:
             accounts, tickers = self._check_credentials_and_ids(db, bot_id, key_hash, writes)
-            if not merge and _batchable(writes):
+            if not merge and batchable(writes):
                 outcomes = self._replace_in_chunks(
                     db.conn, bot_id, writes, accounts, tickers, max_state_bytes, failures
                 )
@@ -1100,7 +1233,7 @@ class SQLiteStorage:
 
     @staticmethod
     def _check_credentials(db, bot_id, key_hash):
-        _verify_key(*db.conn.execute(_CREDENTIALS, {"bot": bot_id, "key": key_hash}).fetchone())
+        verify_key(*db.conn.execute(_CREDENTIALS, {"bot": bot_id, "key": key_hash}).fetchone())
 
     def _write_one(self, conn, statement, bot_id, write, accounts, tickers, max_state_bytes, failures):
         # An item is isolated from the others as one statement, which SQLite makes
@@ -1172,7 +1305,7 @@ class SQLiteStorage:
         bot_exists, key_works, accounts, tickers = db.conn.execute(
             f"{_CREDENTIALS}, {_REGISTERED_IDS}", dict(_ids_named_by(writes), bot=bot_id, key=key_hash)
         ).fetchone()
-        _verify_key(bot_exists, key_works)
+        verify_key(bot_exists, key_works)
         return set(json.loads(accounts)), set(json.loads(tickers))
 
     @staticmethod
@@ -1186,7 +1319,7 @@ class SQLiteStorage:
         (NotFound, StaleKey as in write_states), so a stale cached login reads nothing."""
         with self._reading() as db:
             found = db.execute(_READ_STATE_AND_KEY, [key_hash, account_id, ticker_id, bot_id]).fetchone()
-        _verify_key(found is not None, found and found[0])
+        verify_key(found is not None, found and found[0])
         return None if found[1] is None else StateRow(*found[1:])
 
     def get_state(self, bot_id, account_id, ticker_id):
@@ -1231,7 +1364,7 @@ class SQLiteStorage:
         with self._reading() as db:
             rows = [StateRow(*row) for row in db.execute(" ".join(sql), params).fetchall()]
             if key_hash is not None and not rows:  # none stored, or the key no longer works
-                _verify_key(*db.conn.execute(_CREDENTIALS, {"bot": bot_id, "key": key_hash}).fetchone())
+                verify_key(*db.conn.execute(_CREDENTIALS, {"bot": bot_id, "key": key_hash}).fetchone())
         return rows[:limit], len(rows) > limit
 
     def delete_state(self, bot_id, key_hash, account_id, ticker_id, expected_versions=None):

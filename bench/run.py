@@ -4,14 +4,20 @@ Starts botstate the way `make run` does (serve.py, BOTSTATE_* settings) on a dat
 it makes itself (1,000 accounts, 500 tickers, prefilled rows where a case needs them),
 a trivial Flask route under the same waitress settings as the ceiling, and bare
 routes that make one SQLite call each as a reference (bench/floor.py).
+
+With TEST_POSTGRES_URL (a superuser URL; `make bench` sets it through
+scripts/with-postgres) every botstate case runs on PostgreSQL too, in databases it
+creates on that server and drops at the end, for a column of its own.
 """
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -21,6 +27,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,6 +46,7 @@ BODIES_PER_CASE = 200
 # Reference rows, not targets: bench/floor.py, one bare SQLite call per request.
 FLOOR_POST = "reference: bare upsert route, 1 state"
 FLOOR_GET = "reference: bare read route, 1 row"
+NO_POSTGRES = "PostgreSQL column empty: no server (make bench starts one with scripts/with-postgres; see README)"
 
 
 def free_port():
@@ -70,14 +78,11 @@ def memory_mb(pid, field):
 
 
 def start_botstate(database):
-    """serve.py on a free port, configured as `make run` would be."""
+    """serve.py on a free port on `database` (DATABASE or DATABASE_URL), configured as `make run` would be."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTSTATE_")}
-    env.update(
-        BOTSTATE_DATABASE=str(database),
-        BOTSTATE_PORT=str(port),
-        BOTSTATE_THREADS=str(THREADS),
-    )
+    env.update({f"BOTSTATE_{key}": str(value) for key, value in database.items()})
+    env.update(BOTSTATE_PORT=str(port), BOTSTATE_THREADS=str(THREADS))
     process = subprocess.Popen(
         [sys.executable, "serve.py"], cwd=ROOT, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -97,6 +102,15 @@ def start_reference(script, *args):
     return process, port
 
 
+def start_server(server, database):
+    """The case's server: the ceiling, the bare SQLite floor on database["DATABASE"], or botstate."""
+    if server == "ceiling":
+        return start_reference("ceiling.py")
+    if server == "floor":
+        return start_reference("floor.py", database["DATABASE"])
+    return start_botstate(database)
+
+
 def stop(process):
     """Stop a server and wait for it."""
     process.send_signal(signal.SIGTERM)
@@ -107,9 +121,9 @@ def stop(process):
         process.wait()
 
 
-def make_database(path, prefill_rows=0):
-    """A database with the bench bot, accounts and tickers, and `prefill_rows` rows of other bots."""
-    app = create_app({"DATABASE": str(path), "LOG_LEVEL": "WARNING"})
+def make_database(database, prefill_rows=0):
+    """Fill `database` (botstate settings): the bench bot, accounts, tickers, `prefill_rows` rows of other bots."""
+    app = create_app({**database, "LOG_LEVEL": "WARNING"})
     storage = app.extensions["botstate.storage"]
     storage.create_bot("bench", "bench", keys.hash_key(KEY))
     storage.import_accounts([(account, None) for account in ACCOUNTS])
@@ -129,6 +143,45 @@ def make_database(path, prefill_rows=0):
         prefill_rows -= rows
         filler += 1
     storage.close()
+
+
+def make_data_sets(settings_of, prefill):
+    """The data sets "empty" and "full" (`prefill` rows), made by make_database on `settings_of(name)`."""
+    data_sets = {}
+    for name, rows in (("empty", 0), ("full", prefill)):
+        data_sets[name] = settings_of(name)
+        make_database(data_sets[name], prefill_rows=rows)
+    return data_sets
+
+
+def postgres_database(server_url, cleanup):
+    """Settings for a fresh database on `server_url`'s server, dropped when `cleanup` (an ExitStack) closes."""
+    import psycopg  # only a run with a server needs it
+
+    name = f"botstate_bench_{secrets.token_hex(6)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    cleanup.callback(drop_postgres_database, server_url, name)
+    return {"DATABASE_URL": urlsplit(server_url)._replace(path=f"/{name}").geturl()}
+
+
+def drop_postgres_database(server_url, name):
+    """Drop a database that postgres_database made, whoever is still connected to it."""
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_server(server_url):
+    """How the server is set up, for the line under the table: its version and whether it syncs to disk."""
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+        fsync = conn.execute("SHOW fsync").fetchone()[0]
+        synchronous = conn.execute("SHOW synchronous_commit").fetchone()[0]
+    return f"PostgreSQL {version}, fsync {fsync}, synchronous_commit {synchronous}"
 
 
 def state_items(count, rng):
@@ -187,17 +240,40 @@ def latency_ms(out, percentile):
 def main():
     """Run every case and print the table and the targets."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per case (default 10)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per case, on each database (default 10)")
     parser.add_argument("--prefill", type=int, default=1_000_000, help="rows for the full-table cases")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("make bench needs wrk: install it with `sudo apt-get install wrk` (Debian/Ubuntu) or `brew install wrk` (macOS)")
+    server_url = os.environ.get("TEST_POSTGRES_URL", "").strip()
+    with contextlib.ExitStack() as cleanup:
+        work = Path(tempfile.mkdtemp(prefix="botstate-bench-"))
+        cleanup.callback(shutil.rmtree, work, ignore_errors=True)
+        print(f"Preparing data in {work} (prefill {args.prefill:,} rows)...", file=sys.stderr)
+        sqlite = make_data_sets(lambda name: {"DATABASE": str(work / f"{name}.db")}, args.prefill)
+        sqlite["floor"] = {"DATABASE": str(work / "floor.db")}
+        postgres = note = None
+        if server_url:
+            note = postgres_server(server_url)
+            print(f"Preparing the same data on {note}...", file=sys.stderr)
+            postgres = make_data_sets(lambda name: postgres_database(server_url, cleanup), args.prefill)
+        cases, one = make_cases(work, args.prefill)
+        results = []
+        for label, server, method, size, files, data_set in cases:
+            row = measure(server, method, files, args.duration, one, sqlite.get(data_set))
+            row.update(case=label, size=size, method=method, states=row["rps"] * size, postgres=None)
+            print(f"  {label}: {row['rps']:,.0f} req/s", file=sys.stderr)
+            if postgres and server == "botstate":
+                row["postgres"] = measure(server, method, files, args.duration, one, postgres[data_set])
+                print(f"  {label}, PostgreSQL: {row['postgres']['rps']:,.0f} req/s", file=sys.stderr)
+            results.append(row)
+        memory = body_limit_memory(sqlite["empty"])
+    report(results, args.prefill, memory, note)
 
+
+def make_cases(work, prefill):
+    """The cases (label, server, method, states per request, request files, data set) and the 1-state bodies."""
     rng = random.Random(20261124)
-    work = Path(tempfile.mkdtemp(prefix="botstate-bench-"))
-    print(f"Preparing data in {work} (prefill {args.prefill:,} rows)...", file=sys.stderr)
-    make_database(work / "empty.db")
-    make_database(work / "full.db", prefill_rows=args.prefill)
 
     def bodies(size, name):
         return write_lines(
@@ -211,43 +287,35 @@ def main():
          for line in Path(one).read_text().splitlines() for item in json.loads(line)["states"]],
     )
     cases = [
-        ("ceiling: trivial route, 1 state", "ceiling", "POST", 1, dict(bodies=one), "empty.db"),
-        ("POST 1 state", "botstate", "POST", 1, dict(bodies=one), "empty.db"),
-        ("POST 10 states", "botstate", "POST", 10, dict(bodies=bodies(10, "ten.txt")), "empty.db"),
-        ("POST 100 states", "botstate", "POST", 100, dict(bodies=bodies(100, "hundred.txt")), "empty.db"),
-        ("POST 1000 states", "botstate", "POST", 1000, dict(bodies=bodies(1000, "thousand.txt")), "empty.db"),
-        (f"POST 1 state, {args.prefill:,} rows", "botstate", "POST", 1, dict(bodies=one), "full.db"),
-        (f"POST 1000 states, {args.prefill:,} rows", "botstate", "POST", 1000, dict(bodies=work / "thousand.txt"), "full.db"),
-        ("PATCH 1 state", "botstate", "PATCH", 1, dict(bodies=one), "empty.db"),
-        ("GET one row", "botstate", "GET", 1, dict(paths=paths), "empty.db"),
-        (FLOOR_POST, "floor", "POST", 1, dict(bodies=one), "floor.db"),
-        (FLOOR_GET, "floor", "GET", 1, dict(paths=paths), "floor.db"),
+        ("ceiling: trivial route, 1 state", "ceiling", "POST", 1, dict(bodies=one), None),
+        ("POST 1 state", "botstate", "POST", 1, dict(bodies=one), "empty"),
+        ("POST 10 states", "botstate", "POST", 10, dict(bodies=bodies(10, "ten.txt")), "empty"),
+        ("POST 100 states", "botstate", "POST", 100, dict(bodies=bodies(100, "hundred.txt")), "empty"),
+        ("POST 1000 states", "botstate", "POST", 1000, dict(bodies=bodies(1000, "thousand.txt")), "empty"),
+        (f"POST 1 state, {prefill:,} rows", "botstate", "POST", 1, dict(bodies=one), "full"),
+        (f"POST 1000 states, {prefill:,} rows", "botstate", "POST", 1000, dict(bodies=work / "thousand.txt"), "full"),
+        ("PATCH 1 state", "botstate", "PATCH", 1, dict(bodies=one), "empty"),
+        ("GET one row", "botstate", "GET", 1, dict(paths=paths), "empty"),
+        (FLOOR_POST, "floor", "POST", 1, dict(bodies=one), "floor"),
+        (FLOOR_GET, "floor", "GET", 1, dict(paths=paths), "floor"),
     ]
-    results = []
-    for label, server, method, size, files, database in cases:
-        if server == "ceiling":
-            process, port = start_reference("ceiling.py")
-        elif server == "floor":
-            process, port = start_reference("floor.py", work / database)
-        else:
-            process, port = start_botstate(work / database)
-        url = f"http://127.0.0.1:{port}/api/bots/bench/state"
+    return cases, one
+
+
+def measure(server, method, files, duration, one, database):
+    """Run one case on a server of its own on `database`: its requests/s, p50, p99, errors and peak RSS."""
+    process, port = start_server(server, database)
+    url = f"http://127.0.0.1:{port}/api/bots/bench/state"
+    try:
         if method == "GET":  # the rows it reads must exist
             subprocess.run(["wrk", "-t1", "-c1", "-d1s", "-s", str(ROOT / "bench" / "load.lua"), url],
                            env=dict(os.environ, BENCH_METHOD="POST", BENCH_KEY=KEY, BENCH_BODIES=one, BENCH_PATHS=""),
                            capture_output=True, timeout=60)
-        files = {k: str(v) for k, v in files.items()}
-        try:
-            rps, p50, p99, errors = run_wrk(url, method, args.duration, **files)
-            rss = memory_mb(process.pid, "VmHWM")
-        finally:
-            stop(process)
-        results.append({"case": label, "rps": rps, "states": rps * size, "p50": p50, "p99": p99,
-                         "errors": errors, "rss": rss, "size": size, "method": method, "database": database})
-        print(f"  {label}: {rps:,.0f} req/s", file=sys.stderr)
-    memory = body_limit_memory(work / "empty.db")
-    shutil.rmtree(work, ignore_errors=True)
-    report(results, args.prefill, memory)
+        rps, p50, p99, errors = run_wrk(url, method, duration, **{k: str(v) for k, v in files.items()})
+        rss = memory_mb(process.pid, "VmHWM")
+    finally:
+        stop(process)
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": errors, "rss": rss}
 
 
 def body_limit_memory(database):
@@ -282,16 +350,31 @@ def post(port, body):
     return response.status
 
 
-def report(results, prefill, memory):
+def postgres_cell(figures, ceiling):
+    """The PostgreSQL column of a row: requests/s and ratio to the ceiling (errors if any), or "-"."""
+    if figures is None:
+        return "-"
+    errors = f", {figures['errors']:,} errors" if figures["errors"] else ""
+    return f"{figures['rps']:,.0f} ({figures['rps'] / ceiling:.2f}){errors}"
+
+
+def report(results, prefill, memory, postgres_note=None):
     """Print the table and whether each target is met; exit 1 if any is not."""
     ceiling = results[0]["rps"]
     print(f"\nbotstate bench: waitress {THREADS} threads, wrk 1 thread {CONNECTIONS} connections, "
           f"{os.cpu_count()} cores, Python {sys.version.split()[0]}\n")
-    print("| case | requests/s | states/s | p50 ms | p99 ms | errors | ratio to ceiling | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| case | requests/s | states/s | p50 ms | p99 ms | errors | ratio to ceiling | peak RSS MB "
+          "| PostgreSQL requests/s (ratio to ceiling) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['case']} | {r['rps']:,.0f} | {r['states']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
-              f"| {r['errors']} | {r['rps'] / ceiling:.2f} | {r['rss']:.0f} |")
+              f"| {r['errors']} | {r['rps'] / ceiling:.2f} | {r['rss']:.0f} | {postgres_cell(r['postgres'], ceiling)} |")
+    print()
+    if postgres_note is None:
+        print(NO_POSTGRES)
+    else:
+        print(f"The PostgreSQL column is botstate on {postgres_note}, in the same run and against the same"
+              f" ceiling: informative only, the targets below are the other columns' (SQLite).")
     by = {r["case"]: r for r in results}
     post1, post10, post100, post1000 = (by[f"POST {n} state{'s' if n > 1 else ''}"] for n in (1, 10, 100, 1000))
     full1 = by[f"POST 1 state, {prefill:,} rows"]

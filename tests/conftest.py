@@ -1,11 +1,15 @@
 import collections
+import contextlib
 import os
 import re
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.parse
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,10 +32,81 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"reliability figures (checks passed): {figures}")
 LISTENING = re.compile(r"listening on (http://\S+)")
 
+# A PostgreSQL server that tests may create databases on: `make test-pg` starts a
+# throwaway one and sets this (its superuser, over a unix socket).
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "")
+NO_POSTGRES = "PostgreSQL tests need a server: `make test-pg` starts a throwaway one and runs them"
+
+# Every test that uses a database runs once per backend.
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.skipif(not POSTGRES_URL, reason=NO_POSTGRES)),
+]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only(why): the test is about SQLite itself; not run on PostgreSQL")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave out the PostgreSQL runs of tests about SQLite itself (files, WAL, PRAGMAs)."""
+    kept, dropped = [], []
+    for item in items:
+        on_postgres = getattr(item, "callspec", None) and item.callspec.params.get("backend") == "postgresql"
+        (dropped if on_postgres and item.get_closest_marker("sqlite_only") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """The database backend under test: "sqlite" or "postgresql"."""
+    return request.param
+
+
+def _postgres_url(dbname):
+    return urllib.parse.urlsplit(POSTGRES_URL)._replace(path=f"/{dbname}").geturl()
+
+
+def _postgres_admin():
+    import psycopg  # only where a PostgreSQL server is there to test
+
+    return psycopg.connect(POSTGRES_URL, autocommit=True)
+
 
 @pytest.fixture
-def app(tmp_path):
-    app = create_app({"DATABASE": str(tmp_path / "botstate.db")})
+def new_database(backend, tmp_path):
+    """Factory: the settings (DATABASE or DATABASE_URL) of a new, empty database of the backend."""
+    created = []
+
+    def make():
+        if backend == "sqlite":
+            name = "botstate.db" if not created else f"db{len(created)}.sqlite"
+            created.append(name)
+            return {"DATABASE": str(tmp_path / name)}
+        name = f"botstate_test_{uuid.uuid4().hex[:16]}"
+        with _postgres_admin() as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        created.append(name)
+        return {"DATABASE_URL": _postgres_url(name)}
+
+    yield make
+    if backend == "postgresql" and created:
+        with _postgres_admin() as admin:
+            for name in created:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def database(new_database):
+    """The settings of the test's database (see new_database)."""
+    return new_database()
+
+
+@pytest.fixture
+def app(database):
+    app = create_app(dict(database))
     yield app
     app.extensions["botstate.storage"].close()
 
@@ -60,12 +135,12 @@ def bot(storage):
 
 
 @pytest.fixture
-def configured(tmp_path):
+def configured(new_database):
     """Factory: (client, bot, storage) of an app with extra settings, its bot 'b' and the spec's first ids."""
     storages = []
 
     def make(**settings):
-        app = create_app({"DATABASE": str(tmp_path / f"db{len(storages)}.sqlite"), **settings})
+        app = create_app({**new_database(), **settings})
         storage = app.extensions["botstate.storage"]
         storages.append(storage)
         key = generate_key()
@@ -105,18 +180,75 @@ def run_in_threads(work, threads, timeout):
         thread.join(timeout=timeout)
 
 
-def stored_rows(path, bot_id):
-    """(account, ticker) -> (version, state JSON), and PRAGMA integrity_check, read with plain sqlite3."""
-    conn = sqlite3.connect(path)
+def stored_rows(database, bot_id):
+    """(account, ticker) -> (version, state JSON), and the database's own soundness check
+    ("ok" when sound), read with the backend's own driver, not through botstate.
+
+    `database` is a SQLite file's path or the settings of a `database` fixture.
+    """
+    if not isinstance(database, dict):
+        database = {"DATABASE": database}
+    rows = execute_sql(
+        database,
+        "SELECT user_broker_account_id, ticker_id, version, CAST(state AS TEXT) FROM user_bot_states WHERE bot_id = ?",
+        (bot_id,),
+    )
+    if "DATABASE" in database:
+        [(integrity,)] = execute_sql(database, "PRAGMA integrity_check")
+    else:  # PostgreSQL has no integrity_check: its unique (bot, account, ticker) index must be valid
+        [(valid,)] = execute_sql(
+            database, "SELECT bool_and(indisvalid) FROM pg_index WHERE indrelid = 'user_bot_states'::regclass"
+        )
+        integrity = "ok" if valid else "an index of user_bot_states is not valid"
+    return {(str(a), str(t)): (version, state) for a, t, version, state in rows}, integrity
+
+
+def execute_sql(database, sql, params=()):
+    """Run one SQL statement on a `database` fixture's database with its own driver,
+    not through botstate; returns its rows. Placeholders are `?`."""
+    if "DATABASE_URL" in database:
+        import psycopg
+
+        with psycopg.connect(database["DATABASE_URL"], autocommit=True) as conn:
+            cursor = conn.execute(sql.replace("?", "%s"), params or None)
+            return cursor.fetchall() if cursor.description else []
+    with contextlib.closing(sqlite3.connect(database["DATABASE"])) as conn, conn:
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn.execute(sql, params).fetchall()
+
+
+@contextlib.contextmanager
+def holding_write_lock(database):
+    """Hold, from another connection, the lock that every state write needs, until the block ends."""
+    if "DATABASE_URL" in database:
+        import psycopg
+
+        with psycopg.connect(database["DATABASE_URL"]) as holder:  # its transaction ends with the block
+            holder.execute("LOCK TABLE user_bot_states, bot_keys IN EXCLUSIVE MODE")
+            yield
+            holder.rollback()
+        return
+    holder = sqlite3.connect(database["DATABASE"], isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
     try:
-        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        rows = conn.execute(
-            "SELECT user_broker_account_id, ticker_id, version, state FROM user_bot_states WHERE bot_id = ?",
-            (bot_id,),
-        ).fetchall()
+        yield
     finally:
-        conn.close()
-    return {(a, t): (version, state) for a, t, version, state in rows}, integrity
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def settings_of(storage):
+    """The database settings (as the `database` fixture gives them) of a storage object."""
+    return {"DATABASE_URL": storage.url} if hasattr(storage, "url") else {"DATABASE": storage.path}
+
+
+def stored_bytes(database):
+    """Every byte of a SQLite database's files (WAL and SHM too), or every row of a PostgreSQL one as text."""
+    if "DATABASE" in database:
+        files = [Path(database["DATABASE"] + suffix) for suffix in ("", "-wal", "-shm")]
+        return b"".join(path.read_bytes() for path in files if path.exists())
+    tables = ("bots", "bot_keys", "accounts", "tickers", "user_bot_states", "botstate_migrations")
+    return "".join(repr(execute_sql(database, f"SELECT * FROM {table}")) for table in tables).encode()
 
 
 def botstate_env(**settings):
@@ -136,10 +268,16 @@ def run_botstate(args, **settings):
 def start_server(database, log_path=None, **settings):
     """Start `python serve.py` on a free loopback port; returns (process, base URL, log path).
 
-    The log goes to `log_path`, by default beside the database.
+    `database` is a SQLite file's path or the settings of a `database` fixture.
+    The log goes to `log_path`, by default beside the SQLite file or in a temporary folder.
     """
-    env = botstate_env(**{"DATABASE": database, "PORT": 0, "HOST": "127.0.0.1", **settings})
-    log_path = Path(str(database) + ".log") if log_path is None else Path(log_path)
+    if not isinstance(database, dict):
+        database = {"DATABASE": database}
+    env = botstate_env(**{**database, "PORT": 0, "HOST": "127.0.0.1", **settings})
+    if log_path is None:
+        beside = database.get("DATABASE")
+        log_path = Path(f"{beside}.log") if beside else Path(tempfile.mkdtemp(prefix="botstate-")) / "server.log"
+    log_path = Path(log_path)
     log_file = open(log_path, "w")
     process = subprocess.Popen(
         [sys.executable, "serve.py"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
@@ -168,9 +306,9 @@ def stop_server(process):
 
 
 @pytest.fixture
-def live_server(tmp_path, storage):
-    """A real waitress server (serve.py) on the same database file as `storage`."""
-    process, base_url, log_path = start_server(storage.path)
+def live_server(database, storage):
+    """A real waitress server (serve.py) on the same database as `storage`."""
+    process, base_url, log_path = start_server(database)
     server = type("LiveServer", (), {"url": base_url, "log_path": log_path, "process": process})
     yield server
     stop_server(process)

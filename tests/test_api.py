@@ -1,10 +1,11 @@
 import json
 import shutil
-import sqlite3
+
 
 import pytest
 
 from app import create_app
+from conftest import holding_write_lock, settings_of
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
 
 
@@ -121,13 +122,8 @@ def test_unexpected_error_is_the_spec_500_with_a_logged_traceback(client, bot, r
 
 def test_database_locked_past_the_timeout_is_503_with_retry_after(configured):
     client, bot, storage = configured(BUSY_TIMEOUT_MS=100)
-    holder = sqlite3.connect(storage.path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
+    with holding_write_lock(settings_of(storage)):
         response = post(client, bot, {"states": [item()]})
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     after = post(client, bot, {"states": [item()]})
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"

@@ -5,7 +5,6 @@ import datetime
 import hashlib
 import io
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 
 import keys
 from app import create_app
+from conftest import botstate_env, execute_sql, settings_of, stored_bytes
 from spec_data import ACCOUNT_0, ACCOUNT_1, ACCOUNT_2, TICKER_AAPL, TICKER_MSFT, item
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,15 +93,16 @@ def stored_key_hash(storage, slug):
 
 
 def database_bytes(storage):
-    """The raw bytes of the database file and its WAL/SHM companions."""
-    main = Path(storage.path)
-    return b"".join(path.read_bytes() for path in sorted(main.parent.glob(main.name + "*")))
+    """The raw bytes of the SQLite file and its WAL/SHM companions, or PostgreSQL's rows as text."""
+    return stored_bytes(settings_of(storage))
 
 
 def database_dump(storage):
-    """Every row of every table, as SQL text."""
-    with contextlib.closing(sqlite3.connect(storage.path)) as conn:
-        return "\n".join(conn.iterdump())
+    """Every row of every table, as text."""
+    if hasattr(storage, "path"):
+        with contextlib.closing(sqlite3.connect(storage.path)) as conn:
+            return "\n".join(conn.iterdump())
+    return stored_bytes(settings_of(storage)).decode()
 
 
 def account_ids(storage):
@@ -236,8 +237,7 @@ def test_bots_rotate_key_unknown_slug_fails(runner, storage, bot, json_flag):
 
 def expire_old_keys(storage):
     """End every grace period now, as if its time had passed."""
-    with contextlib.closing(sqlite3.connect(storage.path)) as conn, conn:
-        conn.execute("UPDATE bot_keys SET expires_at = '2000-01-01T00:00:00.000Z' WHERE expires_at IS NOT NULL")
+    execute_sql(settings_of(storage), "UPDATE bot_keys SET expires_at = '2000-01-01T00:00:00.000Z' WHERE expires_at IS NOT NULL")
 
 
 def rotated_key(runner, *args):
@@ -519,8 +519,7 @@ def test_accounts_import_bad_line_on_real_stdin(storage):
 
     A subprocess, because CliRunner's stdin has no `name` for the error message to use.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOTSTATE_", "FLASK_"))}
-    env["BOTSTATE_DATABASE"] = storage.path
+    env = {k: v for k, v in botstate_env(**settings_of(storage)).items() if not k.startswith("FLASK_")}
     completed = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app:create_app", "accounts", "import", "-", "--json"],
         input=f"{ACCOUNT_0}\nbad\n", capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
@@ -732,26 +731,26 @@ def test_init_db_json_on_a_new_database(runner, storage):
     """A fresh database reports every migration as just applied."""
     report = json_output(cli(runner, "init-db", "--json"))
     assert set(report) == {"database", "schema", "applied"}
-    assert report["database"] == storage.path
+    assert report["database"] == storage.location
     assert report["applied"] == storage.schema_version() and report["applied"]
     assert report["schema"] == report["applied"][-1]
 
 
 def test_init_db_text_names_the_path_and_schema(runner, storage):
     output = text_output(cli(runner, "init-db"))
-    assert storage.path in output
+    assert storage.location in output
     assert storage.schema_version()[-1] in output
 
 
 def test_init_db_on_an_up_to_date_database_applies_nothing(storage):
-    again = create_app({"DATABASE": storage.path})
+    again = create_app(settings_of(storage))
     try:
         report = json_output(cli(again.test_cli_runner(), "init-db", "--json"))
     finally:
         again.extensions["botstate.storage"].close()
     assert report["applied"] == []
     assert report["schema"] == storage.schema_version()[-1]
-    assert report["database"] == storage.path
+    assert report["database"] == storage.location
 
 
 # --help of every command
@@ -771,6 +770,7 @@ EXPECTED_COMMANDS = {
     ("bots", "keys"), ("bots", "delete"),
     ("accounts", "add"), ("accounts", "import"), ("accounts", "list"),
     ("tickers", "add"), ("tickers", "import"), ("tickers", "list"),
+    ("states", "export"), ("states", "import"),
     ("init-db",),
 }
 
@@ -789,7 +789,7 @@ def test_every_command_has_help_mentioning_json(app, runner):
         assert "--json" in result.stdout, path
 
 
-@pytest.mark.parametrize("group", ["bots", "accounts", "tickers"])
+@pytest.mark.parametrize("group", ["bots", "accounts", "tickers", "states"])
 def test_every_group_has_help_listing_its_commands(app, runner, group):
     result = cli(runner, group, "--help")
     assert result.exit_code == 0

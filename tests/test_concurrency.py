@@ -62,8 +62,8 @@ def test_threads_colliding_on_one_server(live_server, seeded, storage):
     check(answers, storage, seeded)
 
 
-def test_two_server_processes_on_one_database_file(live_server, seeded, storage):
-    second, second_url, _ = start_server(storage.path)
+def test_two_server_processes_on_one_database(live_server, database, seeded, storage):
+    second, second_url, _ = start_server(database)
     try:
         urls = [f"{base}/api/bots/my-bot/state" for base in (live_server.url, second_url)]
         answers = hammer(urls, seeded["apiKey"])
@@ -133,8 +133,8 @@ def test_sixteen_threads_mixing_writes_merges_and_reads(live_server, seeded, sto
     assert "database is locked" not in live_server.log_path.read_text()
 
 
-def test_sixteen_threads_on_two_server_processes(live_server, seeded, storage):
-    second, second_url, second_log = start_server(storage.path)
+def test_sixteen_threads_on_two_server_processes(live_server, database, seeded, storage):
+    second, second_url, second_log = start_server(database)
     try:
         urls = [f"{base}/api/bots/my-bot/state" for base in (live_server.url, second_url)]
         answers = mixed_load(urls, seeded["apiKey"], seed=6)

@@ -114,8 +114,8 @@ def test_serve_says_where_it_listens_and_how_to_create_a_bot(tmp_path):
     assert process.returncode == 0, "SIGTERM stops the server cleanly"
 
 
-def test_serve_gives_no_hint_once_a_bot_exists(tmp_path, storage, bot):
-    process, url, log_path = start_server(storage.path)
+def test_serve_gives_no_hint_once_a_bot_exists(database, bot):
+    process, url, log_path = start_server(database)
     stop_server(process)
     assert "listening on" in log_path.read_text()
     assert "Create one with" not in log_path.read_text()

@@ -45,8 +45,8 @@ def write_until_refused(url, api_key, writer, acknowledged, lock, rng):
                 acknowledged.setdefault(key, {})[result["data"]["version"]] = sent["state"]
 
 
-def test_kill_9_while_writing_loses_no_acknowledged_write(storage, seeded):
-    path = storage.path
+def test_kill_9_while_writing_loses_no_acknowledged_write(database, storage, seeded):
+    path = database
     storage.close()
     rng = random.Random(20261125)
     acknowledged, lock = {}, threading.Lock()
@@ -92,10 +92,10 @@ def big_body(size=1000, blob=2000):
 
 
 @pytest.mark.parametrize("delay", (0.0, 0.005, 0.01, 0.02, 0.05, 0.1))
-def test_sigterm_lets_a_request_in_flight_finish_and_leaves_nothing_half_written(storage, seeded, delay):
+def test_sigterm_lets_a_request_in_flight_finish_and_leaves_nothing_half_written(database, storage, seeded, delay):
     body = big_body()
     storage.import_accounts([(item["accountId"], None) for item in body["states"]])
-    path = storage.path
+    path = database
     storage.close()
     process, base_url, log_path = start_server(path)
     answer = {}

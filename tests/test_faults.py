@@ -15,6 +15,7 @@ def post(client, bot, states):
     return client.post(f"/api/bots/{bot['slug']}/state", json={"states": states}, headers={"x-api-key": bot["apiKey"]})
 
 
+@pytest.mark.sqlite_only("SQLite's file and write lock")
 def test_a_deleted_database_file_is_503_and_not_recreated_empty(configured):
     # Regression: reconnecting used to create a new empty file, then "no such table" answered 500.
     client, bot, storage = configured()
@@ -31,6 +32,7 @@ def test_a_deleted_database_file_is_503_and_not_recreated_empty(configured):
     assert not os.path.exists(storage.path)
 
 
+@pytest.mark.sqlite_only("SQLite's file and write lock")
 def test_a_locked_database_costs_one_busy_timeout_not_two(configured):
     # Regression: a writer queued behind another in this process waited for the
     # in-process lock, then again in SQLite: twice BOTSTATE_BUSY_TIMEOUT_MS.
@@ -132,6 +134,7 @@ def test_a_remembered_login_of_a_deleted_bot_answers_404_before_400(configured, 
     assert (response.status_code, response.get_json()) == (404, {"error": "Bot with slug 'b' not found", "code": "NOT_FOUND"})
 
 
+@pytest.mark.sqlite_only("SQLite's file and write lock")
 @pytest.mark.parametrize("gap", ("key rotated", "database locked elsewhere"))
 def test_a_bulk_write_that_stored_some_items_answers_for_all_of_them(configured, monkeypatch, gap):
     # Regression: items the one-statement bulk write left went to a transaction of
@@ -173,6 +176,7 @@ def wait_for_status(client, bot, status, seconds=10):
         time.sleep(0.02)
 
 
+@pytest.mark.sqlite_only("SQLite's file and write lock")
 def test_a_database_file_removed_under_open_connections_is_503_until_it_is_back(configured, tmp_path):
     # Regression: connections opened before the file was removed kept writing into
     # the removed file, answering 200 for writes nobody could ever read again.

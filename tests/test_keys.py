@@ -1,8 +1,6 @@
 """Key rotation with a grace period, revocation, and each key's last use, against a real server."""
 
-import contextlib
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -12,9 +10,9 @@ import pytest
 import requests
 
 import keys
-from conftest import ROOT, start_server, stop_server
+from conftest import ROOT, botstate_env, execute_sql, holding_write_lock, start_server, stop_server
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, item
-from storage import DatabaseBusy, SQLiteStorage, StaleKey, StateWrite
+from storage import DatabaseBusy, StaleKey, StateWrite, open_storage
 
 LATER, EARLIER = time.time() + 3600, time.time() - 1
 
@@ -38,8 +36,7 @@ def test_a_key_works_while_it_is_one_of_the_bots_and_not_expired(bot_keys, works
 
 def flask_cli(database, *args):
     """Run the real `flask ARGS --json` on `database`; its JSON answer."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOTSTATE_", "FLASK_"))}
-    env["BOTSTATE_DATABASE"] = str(database)
+    env = {k: v for k, v in botstate_env(**database).items() if not k.startswith("FLASK_")}
     completed = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app:create_app", *args, "--json"],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
@@ -50,8 +47,7 @@ def flask_cli(database, *args):
 
 def expire_old_keys(database):
     """End every grace period now, as if its time had passed."""
-    with contextlib.closing(sqlite3.connect(database)) as conn, conn:
-        conn.execute("UPDATE bot_keys SET expires_at = '2000-01-01T00:00:00.000Z' WHERE expires_at IS NOT NULL")
+    execute_sql(database, "UPDATE bot_keys SET expires_at = '2000-01-01T00:00:00.000Z' WHERE expires_at IS NOT NULL")
 
 
 # Every storage call that takes the key a request authenticated with, and so checks it in SQL.
@@ -75,48 +71,43 @@ KEY_CHECKED_CALLS = {
 
 
 @pytest.mark.parametrize("call", KEY_CHECKED_CALLS.values(), ids=KEY_CHECKED_CALLS.keys())
-def test_every_key_check_refuses_a_key_past_its_grace(storage, bot, registered, call):
+def test_every_key_check_refuses_a_key_past_its_grace(database, storage, bot, registered, call):
     storage.write_states(bot["id"], bot["keyHash"], [StateWrite(ACCOUNT_0, TICKER_AAPL, '{"v":1}')])
     storage.replace_bot_key("my-bot", keys.hash_key(keys.generate_key()), grace_seconds=3600)
     call(storage, bot["id"], bot["keyHash"])  # in its grace period: works
-    expire_old_keys(storage.path)
+    expire_old_keys(database)
     before = storage.list_states(bot["id"], 100)
     with pytest.raises(StaleKey):
         call(storage, bot["id"], bot["keyHash"])
     assert storage.list_states(bot["id"], 100) == before
 
 
-def stored_last_use(storage, key_hash):
-    with contextlib.closing(sqlite3.connect(storage.path)) as conn:
-        return conn.execute("SELECT last_used_at FROM bot_keys WHERE key_hash = ?", [key_hash]).fetchone()[0]
+def stored_last_use(database, key_hash):
+    [(used,)] = execute_sql(database, "SELECT last_used_at FROM bot_keys WHERE key_hash = ?", [key_hash])
+    return used
 
 
-def test_a_last_use_that_cannot_be_stored_is_kept_for_the_next_flush(storage, bot):
+def test_a_last_use_that_cannot_be_stored_is_kept_for_the_next_flush(database, storage, bot):
     storage.record_key_use(bot["id"], bot["keyHash"])
-    holder = sqlite3.connect(storage.path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
+    with holding_write_lock(database):
         with pytest.raises(DatabaseBusy):
             storage.flush_key_uses()
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    assert stored_last_use(storage, bot["keyHash"]) is None
+    assert stored_last_use(database, bot["keyHash"]) is None
     storage.flush_key_uses()
-    assert stored_last_use(storage, bot["keyHash"]) is not None
+    assert stored_last_use(database, bot["keyHash"]) is not None
 
 
-def test_a_flush_never_moves_a_last_use_back(storage, bot):
-    # Two server processes on one file each store the last use they saw; the latest wins.
-    other_process = SQLiteStorage(storage.path)
+def test_a_flush_never_moves_a_last_use_back(app, database, storage, bot):
+    # Two server processes on one database each store the last use they saw; the latest wins.
+    other_process = open_storage(app.config)
     try:
         storage.record_key_use(bot["id"], bot["keyHash"])
         time.sleep(0.002)  # timestamps have millisecond resolution
         other_process.record_key_use(bot["id"], bot["keyHash"])
         other_process.flush_key_uses()
-        latest = stored_last_use(storage, bot["keyHash"])
+        latest = stored_last_use(database, bot["keyHash"])
         storage.flush_key_uses()
-        assert stored_last_use(storage, bot["keyHash"]) == latest
+        assert stored_last_use(database, bot["keyHash"]) == latest
     finally:
         other_process.close()
 
@@ -138,8 +129,7 @@ def statuses(base_url, api_key):
 WORKS, REFUSED = [200] * 5, [403] * 5
 
 
-def test_rotation_with_grace_then_revocation_on_a_running_server(live_server, storage, bot, registered):
-    database = storage.path
+def test_rotation_with_grace_then_revocation_on_a_running_server(live_server, database, bot, registered):
     assert statuses(live_server.url, bot["apiKey"]) == WORKS  # the server now remembers the old key
     new_key = flask_cli(database, "bots", "rotate-key", "my-bot", "--grace", "3600")["apiKey"]
     assert statuses(live_server.url, bot["apiKey"]) == WORKS
@@ -162,8 +152,7 @@ def last_uses(database):
     return {k["fingerprint"]: k["lastUsedAt"] for k in flask_cli(database, "bots", "keys", "my-bot")}
 
 
-def test_each_key_records_its_last_use(tmp_path, storage, bot, registered):
-    database = storage.path
+def test_each_key_records_its_last_use(database, bot, registered):
     unused_key = flask_cli(database, "bots", "rotate-key", "my-bot", "--grace", "3600")["apiKey"]
     used, unused = bot["keyHash"][:12], keys.hash_key(unused_key)[:12]
     process, base_url, _ = start_server(database)
@@ -183,7 +172,8 @@ def test_each_key_records_its_last_use(tmp_path, storage, bot, registered):
     assert after[unused] is None
 
 
-def test_the_checkpoint_thread_outlives_a_failing_flush_and_keeps_the_use(storage, bot, monkeypatch):
+@pytest.mark.sqlite_only("SQLite's checkpoint thread")
+def test_the_checkpoint_thread_outlives_a_failing_flush_and_keeps_the_use(database, storage, bot, monkeypatch):
     # Regression: an SQLite error other than busy or unavailable (here a missing
     # table) ended the thread, and with it checkpoints and the watch on the file.
     monkeypatch.setattr("storage.KEY_USE_FLUSH_INTERVAL", 0)
@@ -196,9 +186,9 @@ def test_the_checkpoint_thread_outlives_a_failing_flush_and_keeps_the_use(storag
         assert storage._checkpointer.is_alive()
         raw.execute("ALTER TABLE bot_keys_away RENAME TO bot_keys")
         deadline = time.monotonic() + 10
-        while stored_last_use(storage, bot["keyHash"]) is None and time.monotonic() < deadline:
+        while stored_last_use(database, bot["keyHash"]) is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert stored_last_use(storage, bot["keyHash"]) is not None
+        assert stored_last_use(database, bot["keyHash"]) is not None
     finally:
         raw.close()
 

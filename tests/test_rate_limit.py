@@ -157,8 +157,8 @@ def test_the_document_lists_429_with_retry_after_on_every_bot_operation(client):
                 assert answer is None, (path, method)
 
 
-def test_a_server_answers_429_over_http_past_the_limit(tmp_path, storage, bot, registered):
-    process, url, log_path = start_server(storage.path, RATE_LIMIT="3/minute")
+def test_a_server_answers_429_over_http_past_the_limit(database, storage, bot, registered):
+    process, url, log_path = start_server(database, RATE_LIMIT="3/minute")
     try:
         headers = {"x-api-key": bot["apiKey"]}
         write = {"states": [item(state={"v": 1})]}

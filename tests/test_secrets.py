@@ -1,14 +1,14 @@
 """The plaintext API key is nowhere: not in the database file, its WAL, or the server's log."""
 
-from pathlib import Path
 
 import requests
 
+from conftest import stored_bytes
 from keys import generate_key, hash_key
 from spec_data import ACCOUNT_0, TICKER_AAPL, item
 
 
-def test_no_plaintext_key_in_the_database_wal_or_log(live_server, storage, bot, registered):
+def test_no_plaintext_key_in_the_database_wal_or_log(live_server, database, storage, bot, registered):
     first_key, wrong_key, second_key = bot["apiKey"], generate_key(), generate_key()
     url = f"{live_server.url}/api/bots/my-bot/state"
     row = f"{url}/{ACCOUNT_0}/{TICKER_AAPL}"
@@ -22,8 +22,7 @@ def test_no_plaintext_key_in_the_database_wal_or_log(live_server, storage, bot, 
     assert requests.post(url, json={"states": [item()]}, headers={"x-api-key": first_key}).status_code == 403
     assert requests.post(url, json={"states": [item()]}, headers={"x-api-key": second_key}).status_code == 200
     requests.delete(row, headers={"x-api-key": second_key})
-    files = [Path(storage.path + suffix) for suffix in ("", "-wal", "-shm") if Path(storage.path + suffix).exists()]
-    stored = b"".join(path.read_bytes() for path in files)
+    stored = stored_bytes(database)
     log = live_server.log_path.read_bytes()
     assert b"POST /api/bots/my-bot/state 200" in log  # the log is the server's, and has its lines
     assert hash_key(second_key).encode() in stored  # the files are the database's, and searchable

@@ -35,9 +35,9 @@ def trickle(address, stop, body=b'{"states": [' + b" " * 2000 + b"]}"):
 
 
 @pytest.fixture
-def server(storage, bot, registered, request):
+def server(database, bot, registered, request):
     settings = getattr(request, "param", {})
-    process, base_url, log_path = start_server(storage.path, **settings)
+    process, base_url, log_path = start_server(database, **settings)
     yield base_url, bot
     stop_server(process)
 

@@ -5,6 +5,7 @@ import time
 import pytest
 import sqlite_utils
 
+from conftest import execute_sql
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, TICKER_UNKNOWN
 from storage import (
     Conflict,
@@ -55,13 +56,24 @@ def test_unknown_ticker_is_reported_before_unknown_account(storage, bot, registe
     assert outcome is ItemError.TICKER_NOT_FOUND
 
 
-def test_a_failing_item_is_rolled_back_without_undoing_the_others(storage, bot, registered):
-    # A real SQLite failure inside one item's savepoint: a trigger that aborts one write
-    # after the item already changed a row.
-    sqlite_utils.Database(storage.path).execute(
+# A trigger that fails a write after the item already changed a row.
+REFUSE_BOOM = {
+    "sqlite": [
         """CREATE TRIGGER refuse_boom AFTER UPDATE ON user_bot_states
            WHEN NEW.state LIKE '%boom%' BEGIN SELECT RAISE(ABORT, 'boom refused'); END"""
-    )
+    ],
+    "postgresql": [
+        """CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.state::text LIKE '%boom%' THEN RAISE EXCEPTION 'boom refused'; END IF; RETURN NEW; END $$""",
+        "CREATE TRIGGER refuse_boom AFTER UPDATE ON user_bot_states FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+    ],
+}
+
+
+def test_a_failing_item_is_rolled_back_without_undoing_the_others(backend, database, storage, bot, registered):
+    # A real database failure inside one item's savepoint.
+    for statement in REFUSE_BOOM[backend]:
+        execute_sql(database, statement)
     storage.write_states(bot["id"], bot["keyHash"], [write(state={"v": "before"})])
     outcomes = storage.write_states(
         bot["id"],
@@ -99,12 +111,10 @@ def test_deleting_a_bot_cascades_to_its_states_only(storage, bot, registered):
         storage.delete_bot("my-bot")
 
 
-def test_deleting_an_account_or_ticker_leaves_no_orphans(storage, bot, registered):
+def test_deleting_an_account_or_ticker_leaves_no_orphans(database, storage, bot, registered):
     storage.write_states(bot["id"], bot["keyHash"], [write(), write(ACCOUNT_1, TICKER_MSFT)])
-    db = sqlite_utils.Database(storage.path)
-    db.execute("PRAGMA foreign_keys = ON")
-    db.execute("DELETE FROM accounts WHERE id = ?", [ACCOUNT_0])
-    db.execute("DELETE FROM tickers WHERE id = ?", [TICKER_MSFT])
+    execute_sql(database, "DELETE FROM accounts WHERE id = ?", [ACCOUNT_0])
+    execute_sql(database, "DELETE FROM tickers WHERE id = ?", [TICKER_MSFT])
     assert storage.count_states() == 0
 
 
@@ -139,9 +149,13 @@ def test_rotating_a_key_replaces_the_hash(storage, bot):
         storage.replace_bot_key("nope", "f" * 64)
 
 
-def test_migrate_is_idempotent_and_uses_wal(storage):
+def test_migrate_is_idempotent_and_names_the_same_steps_on_every_backend(storage):
     assert storage.migrate() == []
     assert storage.schema_version() == [m.name for m in migrations._migrations]
+
+
+@pytest.mark.sqlite_only("SQLite's journal")
+def test_the_database_uses_wal(backend, storage):
     assert sqlite_utils.Database(storage.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -186,6 +200,7 @@ def test_a_write_lock_held_elsewhere_past_the_timeout_raises_busy(tmp_path):
     storage.close()
 
 
+@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
 def test_connections_have_foreign_keys_on(storage):
     with storage._reading() as db:
         assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -242,7 +257,9 @@ def test_the_one_statement_write_refuses_what_a_check_would(storage, bot, regist
     "merge,max_state_bytes,stored",
     ((False, None, {"v": 2}), (False, 8, {"v": 2}), (True, None, {"keep": "x" * 40, "v": 2}), (True, 57, {"keep": "x" * 40, "v": 2})),
 )
-def test_the_one_statement_write_writes_when_every_check_passes(storage, bot, registered, merge, max_state_bytes, stored):
+def test_the_one_statement_write_writes_when_every_check_passes(backend, storage, bot, registered, merge, max_state_bytes, stored):
+    if merge and backend == "postgresql":
+        pytest.skip("PostgreSQL has no json_patch: a merge always takes the transaction")
     storage.write_states(bot["id"], bot["keyHash"], [write(state=STORED)])
     item = StateWrite(ACCOUNT_0, TICKER_AAPL, '{"v":2}', 1)
     row = storage._write_checked(bot["id"], bot["keyHash"], item, merge, max_state_bytes)
@@ -255,6 +272,7 @@ def wal_frames(storage):
         return db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
 
 
+@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
 def test_with_checkpoints_started_writes_leave_the_wal_to_the_checkpointer(storage, bot, registered):
     storage.start_checkpoints(interval=3600)  # only the explicit calls below
     for n in range(30):
@@ -268,6 +286,7 @@ def test_with_checkpoints_started_writes_leave_the_wal_to_the_checkpointer(stora
     assert storage._checkpointer is None
 
 
+@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
 def test_a_checkpoint_starts_a_grown_wal_over(storage, bot, registered, monkeypatch):
     # A passive checkpoint cannot copy what a reader may still need, or what is
     # written while it runs, and the WAL starts over only once all of it is
@@ -302,6 +321,7 @@ def test_a_checkpoint_starts_a_grown_wal_over(storage, bot, registered, monkeypa
     storage.close()
 
 
+@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
 def test_the_checkpoint_thread_keeps_the_wal_small(storage, bot, registered, monkeypatch):
     monkeypatch.setattr("storage.WAL_RESTART_FRAMES", 20)
     storage.start_checkpoints(interval=0.01)
@@ -315,6 +335,7 @@ def test_the_checkpoint_thread_keeps_the_wal_small(storage, bot, registered, mon
     storage.close()
 
 
+@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
 def test_writers_in_any_thread_share_one_connection(storage, bot, registered):
     # A connection drops its page cache whenever another connection has written.
     import threading
@@ -334,6 +355,7 @@ def test_writers_in_any_thread_share_one_connection(storage, bot, registered):
     assert len({id(conn) for conn in seen}) == 1
 
 
+@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
 def test_the_checked_bulk_replace_writes_what_passes_and_leaves_the_rest(storage, bot, registered):
     # Left items (None) go to the full path, which reports why; writing them here
     # would skip a check.
@@ -352,12 +374,14 @@ def test_the_checked_bulk_replace_writes_what_passes_and_leaves_the_rest(storage
     assert storage.count_states() == 2
 
 
+@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
 def test_the_checked_bulk_replace_writes_nothing_with_another_key(storage, bot, registered):
     items = [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}"), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}")]
     assert storage._replace_checked(bot["id"], "0" * 64, items, max_state_bytes=None) == [None, None]
     assert storage.count_states() == 0
 
 
+@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
 def test_closing_a_storage_with_checkpoints_gives_checkpoints_back_to_sqlite(storage, bot, registered):
     # Regression: connections opened after close() kept wal_autocheckpoint = 0,
     # with no thread left to checkpoint, and the WAL grew without bound.

@@ -1,0 +1,149 @@
+"""`flask states export` and `import`: data moves between SQLite and PostgreSQL without a byte changing."""
+
+import json
+import os
+
+import pytest
+import requests
+
+from conftest import run_botstate, start_server, stop_server
+from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
+
+FLASK = ["-m", "flask", "--app", "app:create_app"]
+
+# States that a careless copy would change: key order, unicode, escapes, big and tiny numbers.
+STATES = [
+    {"z": 1, "a": {"y": [3, 2, 1], "b": None}, "m": "日本語 é \u0000 \"quoted\" \\ /"},
+    {"big": 123456789012345678901234567890, "tiny": 1e-300, "neg": -0.0, "f": 1.5, "e": 2.5e20},
+    {"nested": [[[{"deep": True}]], []], "empty": {}, "emoji": "📈"},
+]
+
+
+# Three requests of (account, ticker, index in STATES): four rows, one of them at version 2.
+WRITES = [
+    [(ACCOUNT_0, TICKER_AAPL, 0), (ACCOUNT_0, TICKER_MSFT, 1)],
+    [(ACCOUNT_1, TICKER_AAPL, 2), (ACCOUNT_1, TICKER_MSFT, 0)],
+    [(ACCOUNT_0, TICKER_AAPL, 2)],
+]
+STORED = {(ACCOUNT_0, TICKER_AAPL): 2, (ACCOUNT_0, TICKER_MSFT): 1, (ACCOUNT_1, TICKER_AAPL): 2, (ACCOUNT_1, TICKER_MSFT): 0}
+
+
+def flask(database, *args):
+    """Run the real `flask ARGS` on a database; the finished process, which must succeed."""
+    completed = run_botstate([*FLASK, *args], **database)
+    assert completed.returncode == 0, completed.stderr
+    return completed
+
+
+def populate(database):
+    """Two bots (one mid-rotation, so with two keys), accounts, tickers and states written over HTTP."""
+    bot = json.loads(flask(database, "bots", "create", "alpha", "--name", "Alpha Ünïcode", "--json").stdout)
+    flask(database, "bots", "create", "beta", "--json")
+    flask(database, "accounts", "add", "--id", ACCOUNT_0, "--name", "Alice, \"the\" trader")
+    flask(database, "accounts", "add", "--id", ACCOUNT_1)
+    flask(database, "tickers", "add", "AAPL", "--id", TICKER_AAPL)
+    flask(database, "tickers", "add", "MSFT", "--id", TICKER_MSFT)
+    process, url, _ = start_server(database)
+    try:
+        headers = {"x-api-key": bot["apiKey"]}
+        for request in WRITES:
+            items = [{"accountId": a, "tickerId": t, "state": STATES[n]} for a, t, n in request]
+            answer = requests.post(f"{url}/api/bots/alpha/state", json={"states": items}, headers=headers, timeout=30)
+            assert answer.status_code == 200 and answer.json()["success"], answer.text
+    finally:
+        stop_server(process)  # stores the key's last use
+    rotated = json.loads(flask(database, "bots", "rotate-key", "alpha", "--grace", "3600", "--json").stdout)
+    return bot["apiKey"], rotated["apiKey"]
+
+
+def exported(database, path):
+    """`flask states export -o PATH`: the file's bytes."""
+    flask(database, "states", "export", "-o", str(path))
+    return path.read_bytes()
+
+
+def read_all(url, api_key):
+    """Every state of bot alpha as the API gives it, raw."""
+    answer = requests.get(f"{url}/api/bots/alpha/state", headers={"x-api-key": api_key}, timeout=30)
+    assert answer.status_code == 200
+    return answer.content
+
+
+def test_data_moves_from_sqlite_to_either_backend_and_back_unchanged(tmp_path, new_database, backend):
+    source = {"DATABASE": str(tmp_path / "source.sqlite")}
+    old_key, new_key = populate(source)
+    original = exported(source, tmp_path / "source.jsonl")
+    kinds = [json.loads(line)["kind"] for line in original.splitlines()]
+    assert kinds == ["bot"] * 2 + ["key"] * 3 + ["account"] * 2 + ["ticker"] * 2 + ["state"] * 4
+
+    target = new_database()
+    flask(target, "init-db")
+    imported = json.loads(flask(target, "states", "import", str(tmp_path / "source.jsonl"), "--json").stdout)
+    assert imported == {"imported": {"bot": 2, "key": 3, "account": 2, "ticker": 2, "state": 4}, "total": 13}
+    assert exported(target, tmp_path / "target.jsonl") == original  # every row, every byte
+
+    flask(target, "states", "import", str(tmp_path / "target.jsonl"))  # again: changes nothing
+    assert exported(target, tmp_path / "again.jsonl") == original
+
+    back = {"DATABASE": str(tmp_path / "back.sqlite")}
+    flask(back, "init-db")
+    flask(back, "states", "import", str(tmp_path / "target.jsonl"))
+    assert exported(back, tmp_path / "back.jsonl") == original
+
+    # Both keys work on the target, and its API answers exactly as the source's did.
+    answers = {}
+    for name, database in (("source", source), ("target", target)):
+        process, url, _ = start_server(database)
+        try:
+            answers[name] = (read_all(url, old_key), read_all(url, new_key))
+        finally:
+            stop_server(process)
+    assert answers["target"] == answers["source"]
+    rows = json.loads(answers["target"][0])["data"]
+    assert [row["state"] for row in rows] == [STATES[STORED[key]] for key in sorted(STORED)]
+
+
+def test_an_export_file_is_private_and_stdout_gets_the_same_lines(tmp_path, database):
+    flask(database, "bots", "create", "alpha")
+    path = tmp_path / "out.jsonl"
+    completed = flask(database, "states", "export", "-o", str(path))
+    assert os.stat(path).st_mode & 0o777 == 0o600  # it holds key hashes
+    assert "Exported 2 rows (1 bot, 1 key, 0 accounts, 0 tickers, 0 states)" in completed.stderr
+    assert flask(database, "states", "export").stdout.encode() == path.read_bytes()
+    summary = json.loads(flask(database, "states", "export", "-o", str(path), "--json").stdout)
+    assert summary == {"exported": {"bot": 1, "key": 1, "account": 0, "ticker": 0, "state": 0}, "total": 2, "file": str(path)}
+    refused = run_botstate([*FLASK, "states", "export", "--json"], **database)
+    assert refused.returncode == 2 and "--json needs --output FILE" in refused.stderr
+
+
+BOT = {"kind": "bot", "id": ACCOUNT_0, "slug": "alpha", "name": "Alpha", "createdAt": "2026-01-02T03:04:05.678Z"}
+
+BAD_LINES = [
+    ("not json", b"{nope", "line 2: not JSON"),
+    ("not an object", b"[1]", "line 2: not a JSON object"),
+    ("unknown kind", json.dumps({**BOT, "kind": "robot"}).encode(), "line 2: kind must be one of bot, key, account, ticker, state, got 'robot'"),
+    ("missing field", json.dumps({k: v for k, v in BOT.items() if k != "name"}).encode(), "line 2: a bot record has the fields id, slug, name, createdAt; missing name"),
+    ("unknown field", json.dumps({**BOT, "colour": "red"}).encode(), "line 2: a bot record has the fields id, slug, name, createdAt; unknown colour"),
+    ("bad uuid", json.dumps({**BOT, "id": "42"}).encode(), "line 2: id '42' is not valid"),
+    ("bad time", json.dumps({**BOT, "createdAt": "yesterday"}).encode(), "line 2: createdAt 'yesterday' is not valid"),
+    ("bad slug", json.dumps({**BOT, "slug": "a b"}).encode(), "line 2: slug 'a b' is not valid"),
+    ("bad version", json.dumps({"kind": "state", "id": ACCOUNT_0, "botId": ACCOUNT_0, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": {}, "version": 0, "createdAt": BOT["createdAt"], "updatedAt": BOT["createdAt"]}).encode(), "line 2: version must be a positive integer, got 0"),
+    ("missing references", json.dumps({"kind": "state", "id": ACCOUNT_0, "botId": ACCOUNT_0, "accountId": ACCOUNT_1, "tickerId": TICKER_AAPL, "state": {}, "version": 1, "createdAt": BOT["createdAt"], "updatedAt": BOT["createdAt"]}).encode(), "state " + ACCOUNT_0 + " names a bot, account or ticker that is neither before it in the file nor in the database"),
+    ("slug taken by another bot", json.dumps({**BOT, "id": ACCOUNT_1}).encode(), "bot alpha clashes with another bot in the database (same slug or symbol, another id)"),
+]
+
+
+@pytest.mark.parametrize("line,error", [row[1:] for row in BAD_LINES], ids=[row[0] for row in BAD_LINES])
+def test_a_bad_file_is_refused_with_its_reason_and_imports_nothing(tmp_path, database, line, error):
+    good, path = tmp_path / "good.jsonl", tmp_path / "in.jsonl"
+    good.write_bytes(json.dumps(BOT).encode() + b"\n")
+    path.write_bytes(json.dumps(BOT).encode() + b"\n" + line + b"\n")
+    flask(database, "init-db")
+    flask(database, "states", "import", str(good))
+    flask(database, "accounts", "add", "--id", ACCOUNT_1, "--name", "before")
+    before = exported(database, tmp_path / "before.jsonl")
+    completed = run_botstate([*FLASK, "states", "import", str(path)], **database)
+    assert completed.returncode == 1
+    expected = f"Error: {path} {error}" if error.startswith("line") else f"Error: {error}"
+    assert completed.stderr.strip().startswith(expected), completed.stderr
+    assert exported(database, tmp_path / "after.jsonl") == before
