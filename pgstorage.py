@@ -21,7 +21,7 @@ from storage import (
     DatabaseBusy,
     DatabaseUnavailable,
     ItemError,
-    KeyUses,
+    StorageBase,
     NotFound,
     StateRow,
     StorageError,
@@ -290,7 +290,7 @@ _MIGRATIONS_TABLE = (
 )
 
 
-class PostgresStorage:
+class PostgresStorage(StorageBase):
     """The service's database on a PostgreSQL server, through a pool of connections."""
 
     def __init__(self, url, busy_timeout_ms=5000, pool_size=4):
@@ -300,7 +300,7 @@ class PostgresStorage:
         self.pool_size = pool_size
         self._pool = None
         self._pool_lock = threading.Lock()
-        self.key_uses = KeyUses()
+        super().__init__()
         self._upkeep = None
         self._stop_upkeep = threading.Event()
 
@@ -548,10 +548,6 @@ class PostgresStorage:
             [bot_id],
         )
 
-    def record_key_use(self, bot_id, key_hash):
-        """Note that a request authenticated with this key now; flush_key_uses() stores it."""
-        self.key_uses.record(bot_id, key_hash)
-
     def flush_key_uses(self):
         """Store the last use of each key recorded since the last flush."""
         with self.key_uses.taken() as uses:
@@ -567,15 +563,6 @@ class PostgresStorage:
                         " AND (k.last_used_at IS NULL OR k.last_used_at < u.used)",
                         [list(times), list(bots), list(hashes)],
                     )
-
-    def delete_bot(self, slug):
-        """Delete the bot and, by cascade, its states; returns the bot as it was."""
-        bot = self.get_bot(slug)
-        if bot is None:
-            raise NotFound(f"Bot {slug!r} not found")
-        with self._connection() as conn:
-            conn.execute("DELETE FROM bots WHERE id = %s", [bot["id"]])
-        return bot
 
     # Moving data between databases
 
@@ -636,33 +623,8 @@ class PostgresStorage:
         """Every account, by id."""
         return self._query(f'SELECT id::text AS id, name, {_text_time("created_at")} AS "createdAt" FROM accounts ORDER BY id')
 
-    def add_ticker(self, symbol, ticker_id):
-        """Insert one ticker; raises Conflict when the symbol or id exists."""
-        with self._transaction() as conn:
-            if not self._insert_ticker(conn, symbol, ticker_id):
-                raise Conflict(self._ticker_conflict(conn, symbol, ticker_id))
-        return {"id": ticker_id, "symbol": symbol}
-
-    def import_tickers(self, rows, on_progress=None):
-        """Insert (symbol, id or None) rows in one transaction; existing identical ones are skipped.
-
-        Returns how many were new. Raises Conflict, undoing all of them, when a
-        symbol exists under another id or an id under another symbol.
-        """
-        added = 0
-        with self._transaction() as conn:
-            for done, (symbol, ticker_id) in enumerate(rows, start=1):
-                if on_progress is not None and done % PROGRESS_EVERY == 0:
-                    on_progress(PROGRESS_EVERY)
-                if self._insert_ticker(conn, symbol, ticker_id or str(uuid.uuid4())):
-                    added += 1
-                    continue
-                existing = conn.execute("SELECT id::text FROM tickers WHERE symbol = %s", [symbol]).fetchone()
-                if existing is None or (ticker_id and existing[0] != ticker_id):
-                    raise Conflict(self._ticker_conflict(conn, symbol, ticker_id))
-            if on_progress is not None:
-                on_progress(len(rows) % PROGRESS_EVERY)
-        return added
+    def _write_transaction(self):
+        return self._transaction()
 
     @staticmethod
     def _insert_ticker(conn, symbol, ticker_id):
@@ -672,12 +634,17 @@ class PostgresStorage:
         ).rowcount == 1
 
     @staticmethod
-    def _ticker_conflict(conn, symbol, ticker_id):
-        by_symbol = conn.execute("SELECT id::text FROM tickers WHERE symbol = %s", [symbol]).fetchone()
-        if by_symbol is not None:
-            return f"Ticker '{symbol}' already exists with id {by_symbol[0]}"
-        by_id = conn.execute("SELECT symbol FROM tickers WHERE id = %s", [ticker_id]).fetchone()
-        return f"Ticker id {ticker_id} already belongs to '{by_id[0]}'"
+    def _ticker_id(conn, symbol):
+        row = conn.execute("SELECT id::text FROM tickers WHERE symbol = %s", [symbol]).fetchone()
+        return None if row is None else row[0]
+
+    @staticmethod
+    def _ticker_symbol(conn, ticker_id):
+        return conn.execute("SELECT symbol FROM tickers WHERE id = %s", [ticker_id]).fetchone()[0]
+
+    def _delete_bot_row(self, bot_id):
+        with self._connection() as conn:
+            conn.execute("DELETE FROM bots WHERE id = %s", [bot_id])
 
     def list_tickers(self):
         """Every ticker, by symbol."""
@@ -775,7 +742,7 @@ class PostgresStorage:
                 }
                 row = conn.execute(_UNCHECKED_REPLACE_STATE, params).fetchone()
                 if row is None:
-                    return VersionConflict(write.expected_version, self._version(conn, params))
+                    return VersionConflict(write.expected_version, self._version(conn, bot_id, write.account_id, write.ticker_id))
                 return StateRow(*row)
         except psycopg.Error as error:
             if _database_fault(error) is not None:
@@ -800,22 +767,9 @@ class PostgresStorage:
                 return StateRow(*row)
             # Another transaction created the row after the read: merge into it instead.
 
-    def _refusal(self, conn, bot_id, write, accounts, tickers, max_state_bytes):
-        """Why an item cannot be written, decided before writing it; None when it can be."""
-        if write.ticker_id not in tickers:
-            return ItemError.TICKER_NOT_FOUND
-        if write.account_id not in accounts:
-            return ItemError.ACCOUNT_NOT_FOUND
-        if max_state_bytes is not None and len(write.state_json.encode()) > max_state_bytes:
-            if write.expected_version is not None:
-                found = self._version(conn, {"bot": bot_id, "account": write.account_id, "ticker": write.ticker_id})
-                if write.expected_version != found:
-                    return VersionConflict(write.expected_version, found)
-            return ItemError.STATE_TOO_LARGE
-        return None
-
     @staticmethod
-    def _version(conn, params):
+    def _version(conn, bot_id, account_id, ticker_id):
+        params = {"bot": bot_id, "account": account_id, "ticker": ticker_id}
         row = conn.execute(f"SELECT version FROM user_bot_states WHERE {_ROW}", params).fetchone()
         return 0 if row is None else row[0]
 
@@ -890,7 +844,7 @@ class PostgresStorage:
             ).fetchone()
             if row is not None:
                 return StateRow(*row)
-            found = self._version(conn, params)
+            found = self._version(conn, bot_id, account_id, ticker_id)
             return None if found == 0 else VersionConflict(expected_versions, found)
 
         return self._retried(delete)

@@ -542,7 +542,79 @@ class KeyUses:
             self._failing = None
 
 
-class SQLiteStorage:
+class StorageBase:
+    """What both backends do alike, around the SQL that each subclass gives."""
+
+    def __init__(self):
+        self.key_uses = KeyUses()
+
+    def record_key_use(self, bot_id, key_hash):
+        """Note that a request authenticated with this key now; flush_key_uses() stores it."""
+        self.key_uses.record(bot_id, key_hash)
+
+    def delete_bot(self, slug):
+        """Delete the bot and, by cascade, its states; returns the bot as it was."""
+        bot = self.get_bot(slug)
+        if bot is None:
+            raise NotFound(f"Bot {slug!r} not found")
+        self._delete_bot_row(bot["id"])
+        return bot
+
+    def add_ticker(self, symbol, ticker_id):
+        """Insert one ticker; raises Conflict when the symbol or id exists."""
+        with self._write_transaction() as db:
+            if not self._insert_ticker(db, symbol, ticker_id):
+                raise Conflict(self._ticker_conflict(db, symbol, ticker_id))
+        return {"id": ticker_id, "symbol": symbol}
+
+    def import_tickers(self, rows, on_progress=None):
+        """Insert (symbol, id or None) rows in one transaction; existing identical ones are skipped.
+
+        Returns how many were new. Raises Conflict, undoing all of them, when a
+        symbol exists under another id or an id under another symbol.
+        `on_progress(n)` is called as rows are done.
+        """
+        added = 0
+        with self._write_transaction() as db:
+            for done, (symbol, ticker_id) in enumerate(rows, start=1):
+                if on_progress is not None and done % PROGRESS_EVERY == 0:
+                    on_progress(PROGRESS_EVERY)
+                if self._insert_ticker(db, symbol, ticker_id or str(uuid.uuid4())):
+                    added += 1
+                    continue
+                existing = self._ticker_id(db, symbol)
+                if existing is None or (ticker_id and existing != ticker_id):
+                    raise Conflict(self._ticker_conflict(db, symbol, ticker_id))
+            if on_progress is not None:
+                on_progress(len(rows) % PROGRESS_EVERY)
+        return added
+
+    def _ticker_conflict(self, db, symbol, ticker_id):
+        by_symbol = self._ticker_id(db, symbol)
+        if by_symbol is not None:
+            return f"Ticker '{symbol}' already exists with id {by_symbol}"
+        return f"Ticker id {ticker_id} already belongs to '{self._ticker_symbol(db, ticker_id)}'"
+
+    def _refusal(self, conn, bot_id, write, accounts, tickers, max_state_bytes):
+        """Why an item cannot be written, decided before writing it; None when it can be.
+
+        `max_state_bytes` applies to the state as sent (None for a merge, whose
+        size is known once applied). A version conflict is reported before the size.
+        """
+        if write.ticker_id not in tickers:
+            return ItemError.TICKER_NOT_FOUND
+        if write.account_id not in accounts:
+            return ItemError.ACCOUNT_NOT_FOUND
+        if max_state_bytes is not None and len(write.state_json.encode()) > max_state_bytes:
+            if write.expected_version is not None:
+                found = self._version(conn, bot_id, write.account_id, write.ticker_id)
+                if write.expected_version != found:
+                    return VersionConflict(write.expected_version, found)
+            return ItemError.STATE_TOO_LARGE
+        return None
+
+
+class SQLiteStorage(StorageBase):
     """The service's database: one connection per thread, writers queued in-process."""
 
     def __init__(self, path, busy_timeout_ms=5000, synchronous="NORMAL"):
@@ -564,7 +636,7 @@ class SQLiteStorage:
         self._checkpointer = None
         self._checkpoints_elsewhere = False
         self._stop_checkpoints = threading.Event()
-        self.key_uses = KeyUses()
+        super().__init__()
 
     # Connections and transactions
 
@@ -928,10 +1000,6 @@ class SQLiteStorage:
             raise NotFound(f"Bot {slug!r} not found")
         return row[0]
 
-    def record_key_use(self, bot_id, key_hash):
-        """Note that a request authenticated with this key now; flush_key_uses() stores it."""
-        self.key_uses.record(bot_id, key_hash)
-
     def flush_key_uses(self):
         """Store the last use of each key recorded since the last flush."""
         with self.key_uses.taken() as uses:
@@ -946,15 +1014,6 @@ class SQLiteStorage:
                     " AND (last_used_at IS NULL OR last_used_at < ?1)",
                     rows,
                 )
-
-    def delete_bot(self, slug):
-        """Delete the bot and, by cascade, its states; returns the bot as it was."""
-        bot = self.get_bot(slug)
-        if bot is None:
-            raise NotFound(f"Bot {slug!r} not found")
-        with self._writing() as db:
-            db.execute("DELETE FROM bots WHERE id = ?", [bot["id"]])
-        return bot
 
     # Moving data between databases
 
@@ -1020,36 +1079,8 @@ class SQLiteStorage:
                 db.query("SELECT id, name, created_at AS createdAt FROM accounts ORDER BY id")
             )
 
-    def add_ticker(self, symbol, ticker_id):
-        """Insert one ticker; raises Conflict when the symbol or id exists."""
-        with self._writing() as db:
-            if not self._insert_ticker(db, symbol, ticker_id):
-                raise Conflict(self._ticker_conflict(db, symbol, ticker_id))
-        return {"id": ticker_id, "symbol": symbol}
-
-    def import_tickers(self, rows, on_progress=None):
-        """Insert (symbol, id or None) rows in one transaction; existing identical ones are skipped.
-
-        Returns how many were new. Raises Conflict, undoing all of them, when a
-        symbol exists under another id or an id under another symbol.
-        `on_progress(n)` is called as rows are done.
-        """
-        added = 0
-        with self._writing() as db:
-            for done, (symbol, ticker_id) in enumerate(rows, start=1):
-                if on_progress is not None and done % PROGRESS_EVERY == 0:
-                    on_progress(PROGRESS_EVERY)
-                if self._insert_ticker(db, symbol, ticker_id or str(uuid.uuid4())):
-                    added += 1
-                    continue
-                existing = db.execute(
-                    "SELECT id FROM tickers WHERE symbol = ?", [symbol]
-                ).fetchone()
-                if existing is None or (ticker_id and existing[0] != ticker_id):
-                    raise Conflict(self._ticker_conflict(db, symbol, ticker_id))
-            if on_progress is not None:
-                on_progress(len(rows) % PROGRESS_EVERY)
-        return added
+    def _write_transaction(self):
+        return self._writing()
 
     @staticmethod
     def _insert_ticker(db, symbol, ticker_id):
@@ -1061,12 +1092,17 @@ class SQLiteStorage:
         return cursor.rowcount == 1
 
     @staticmethod
-    def _ticker_conflict(db, symbol, ticker_id):
-        by_symbol = db.execute("SELECT id FROM tickers WHERE symbol = ?", [symbol]).fetchone()
-        if by_symbol is not None:
-            return f"Ticker '{symbol}' already exists with id {by_symbol[0]}"
-        by_id = db.execute("SELECT symbol FROM tickers WHERE id = ?", [ticker_id]).fetchone()
-        return f"Ticker id {ticker_id} already belongs to '{by_id[0]}'"
+    def _ticker_id(db, symbol):
+        row = db.execute("SELECT id FROM tickers WHERE symbol = ?", [symbol]).fetchone()
+        return None if row is None else row[0]
+
+    @staticmethod
+    def _ticker_symbol(db, ticker_id):
+        return db.execute("SELECT symbol FROM tickers WHERE id = ?", [ticker_id]).fetchone()[0]
+
+    def _delete_bot_row(self, bot_id):
+        with self._writing() as db:
+            db.execute("DELETE FROM bots WHERE id = ?", [bot_id])
 
     def list_tickers(self):
         """Every ticker, by symbol."""
@@ -1269,24 +1305,6 @@ class SQLiteStorage:
                 conn.execute("ROLLBACK TO state_item")
             conn.execute("RELEASE state_item")
         return outcome
-
-    def _refusal(self, conn, bot_id, write, accounts, tickers, max_state_bytes):
-        """Why an item cannot be written, decided before writing it; None when it can be.
-
-        `max_state_bytes` applies to the state as sent (None for a merge, whose
-        size is known once applied). A version conflict is reported before the size.
-        """
-        if write.ticker_id not in tickers:
-            return ItemError.TICKER_NOT_FOUND
-        if write.account_id not in accounts:
-            return ItemError.ACCOUNT_NOT_FOUND
-        if max_state_bytes is not None and len(write.state_json.encode()) > max_state_bytes:
-            if write.expected_version is not None:
-                found = self._version(conn, bot_id, write.account_id, write.ticker_id)
-                if write.expected_version != found:
-                    return VersionConflict(write.expected_version, found)
-            return ItemError.STATE_TOO_LARGE
-        return None
 
     @staticmethod
     def _version(conn, bot_id, account_id, ticker_id):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import POSTGRES_URL, ROOT
 
 CASES = (
     "ceiling: trivial route, 1 state",
@@ -36,6 +36,11 @@ def test_bench_runs_every_case_without_errors():
     for case in CASES:
         errors = rows[case].split("|")[6].strip()
         assert errors == "0", rows[case]
+        on_postgres = rows[case].split("|")[-2].strip()
+        if case.startswith(("POST", "PATCH", "GET")) and POSTGRES_URL:  # make test-pg: the PostgreSQL column too
+            assert re.fullmatch(r"[\d,]+ \(\d\.\d\d\)", on_postgres), rows[case]
+        else:
+            assert on_postgres == "-", rows[case]
     assert len(re.findall(r"^(PASS|FAIL)  ", result.stdout, re.M)) == 12
     assert re.search(r"request at the body limit raised peak RSS by \d+ MB", result.stdout)
     assert re.search(r"they reach \d\.\d\dx \(upsert\) and \d\.\d\dx \(read\) of the ceiling", result.stdout)
