@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import config
 import jsoncodec
 from app import create_app
-from conftest import POSTGRES_URL, execute_sql, start_server, stop_server
+from conftest import POSTGRES_URL, execute_sql, run_botstate, start_server, stop_server
 from pgstorage import MIGRATIONS, merge_patch, redacted
 from spec_data import item
 
@@ -118,3 +118,17 @@ def test_servers_starting_together_on_an_empty_database_migrate_it_once(new_data
     assert errors == [] and len(started) == 3
     applied = execute_sql(database, "SELECT name FROM botstate_migrations ORDER BY name")
     assert [name for (name,) in applied] == [name for name, _ in MIGRATIONS]
+
+
+@needs_postgres
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_the_server_and_the_cli_never_show_the_password(new_database, backend):
+    url = new_database()["DATABASE_URL"].replace("botstate@", "botstate:hunter2@")  # trust auth ignores it
+    process, base_url, log_path = start_server({"DATABASE_URL": url})
+    stop_server(process)
+    log = log_path.read_text()
+    assert f"(database {redacted(url)}, 4 threads)" in log
+    assert "Create one with: BOTSTATE_DATABASE_URL=<the same URL> .venv/bin/flask bots create my-bot" in log
+    init = run_botstate(["-m", "flask", "--app", "app:create_app", "init-db"], DATABASE_URL=url)
+    assert init.returncode == 0 and f"Database ready at {redacted(url)}" in init.stdout
+    assert "hunter2" not in log + init.stdout + init.stderr
