@@ -13,7 +13,7 @@ from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 import keys
-from schemas import MAX_SYMBOL_LENGTH, is_uuid, is_valid_slug, is_valid_symbol
+from schemas import MAX_NAME_LENGTH, MAX_SLUG_LENGTH, MAX_SYMBOL_LENGTH, is_uuid, is_valid_name, is_valid_slug, is_valid_symbol
 from storage import TRANSFER_KINDS, StorageError
 from transfer import BadRecord, dump_record, parse_record
 
@@ -65,6 +65,17 @@ def canonical_uuid(value, what):
     return value.lower()
 
 
+def bad_name(name):
+    """Why a name is refused."""
+    return f"name {name[:40]!r} must be 1 to {MAX_NAME_LENGTH} characters without control characters"
+
+
+def check_name(name):
+    """A usage error unless `name` (None or empty: none given) is a valid display name."""
+    if name and not is_valid_name(name):
+        raise click.ClickException(bad_name(name))
+
+
 def progress(length, label, enabled):
     """A progress bar on stderr when it is a terminal, else a silent stand-in."""
     if enabled and sys.stderr.isatty():
@@ -114,10 +125,12 @@ def batches(items, size):
 @json_option
 def bots_create(slug, name, as_json):
     """Create a bot and print its API key (shown only this once)."""
-    if not is_valid_slug(slug):
+    if not is_valid_slug(slug) or len(slug) > MAX_SLUG_LENGTH:
         raise click.ClickException(
-            f"invalid slug {slug!r}: use only letters, digits, hyphens and underscores"
+            f"invalid slug {slug[:MAX_SLUG_LENGTH]!r}: use only letters, digits, hyphens and underscores"
+            f" (at most {MAX_SLUG_LENGTH})"
         )
+    check_name(name)
     api_key = keys.generate_key()
     with storage_errors():
         bot = storage().create_bot(slug, name or slug, keys.hash_key(api_key))
@@ -252,6 +265,7 @@ def bots_delete(slug, yes, as_json):
 def accounts_add(account_id, name, as_json):
     """Register one user broker account."""
     account_id = str(uuid.uuid4()) if account_id is None else canonical_uuid(account_id, "--id")
+    check_name(name)
     with storage_errors():
         account = storage().add_account(account_id, name)
     emit(as_json, account, f"Added account {account_id}" + (f" ({name})" if name else ""))
@@ -295,7 +309,10 @@ def parse_accounts(file):
         value = row.get("id", "")
         if not is_uuid(value):
             raise click.ClickException(f"{file_label(file)} line {number}: {value!r} is not a UUID")
-        rows.setdefault(value.lower(), row.get("name") or None)
+        name = row.get("name") or None
+        if name is not None and not is_valid_name(name):
+            raise click.ClickException(f"{file_label(file)} line {number}: {bad_name(name)}")
+        rows.setdefault(value.lower(), name)
     return list(rows.items())
 
 
@@ -393,8 +410,10 @@ def states_export(output, as_json):
         raise click.UsageError("--json needs --output FILE: standard output carries the rows")
     database = storage()
     counts = dict.fromkeys(TRANSFER_KINDS, 0)
-    with storage_errors(), _output(output) as out, progress(database.count_states(), "Exporting states", not as_json) as bar:
-        for kind, record in database.export_records():
+    with contextlib.ExitStack() as stack, storage_errors(), _output(output) as out, \
+            progress(database.count_states(), "Exporting states", not as_json) as bar:
+        records = stack.enter_context(contextlib.closing(database.export_records()))
+        for kind, record in records:
             out.write(dump_record(kind, record))
             counts[kind] += 1
             if kind == "state":

@@ -104,11 +104,22 @@ def check(config):
 def _database_url(value):
     """The PostgreSQL URL, stripped ("" for SQLite), once it names PostgreSQL."""
     text = "" if value is None else str(value).strip()
-    if text and not text.startswith(("postgresql://", "postgres://")):
+    if not text:
+        return ""
+    if not text.startswith(("postgresql://", "postgres://")):
         raise ConfigError(
             f"{ENV_PREFIX}_DATABASE_URL must be a postgresql:// URL such as"
             f" postgresql://botstate:secret@db.example:5432/botstate (or empty for SQLite)"
         )
+    import psycopg.conninfo  # only when set
+
+    try:
+        psycopg.conninfo.conninfo_to_dict(text)
+    except psycopg.ProgrammingError:  # its message repeats the URL, password and all
+        raise ConfigError(
+            f"{ENV_PREFIX}_DATABASE_URL is not a URL libpq can read: percent-encode any"
+            " % @ / : ? # in the user name or password (e.g. %40 for @), and check its ?parameters"
+        ) from None
     return text
 
 

@@ -73,20 +73,24 @@ def _orjson_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _json_default(value):
-    if isinstance(value, Raw):
-        return loads(value.text)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def dumps_bytes(value):
     """Serialize compactly to UTF-8, keeping key order and non-ASCII text as is."""
     try:
         return orjson.dumps(value, default=_orjson_default)
     except TypeError:  # an integer past 64 bits, which JSON allows and orjson does not
-        return json.dumps(
-            value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default
-        ).encode()
+        # Written as fragments, so that everything else keeps orjson's form (1e-7, not 1e-07).
+        return orjson.dumps(_big_integers_as_fragments(value), default=_orjson_default)
+
+
+def _big_integers_as_fragments(value):
+    """`value` with each integer outside 64 bits replaced by its digits as an orjson.Fragment."""
+    if isinstance(value, dict):
+        return {name: _big_integers_as_fragments(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_big_integers_as_fragments(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return orjson.Fragment(str(value))
+    return value
 
 
 def dumps(value):

@@ -41,11 +41,15 @@ MIN_SERVER_VERSION = 130000  # gen_random_uuid() is built in from PostgreSQL 13
 WRITE_ATTEMPTS = 3
 # Milliseconds the keys' last-use flush waits for a lock before trying again later.
 FLUSH_LOCK_TIMEOUT_MS = 100
+# The least time a request waits for a pooled connection, whatever the busy timeout.
+MIN_POOL_WAIT_MS = 1000
 # Any fixed number: held while migrating, so hosts starting together migrate once.
 MIGRATION_LOCK = 0x626F7473
 
-# Times are stored to the millisecond, like SQLite's, so they move between the two unchanged.
-NOW = "date_trunc('milliseconds', now())"
+# Times are stored to the millisecond, like SQLite's, so they move between the two
+# unchanged. The clock's time when the statement runs, not when its transaction began
+# (now()), which a transaction waiting on a lock would date back.
+NOW = "date_trunc('milliseconds', clock_timestamp())"
 
 
 def _text_time(column):
@@ -66,9 +70,15 @@ _STATE_COLUMNS = _state_columns()
 _EXPIRED = "(expires_at IS NOT NULL AND expires_at <= now())"
 
 
-def _key_works(bot, key_hash):
-    """SQL: whether `key_hash` is one of the bot's keys and not past its grace period."""
-    return f"EXISTS (SELECT 1 FROM bot_keys WHERE bot_id = {bot} AND key_hash = {key_hash} AND NOT {_EXPIRED})"
+def _key_works(bot, key_hash, lock=False):
+    """SQL: whether `key_hash` is one of the bot's keys and not past its grace period.
+
+    With `lock`, the key's row stays locked against a rotation, revocation or the
+    bot's deletion until the transaction ends, so none of them lands between the
+    check and the write it allows.
+    """
+    locking = " FOR KEY SHARE" if lock else ""
+    return f"EXISTS (SELECT 1 FROM bot_keys WHERE bot_id = {bot} AND key_hash = {key_hash} AND NOT {_EXPIRED}{locking})"
 
 
 _SELECT_BOTS = (
@@ -88,14 +98,14 @@ SELECT gen_random_uuid(), %(bot)s::uuid, %(account)s::uuid, %(ticker)s::uuid, %(
 WHERE (%(expected)s::bigint IS NULL OR %(expected)s::bigint = 0
        OR EXISTS (SELECT 1 FROM user_bot_states WHERE {_ROW})){{checks}}
 ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
-    state = excluded.state, version = s.version + 1, updated_at = excluded.updated_at
+    state = excluded.state, version = s.version + 1, updated_at = greatest(s.updated_at, excluded.updated_at)
 WHERE %(expected)s::bigint IS NULL OR s.version = %(expected)s::bigint
 RETURNING {_STATE_COLUMNS}
 """
 # For a lone item written in one statement without a transaction: it writes only
 # when every check of the full path passes, so no row back means "ask the full path".
 _CHECKS = f"""
-    AND {_key_works("%(bot)s::uuid", "%(key)s")}
+    AND {_key_works("%(bot)s::uuid", "%(key)s", lock=True)}
     AND EXISTS (SELECT 1 FROM accounts WHERE id = %(account)s::uuid)
     AND EXISTS (SELECT 1 FROM tickers WHERE id = %(ticker)s::uuid)
     AND (%(max_bytes)s::int IS NULL OR octet_length(%(state)s::text) <= %(max_bytes)s::int)"""
@@ -111,13 +121,13 @@ SELECT gen_random_uuid(), %(bot)s::uuid, v.account, v.ticker, v.state, 1, {NOW},
 FROM unnest(%(accounts)s::uuid[], %(tickers)s::uuid[], %(states)s::json[]) AS v (account, ticker, state)
 ORDER BY v.account, v.ticker
 ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
-    state = excluded.state, version = s.version + 1, updated_at = excluded.updated_at
+    state = excluded.state, version = s.version + 1, updated_at = greatest(s.updated_at, excluded.updated_at)
 RETURNING {_STATE_COLUMNS}
 """
 
 # The merge's update: the new state was computed from the row read FOR UPDATE.
 _UPDATE_MERGED = f"""
-UPDATE user_bot_states SET state = %(state)s::json, version = version + 1, updated_at = {NOW}
+UPDATE user_bot_states SET state = %(state)s::json, version = version + 1, updated_at = greatest(updated_at, {NOW})
 WHERE {_ROW} AND version = %(version)s
 RETURNING {_STATE_COLUMNS}
 """
@@ -129,16 +139,25 @@ ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO NOTHING
 RETURNING {_STATE_COLUMNS}
 """
 
-# Whether the bot exists and the key works, locking the key's row against a
-# rotation or deletion until the transaction ends; and the registered ids among those named.
+# Whether the bot exists and the key works (locked, as in _key_works); and the
+# registered ids among those named.
 _CREDENTIALS_AND_IDS = f"""
 SELECT EXISTS (SELECT 1 FROM bots WHERE id = %(bot)s::uuid),
-    EXISTS (SELECT 1 FROM bot_keys WHERE bot_id = %(bot)s::uuid AND key_hash = %(key)s AND NOT {_EXPIRED}
-            FOR KEY SHARE),
+    {_key_works("%(bot)s::uuid", "%(key)s", lock=True)},
     ARRAY(SELECT id::text FROM accounts WHERE id = ANY(%(accounts)s::uuid[])),
     ARRAY(SELECT id::text FROM tickers WHERE id = ANY(%(tickers)s::uuid[]))
 """
 _CREDENTIALS = f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = %(bot)s::uuid), {_key_works('%(bot)s::uuid', '%(key)s')}"
+_LOCKED_CREDENTIALS = (
+    f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = %(bot)s::uuid), {_key_works('%(bot)s::uuid', '%(key)s', lock=True)}"
+)
+# One lock per row a transaction will write, taken in one order before any row's:
+# two bulk writes over the same rows in different orders then wait for each other
+# instead of deadlocking (which PostgreSQL takes a second to detect, then aborts one).
+_LOCK_ROWS = (
+    "SELECT pg_advisory_xact_lock(h) FROM"
+    " (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(%s::text[]) AS k ORDER BY h) AS ordered"
+)
 
 
 def _exported(column):
@@ -307,21 +326,25 @@ class PostgresStorage(StorageBase):
     # Connections and transactions
 
     def _configure(self, conn):
-        # A write waiting for a row lock gives up after the busy timeout (a 503), as on SQLite.
-        conn.execute(f"SET lock_timeout = {int(self.busy_timeout_ms)}")
+        # A write waiting for a row lock gives up after the busy timeout (a 503), as on
+        # SQLite. PostgreSQL reads 0 as "wait for ever": the least it takes is 1 ms.
+        conn.execute(f"SET lock_timeout = {max(1, int(self.busy_timeout_ms))}")
 
     def _open_pool(self):
         with self._pool_lock:
             if self._pool is None:
                 # One plain connection first: its error (a wrong password, no such
                 # database) is clearer than the pool's timeout.
-                with self._errors_translated():
-                    psycopg.connect(self.url, connect_timeout=10).close()
+                try:
+                    with self._errors_translated():
+                        psycopg.connect(self.url, connect_timeout=10).close()
+                except psycopg.ProgrammingError:  # libpq's words would repeat the URL, password and all
+                    raise DatabaseUnavailable("libpq cannot read BOTSTATE_DATABASE_URL") from None
                 self._pool = psycopg_pool.ConnectionPool(
                     self.url,
                     min_size=1,
                     max_size=self.pool_size,
-                    timeout=max(self.busy_timeout_ms, 1) / 1000,
+                    timeout=max(self.busy_timeout_ms, MIN_POOL_WAIT_MS) / 1000,
                     kwargs={"autocommit": True},
                     configure=self._configure,
                     name="botstate",
@@ -567,7 +590,10 @@ class PostgresStorage(StorageBase):
     # Moving data between databases
 
     def export_records(self):
-        """Every row of every table as a record (TRANSFER_KINDS), references first, from one snapshot."""
+        """Every row of every table as a record (TRANSFER_KINDS), references first, from one snapshot.
+
+        Holds a pooled connection until read to the end or closed.
+        """
         with self._connection() as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot for every table
             try:
@@ -595,6 +621,8 @@ class PostgresStorage(StorageBase):
                 except psycopg.errors.IntegrityError as error:
                     foreign_key = isinstance(error, psycopg.errors.ForeignKeyViolation)
                     raise transfer_conflict(kind, record, foreign_key) from None
+                except (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded) as error:
+                    raise StorageError(f"{kind} {record.get('id', '')}: PostgreSQL refused it: {error.diag.message_primary}") from None
             if on_progress is not None:
                 on_progress(len(records) % PROGRESS_EVERY)
 
@@ -694,22 +722,27 @@ class PostgresStorage(StorageBase):
             },
         ).fetchone()
         verify_key(verified, key_works)
+        if len(writes) > 1:
+            conn.execute(_LOCK_ROWS, [[f"{bot_id}/{w.account_id}/{w.ticker_id}" for w in writes]])
         accounts, tickers = set(accounts), set(tickers)
-        outcomes = [None] * len(writes)
-        ready = []
-        for index, write in enumerate(writes):
-            outcomes[index] = self._refusal(conn, bot_id, write, accounts, tickers, None if merge else max_state_bytes)
-            if outcomes[index] is None:
-                ready.append(index)
-        if not merge and batchable([writes[i] for i in ready]) and self._replace_many(conn, bot_id, writes, ready, outcomes):
-            return outcomes
-        for index in ready:
-            outcomes[index] = self._write_one(conn, bot_id, writes[index], merge, max_state_bytes, failures)
+        size_limit = None if merge else max_state_bytes
+        if not merge and batchable(writes):
+            # No expected versions: the refusals do not depend on what is written before.
+            outcomes = [self._refusal(conn, bot_id, w, accounts, tickers, size_limit) for w in writes]
+            ready = [index for index, outcome in enumerate(outcomes) if outcome is None]
+            if self._replace_many(conn, bot_id, writes, ready, outcomes):
+                return outcomes
+        outcomes = []
+        for write in writes:
+            refusal = self._refusal(conn, bot_id, write, accounts, tickers, size_limit)
+            outcomes.append(refusal or self._write_one(conn, bot_id, write, merge, max_state_bytes, failures))
         return outcomes
 
     def _replace_many(self, conn, bot_id, writes, ready, outcomes):
         """Write the `ready` items in one statement; False (nothing written) when it failed."""
         chosen = [writes[i] for i in ready]
+        if not chosen:
+            return True
         try:
             with conn.transaction():
                 rows = conn.execute(
@@ -835,7 +868,7 @@ class PostgresStorage(StorageBase):
         }
 
         def delete(conn):
-            verify_key(*conn.execute(_CREDENTIALS, params).fetchone())
+            verify_key(*conn.execute(_LOCKED_CREDENTIALS, params).fetchone())
             row = conn.execute(
                 f"DELETE FROM user_bot_states WHERE {_ROW}"
                 " AND (%(versions)s::bigint[] IS NULL OR version = ANY(%(versions)s::bigint[]))"

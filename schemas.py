@@ -3,6 +3,7 @@
 import base64
 import datetime
 import re
+import unicodedata
 import uuid
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, pre_load, validate
@@ -44,6 +45,9 @@ RFC3339 = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))"
 )
 MAX_SYMBOL_LENGTH = 32
+# What `flask bots create` accepts: the API takes longer slugs, which no bot can have.
+MAX_SLUG_LENGTH = 100
+MAX_NAME_LENGTH = 200
 
 
 def is_valid_slug(slug):
@@ -58,6 +62,11 @@ def is_valid_symbol(symbol):
         and symbol.isprintable()
         and not any(c.isspace() or c == "," for c in symbol)
     )
+
+
+def is_valid_name(name):
+    """Whether a bot's or account's display name is 1..200 characters without control characters."""
+    return 0 < len(name) <= MAX_NAME_LENGTH and not any(unicodedata.category(c) == "Cc" for c in name)
 
 
 def is_uuid(value):
@@ -272,7 +281,8 @@ class Timestamp(fields.String):
                 moment -= sign * offset
             except OverflowError:  # beyond year 1..9999 in UTC: before or after every row
                 return "0000" if sign > 0 else "9999-99"
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        # strftime's %Y writes year 999 as "999", which would sort after "2026".
+        return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def encode_cursor(account_id, ticker_id):

@@ -167,6 +167,7 @@ def test_filters_return_exactly_the_matching_rows(timed):
         ({"updatedSince": second_wave_start}, lambda r: r["updatedAt"] >= second_wave_start),
         ({"updatedSince": first_wave_end}, lambda r: r["updatedAt"] >= first_wave_end),
         ({"updatedSince": "2000-01-01T00:00:00Z"}, lambda r: True),
+        ({"updatedSince": "0999-12-31T23:59:59Z"}, lambda r: True),  # a year before 1000 sorts first too
         ({"updatedSince": "2999-01-01T00:00:00Z"}, lambda r: False),
         (
             {"updatedSince": second_wave_start, "tickerId": timed["tickers"][0]},

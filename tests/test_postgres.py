@@ -2,8 +2,10 @@
 
 import sqlite3
 import threading
+import time
 import urllib.parse
 
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,11 +13,16 @@ from hypothesis import strategies as st
 import config
 import jsoncodec
 from app import create_app
-from conftest import POSTGRES_URL, execute_sql, run_botstate, start_server, stop_server
+from conftest import POSTGRES_URL, execute_sql, run_botstate, run_in_threads, start_server, stop_server
+from keys import hash_key
 from pgstorage import MIGRATIONS, merge_patch, redacted
-from spec_data import item
+from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
+from storage import StateWrite
 
-JSON_LEAVES = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=5)
+JSON_LEAVES = (
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=5)
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
 JSON_VALUES = st.recursive(
     JSON_LEAVES,
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from("abcde"), children, max_size=4),
@@ -46,6 +53,13 @@ def test_the_merge_is_sqlites_json_patch_to_the_byte(target, patch):
 )
 def test_messages_name_the_database_without_its_password(url, shown):
     assert redacted(url) == shown
+
+
+def test_a_url_libpq_cannot_read_is_refused_without_repeating_it(tmp_path):
+    # libpq's own message would print the URL, password and all.
+    with pytest.raises(config.ConfigError) as raised:
+        create_app({"DATABASE": str(tmp_path / "x.db"), "DATABASE_URL": "postgresql://bot:se%zzcret@db/botstate"})
+    assert "percent-encode" in raised.value.message and "se%zzcret" not in raised.value.message
 
 
 @pytest.mark.parametrize("url", ("mysql://db/botstate", "db.example:5432", "sqlite:///x.db"))
@@ -132,3 +146,88 @@ def test_the_server_and_the_cli_never_show_the_password(new_database, backend):
     init = run_botstate(["-m", "flask", "--app", "app:create_app", "init-db"], DATABASE_URL=url)
     assert init.returncode == 0 and f"Database ready at {redacted(url)}" in init.stdout
     assert "hunter2" not in log + init.stdout + init.stderr
+
+
+@needs_postgres
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_bulk_writes_over_the_same_rows_in_opposite_orders_never_deadlock(configured, backend):
+    # Per-item writes (a duplicate key forces them) lock rows in request order;
+    # without one order for all, PostgreSQL aborts one of two such requests.
+    client, bot, storage = configured()
+    rows = [(ACCOUNT_0, TICKER_AAPL), (ACCOUNT_1, TICKER_AAPL), (ACCOUNT_0, TICKER_MSFT), (ACCOUNT_1, TICKER_MSFT)]
+    storage.add_account(ACCOUNT_1, None)
+    storage.add_ticker("MSFT", TICKER_MSFT)
+    statuses, lock = [], threading.Lock()
+
+    def write(n):
+        order = rows if n % 2 else rows[::-1]
+        items = [{"accountId": a, "tickerId": t, "state": {"n": n}} for a, t in order + order[:1]]
+        for _ in range(15):
+            method = client.post if n < 2 else client.patch
+            answer = method("/api/bots/b/state", json={"states": items}, headers={"x-api-key": bot["apiKey"]})
+            with lock:
+                statuses.append(answer.status_code)
+
+    run_in_threads(write, 4, timeout=120)
+    assert statuses == [200] * 60
+
+
+@needs_postgres
+@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize("items", ([item()], [item(), item(ACCOUNT_0, TICKER_AAPL)]), ids=("one item", "two items"))
+def test_a_rotation_waits_for_a_write_that_its_old_key_began(configured, backend, items):
+    # The write passed its key check, then waits on a row lock: the rotation must not
+    # return before it, or a key already revoked would write after it.
+    client, bot, storage = configured()
+    [row] = storage.write_states(storage.get_bot("b")["id"], hash_key(bot["apiKey"]), [write_of(item())])
+    done = {}
+    with psycopg.connect(storage.url) as holder:
+        holder.execute("SELECT 1 FROM user_bot_states WHERE id = %s FOR UPDATE", [row.id])
+        writer = threading.Thread(target=lambda: done.setdefault("write", client.post(
+            "/api/bots/b/state", json={"states": items}, headers={"x-api-key": bot["apiKey"]}).status_code))
+        rotation = threading.Thread(target=lambda: done.setdefault("rotation", storage.replace_bot_key("b", "0" * 64)))
+        writer.start()
+        time.sleep(0.3)
+        rotation.start()
+        time.sleep(0.3)
+        assert "rotation" not in done  # it waits for the write, which holds the key
+        holder.rollback()
+    writer.join(timeout=30)
+    rotation.join(timeout=30)
+    assert done["write"] == 200 and "rotation" in done
+
+
+@needs_postgres
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_write_that_waited_on_a_lock_is_dated_when_it_wrote(configured, backend):
+    # updatedSince pollers rely on it: a transaction dated from its start would give
+    # a row written after another an earlier time.
+    client, bot, storage = configured()
+    storage.add_ticker("MSFT", TICKER_MSFT)
+    bot_id, key = storage.get_bot("b")["id"], hash_key(bot["apiKey"])
+    [waited_on] = storage.write_states(bot_id, key, [write_of(item())])
+    outcome = {}
+    with psycopg.connect(storage.url) as holder:
+        holder.execute("SELECT 1 FROM user_bot_states WHERE id = %s FOR UPDATE", [waited_on.id])
+        writer = threading.Thread(target=lambda: outcome.setdefault("rows", storage.write_states(
+            bot_id, key, [write_of(item()), write_of(item(ACCOUNT_0, TICKER_MSFT))])))
+        writer.start()
+        time.sleep(0.3)
+        holder.rollback()
+        writer.join(timeout=30)
+    written_after = outcome["rows"][1]
+    assert written_after.updated_at >= waited_on.updated_at
+    assert outcome["rows"][0].updated_at >= waited_on.updated_at
+
+
+@needs_postgres
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_busy_timeout_of_zero_still_serves(configured, backend):
+    client, bot, _ = configured(BUSY_TIMEOUT_MS=0)
+    answer = client.post("/api/bots/b/state", json={"states": [item()]}, headers={"x-api-key": bot["apiKey"]})
+    assert answer.status_code == 200
+
+
+def write_of(sent):
+    """The StateWrite of an API item."""
+    return StateWrite(sent["accountId"], sent["tickerId"], jsoncodec.dumps(sent["state"]))

@@ -16,6 +16,7 @@ from storage import (
     StateRow,
     StateWrite,
     StorageError,
+    VersionConflict,
     migrations,
 )
 
@@ -400,3 +401,14 @@ def test_an_sqlite_too_old_for_the_schema_is_named_at_start(tmp_path, monkeypatc
     with pytest.raises(StorageError, match=r"needs SQLite 3\.35 or newer .*this Python has 3\.31\.1"):
         storage.migrate()
     assert not (tmp_path / "old-sqlite.db").exists()
+
+
+def test_a_refusal_is_decided_when_its_item_comes_not_before_the_request(storage, bot, registered):
+    # The second item's expected version is checked against what the first wrote.
+    big = json.dumps({"a": "x" * 100})
+    outcomes = storage.write_states(
+        bot["id"], bot["keyHash"],
+        [StateWrite(ACCOUNT_0, TICKER_AAPL, '{"a":1}'), StateWrite(ACCOUNT_0, TICKER_AAPL, big, 0)],
+        max_state_bytes=50,
+    )
+    assert outcomes[1] == VersionConflict(0, 1)

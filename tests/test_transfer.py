@@ -127,7 +127,12 @@ BAD_LINES = [
     ("bad uuid", json.dumps({**BOT, "id": "42"}).encode(), "line 2: id '42' is not valid"),
     ("bad time", json.dumps({**BOT, "createdAt": "yesterday"}).encode(), "line 2: createdAt 'yesterday' is not valid"),
     ("bad slug", json.dumps({**BOT, "slug": "a b"}).encode(), "line 2: slug 'a b' is not valid"),
-    ("bad version", json.dumps({"kind": "state", "id": ACCOUNT_0, "botId": ACCOUNT_0, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": {}, "version": 0, "createdAt": BOT["createdAt"], "updatedAt": BOT["createdAt"]}).encode(), "line 2: version must be a positive integer, got 0"),
+    ("bad version", json.dumps({"kind": "state", "id": ACCOUNT_0, "botId": ACCOUNT_0, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": {}, "version": 0, "createdAt": BOT["createdAt"], "updatedAt": BOT["createdAt"]}).encode(), "line 2: version must be an integer from 1 to 9007199254740992, got 0"),
+    ("no such day", json.dumps({**BOT, "createdAt": "2026-02-30T10:00:00.000Z"}).encode(), "line 2: createdAt '2026-02-30T10:00:00.000Z' is not valid"),
+    ("hour 24", json.dumps({**BOT, "createdAt": "2026-01-01T24:00:00.000Z"}).encode(), "line 2: createdAt '2026-01-01T24:00:00.000Z' is not valid"),
+    ("control character in a name", json.dumps({**BOT, "name": "a\u0000b"}).encode(), "line 2: name 'a\\x00b' is not valid"),
+    ("slug too long", json.dumps({**BOT, "slug": "s" * 101}).encode(), f"line 2: slug '{'s' * 80}' is not valid"),
+    ("state not an object", json.dumps({"kind": "state", "id": ACCOUNT_0, "botId": ACCOUNT_0, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": [1], "version": 1, "createdAt": BOT["createdAt"], "updatedAt": BOT["createdAt"]}).encode(), "line 2: state must be a JSON object"),
     ("missing references", json.dumps({"kind": "state", "id": ACCOUNT_0, "botId": ACCOUNT_0, "accountId": ACCOUNT_1, "tickerId": TICKER_AAPL, "state": {}, "version": 1, "createdAt": BOT["createdAt"], "updatedAt": BOT["createdAt"]}).encode(), "state " + ACCOUNT_0 + " names a bot, account or ticker that is neither before it in the file nor in the database"),
     ("slug taken by another bot", json.dumps({**BOT, "id": ACCOUNT_1}).encode(), "bot alpha clashes with another bot in the database (same slug or symbol, another id)"),
 ]
