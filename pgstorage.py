@@ -91,6 +91,7 @@ _ROW = "bot_id = %(bot)s::uuid AND user_broker_account_id = %(account)s::uuid AN
 # The replacement of one state, with expectedVersion enforced in the statement: the
 # SELECT's WHERE creates a row only when none was expected, the DO UPDATE's WHERE
 # touches a row only at the expected version. No row back: a version conflict.
+# The DO UPDATE dates the row once it holds its lock, not when the statement began.
 _REPLACE_STATE = f"""
 INSERT INTO user_bot_states AS s
     (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)
@@ -98,7 +99,7 @@ SELECT gen_random_uuid(), %(bot)s::uuid, %(account)s::uuid, %(ticker)s::uuid, %(
 WHERE (%(expected)s::bigint IS NULL OR %(expected)s::bigint = 0
        OR EXISTS (SELECT 1 FROM user_bot_states WHERE {_ROW})){{checks}}
 ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
-    state = excluded.state, version = s.version + 1, updated_at = greatest(s.updated_at, excluded.updated_at)
+    state = excluded.state, version = s.version + 1, updated_at = greatest(s.updated_at, {NOW})
 WHERE %(expected)s::bigint IS NULL OR s.version = %(expected)s::bigint
 RETURNING {_STATE_COLUMNS}
 """
@@ -121,7 +122,7 @@ SELECT gen_random_uuid(), %(bot)s::uuid, v.account, v.ticker, v.state, 1, {NOW},
 FROM unnest(%(accounts)s::uuid[], %(tickers)s::uuid[], %(states)s::json[]) AS v (account, ticker, state)
 ORDER BY v.account, v.ticker
 ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
-    state = excluded.state, version = s.version + 1, updated_at = greatest(s.updated_at, excluded.updated_at)
+    state = excluded.state, version = s.version + 1, updated_at = greatest(s.updated_at, {NOW})
 RETURNING {_STATE_COLUMNS}
 """
 

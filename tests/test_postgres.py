@@ -200,10 +200,11 @@ def test_a_rotation_waits_for_a_write_that_its_old_key_began(configured, backend
 @needs_postgres
 @pytest.mark.parametrize("backend", ["postgresql"])
 def test_a_write_that_waited_on_a_lock_is_dated_when_it_wrote(configured, backend):
-    # updatedSince pollers rely on it: a transaction dated from its start would give
-    # a row written after another an earlier time.
+    # updatedSince pollers rely on it: dated from its transaction's start, a row
+    # written after another (committed meanwhile) would get an earlier time.
     client, bot, storage = configured()
     storage.add_ticker("MSFT", TICKER_MSFT)
+    storage.add_account(ACCOUNT_1, None)
     bot_id, key = storage.get_bot("b")["id"], hash_key(bot["apiKey"])
     [waited_on] = storage.write_states(bot_id, key, [write_of(item())])
     outcome = {}
@@ -213,11 +214,11 @@ def test_a_write_that_waited_on_a_lock_is_dated_when_it_wrote(configured, backen
             bot_id, key, [write_of(item()), write_of(item(ACCOUNT_0, TICKER_MSFT))])))
         writer.start()
         time.sleep(0.3)
+        [meanwhile] = storage.write_states(bot_id, key, [write_of(item(ACCOUNT_1, TICKER_MSFT))])
+        time.sleep(0.01)
         holder.rollback()
         writer.join(timeout=30)
-    written_after = outcome["rows"][1]
-    assert written_after.updated_at >= waited_on.updated_at
-    assert outcome["rows"][0].updated_at >= waited_on.updated_at
+    assert [row.updated_at >= meanwhile.updated_at for row in outcome["rows"]] == [True, True]
 
 
 @needs_postgres
