@@ -178,9 +178,16 @@ def test_bots_create_duplicate_slug_fails(runner, storage, bot, json_flag):
 
 
 @JSON_OR_TEXT
-@pytest.mark.parametrize("slug", ["bad slug", "a/b", "", "dot.ted", "new\nline", "caf\u00e9"])
+@pytest.mark.parametrize("slug", ["bad slug", "a/b", "", "dot.ted", "new\nline", "caf\u00e9", "s" * 101])
 def test_bots_create_invalid_slug_fails(runner, storage, slug, json_flag):
     assert_error(cli(runner, "bots", "create", slug, *json_flag))
+    assert storage.count_bots() == 0
+
+
+@JSON_OR_TEXT
+@pytest.mark.parametrize("name", ["bell\x07", "n" * 201])
+def test_bots_create_invalid_name_fails(runner, storage, name, json_flag):
+    assert_error(cli(runner, "bots", "create", "alpha", "--name", name, *json_flag), "name")
     assert storage.count_bots() == 0
 
 
@@ -505,8 +512,10 @@ def test_accounts_import_reads_stdin_for_dash(runner, storage, json_flag):
         (f"{ACCOUNT_0}\n{ACCOUNT_1.replace('-', '')}\n", 2),
         (f"id,name\n{ACCOUNT_0},Alice\n{ACCOUNT_1},Bob\nurn:uuid:{ACCOUNT_2},Carol\n", 4),
         (f"id,name\n{ACCOUNT_0},Alice\n,Nobody\n", 3),
+        (f"id,name\n{ACCOUNT_0},Alice\n{ACCOUNT_1},Bo\x00b\n", 3),
+        (f"id,name\n{ACCOUNT_0},{'A' * 201}\n", 2),
     ],
-    ids=["garbage", "braces-after-comment", "no-hyphens", "urn-in-csv", "empty-id-cell"],
+    ids=["garbage", "braces-after-comment", "no-hyphens", "urn-in-csv", "empty-id-cell", "control-character-in-name", "name-too-long"],
 )
 def test_accounts_import_bad_line_names_it_and_imports_nothing(runner, storage, tmp_path, text, line, json_flag):
     path = write(tmp_path, text)
