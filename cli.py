@@ -13,7 +13,7 @@ from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 import keys
-from schemas import MAX_NAME_LENGTH, MAX_SLUG_LENGTH, MAX_SYMBOL_LENGTH, is_uuid, is_valid_name, is_valid_slug, is_valid_symbol
+from schemas import MAX_NAME_LENGTH, MAX_SLUG_LENGTH, MAX_SYMBOL_LENGTH, is_uuid, is_valid_bot_slug, is_valid_name, is_valid_symbol
 from storage import TRANSFER_KINDS, StorageError
 from transfer import BadRecord, dump_record, parse_record
 
@@ -125,7 +125,7 @@ def batches(items, size):
 @json_option
 def bots_create(slug, name, as_json):
     """Create a bot and print its API key (shown only this once)."""
-    if not is_valid_slug(slug) or len(slug) > MAX_SLUG_LENGTH:
+    if not is_valid_bot_slug(slug):
         raise click.ClickException(
             f"invalid slug {slug[:MAX_SLUG_LENGTH]!r}: use only letters, digits, hyphens and underscores"
             f" (at most {MAX_SLUG_LENGTH})"
@@ -410,9 +410,9 @@ def states_export(output, as_json):
         raise click.UsageError("--json needs --output FILE: standard output carries the rows")
     database = storage()
     counts = dict.fromkeys(TRANSFER_KINDS, 0)
-    with contextlib.ExitStack() as stack, storage_errors(), _output(output) as out, \
-            progress(database.count_states(), "Exporting states", not as_json) as bar:
-        records = stack.enter_context(contextlib.closing(database.export_records()))
+    with storage_errors(), _output(output) as out, \
+            progress(database.count_states(), "Exporting states", not as_json) as bar, \
+            contextlib.closing(database.export_records()) as records:
         for kind, record in records:
             out.write(dump_record(kind, record))
             counts[kind] += 1

@@ -16,7 +16,6 @@ import jsoncodec
 from storage import (
     KEY_FINGERPRINT_LENGTH,
     KEY_USE_FLUSH_INTERVAL,
-    PROGRESS_EVERY,
     Conflict,
     DatabaseBusy,
     DatabaseUnavailable,
@@ -113,8 +112,8 @@ _CHECKS = f"""
 _CHECKED_REPLACE_STATE = _REPLACE_STATE.format(checks=_CHECKS)
 _UNCHECKED_REPLACE_STATE = _REPLACE_STATE.format(checks="")
 
-# Distinct, unconditional replacements in one statement, in key order so that two
-# bulk writes over the same rows lock them in the same order (no deadlock).
+# Distinct, unconditional replacements in one statement (its transaction holds
+# _LOCK_ROWS already), in key order like the rest.
 _REPLACE_MANY = f"""
 INSERT INTO user_bot_states AS s
     (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)
@@ -140,17 +139,18 @@ ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO NOTHING
 RETURNING {_STATE_COLUMNS}
 """
 
-# Whether the bot exists and the key works (locked, as in _key_works); and the
-# registered ids among those named.
-_CREDENTIALS_AND_IDS = f"""
-SELECT EXISTS (SELECT 1 FROM bots WHERE id = %(bot)s::uuid),
-    {_key_works("%(bot)s::uuid", "%(key)s", lock=True)},
-    ARRAY(SELECT id::text FROM accounts WHERE id = ANY(%(accounts)s::uuid[])),
-    ARRAY(SELECT id::text FROM tickers WHERE id = ANY(%(tickers)s::uuid[]))
-"""
-_CREDENTIALS = f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = %(bot)s::uuid), {_key_works('%(bot)s::uuid', '%(key)s')}"
-_LOCKED_CREDENTIALS = (
-    f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = %(bot)s::uuid), {_key_works('%(bot)s::uuid', '%(key)s', lock=True)}"
+def _credentials(lock=False):
+    """SQL: whether the bot %(bot)s exists, and whether the key %(key)s works for it (locked, as in _key_works)."""
+    return f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = %(bot)s::uuid), {_key_works('%(bot)s::uuid', '%(key)s', lock=lock)}"
+
+
+_CREDENTIALS = _credentials()
+_LOCKED_CREDENTIALS = _credentials(lock=True)
+# The locked credentials, and the registered ids among those named.
+_CREDENTIALS_AND_IDS = (
+    f"{_LOCKED_CREDENTIALS},"
+    " ARRAY(SELECT id::text FROM accounts WHERE id = ANY(%(accounts)s::uuid[])),"
+    " ARRAY(SELECT id::text FROM tickers WHERE id = ANY(%(tickers)s::uuid[]))"
 )
 # One lock per row a transaction will write, taken in one order before any row's:
 # two bulk writes over the same rows in different orders then wait for each other
@@ -562,15 +562,15 @@ class PostgresStorage(StorageBase):
     def list_bot_keys(self, slug):
         """The bot's working keys, newest first: fingerprint, createdAt, expiresAt, lastUsedAt."""
         self.flush_key_uses()
-        with self._connection() as conn:
+        with self._connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
             bot_id = self._bot_id(conn, slug)
-        return self._query(
-            f"SELECT substr(key_hash, 1, {KEY_FINGERPRINT_LENGTH}) AS fingerprint,"
-            f' {_text_time("created_at")} AS "createdAt", {_text_time("expires_at")} AS "expiresAt",'
-            f' {_text_time("last_used_at")} AS "lastUsedAt"'
-            f" FROM bot_keys WHERE bot_id = %s AND NOT {_EXPIRED} ORDER BY created_at DESC, key_hash",
-            [bot_id],
-        )
+            return cursor.execute(
+                f"SELECT substr(key_hash, 1, {KEY_FINGERPRINT_LENGTH}) AS fingerprint,"
+                f' {_text_time("created_at")} AS "createdAt", {_text_time("expires_at")} AS "expiresAt",'
+                f' {_text_time("last_used_at")} AS "lastUsedAt"'
+                f" FROM bot_keys WHERE bot_id = %s AND NOT {_EXPIRED} ORDER BY created_at DESC, key_hash",
+                [bot_id],
+            ).fetchall()
 
     def flush_key_uses(self):
         """Store the last use of each key recorded since the last flush."""
@@ -606,26 +606,18 @@ class PostgresStorage(StorageBase):
             finally:
                 conn.isolation_level = None
 
-    def import_records(self, records, on_progress=None):
-        """Upsert (kind, record) pairs in one transaction, so that each row is as its record says;
-        `on_progress(n)` is called as records are done.
+    @staticmethod
+    def _import_record(conn, statement, kind, record):
+        try:
+            conn.execute(statement, record)
+        except psycopg.errors.IntegrityError as error:
+            raise transfer_conflict(kind, record, isinstance(error, psycopg.errors.ForeignKeyViolation)) from None
+        except (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded) as error:
+            raise StorageError(f"{kind} {record.get('id', '')}: PostgreSQL refused it: {error.diag.message_primary}") from None
 
-        Raises Conflict when a record clashes with another row (a slug or symbol
-        taken by another id) or names a bot, account or ticker that is not there.
-        """
-        with self._transaction() as conn, conn.cursor() as cursor:
-            for done, (kind, record) in enumerate(records, start=1):
-                if on_progress is not None and done % PROGRESS_EVERY == 0:
-                    on_progress(PROGRESS_EVERY)
-                try:
-                    cursor.execute(transfer_statement(kind, lambda field: f"%({field})s", _import_cast), record)
-                except psycopg.errors.IntegrityError as error:
-                    foreign_key = isinstance(error, psycopg.errors.ForeignKeyViolation)
-                    raise transfer_conflict(kind, record, foreign_key) from None
-                except (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded) as error:
-                    raise StorageError(f"{kind} {record.get('id', '')}: PostgreSQL refused it: {error.diag.message_primary}") from None
-            if on_progress is not None:
-                on_progress(len(records) % PROGRESS_EVERY)
+    @staticmethod
+    def _transfer_statement(kind):
+        return transfer_statement(kind, lambda field: f"%({field})s", _import_cast)
 
     # Accounts and tickers
 
@@ -733,6 +725,7 @@ class PostgresStorage(StorageBase):
             ready = [index for index, outcome in enumerate(outcomes) if outcome is None]
             if self._replace_many(conn, bot_id, writes, ready, outcomes):
                 return outcomes
+            return [o or self._write_one(conn, bot_id, w, merge, max_state_bytes, failures) for w, o in zip(writes, outcomes)]
         outcomes = []
         for write in writes:
             refusal = self._refusal(conn, bot_id, write, accounts, tickers, size_limit)

@@ -55,6 +55,17 @@ def is_valid_slug(slug):
     return SLUG_PATTERN.fullmatch(slug) is not None
 
 
+def is_valid_bot_slug(slug):
+    """Whether `flask bots create` takes the slug: the spec's pattern, at most MAX_SLUG_LENGTH."""
+    return is_valid_slug(slug) and len(slug) <= MAX_SLUG_LENGTH
+
+
+def stored_time(moment):
+    """An aware UTC datetime in the stored form: 2024-01-15T10:30:00.123Z."""
+    # strftime's %Y writes year 999 as "999", which would sort after "2026".
+    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 def is_valid_symbol(symbol):
     """Whether a ticker symbol is 1..32 printable characters without spaces or commas."""
     return (
@@ -281,8 +292,7 @@ class Timestamp(fields.String):
                 moment -= sign * offset
             except OverflowError:  # beyond year 1..9999 in UTC: before or after every row
                 return "0000" if sign > 0 else "9999-99"
-        # strftime's %Y writes year 999 as "999", which would sort after "2026".
-        return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        return stored_time(moment)
 
 
 def encode_cursor(account_id, ticker_id):

@@ -542,6 +542,16 @@ class KeyUses:
             self._failing = None
 
 
+def _reporting(rows, on_progress):
+    """Each of `rows`, calling on_progress(n) (when given) as they are done."""
+    for done, row in enumerate(rows, start=1):
+        yield row
+        if on_progress is not None and done % PROGRESS_EVERY == 0:
+            on_progress(PROGRESS_EVERY)
+    if on_progress is not None:
+        on_progress(len(rows) % PROGRESS_EVERY)
+
+
 class StorageBase:
     """What both backends do alike, around the SQL that each subclass gives."""
 
@@ -576,18 +586,26 @@ class StorageBase:
         """
         added = 0
         with self._write_transaction() as db:
-            for done, (symbol, ticker_id) in enumerate(rows, start=1):
-                if on_progress is not None and done % PROGRESS_EVERY == 0:
-                    on_progress(PROGRESS_EVERY)
+            for symbol, ticker_id in _reporting(rows, on_progress):
                 if self._insert_ticker(db, symbol, ticker_id or str(uuid.uuid4())):
                     added += 1
                     continue
                 existing = self._ticker_id(db, symbol)
                 if existing is None or (ticker_id and existing != ticker_id):
                     raise Conflict(self._ticker_conflict(db, symbol, ticker_id))
-            if on_progress is not None:
-                on_progress(len(rows) % PROGRESS_EVERY)
         return added
+
+    def import_records(self, records, on_progress=None):
+        """Upsert (kind, record) pairs in one transaction, so that each row is as its record says;
+        `on_progress(n)` is called as records are done.
+
+        Raises Conflict when a record clashes with another row (a slug or symbol
+        taken by another id) or names a bot, account or ticker that is not there.
+        """
+        statements = {kind: self._transfer_statement(kind) for kind in TRANSFER_KINDS}
+        with self._write_transaction() as db:
+            for kind, record in _reporting(records, on_progress):
+                self._import_record(db, statements[kind], kind, record)
 
     def _ticker_conflict(self, db, symbol, ticker_id):
         by_symbol = self._ticker_id(db, symbol)
@@ -1030,23 +1048,16 @@ class SQLiteStorage(StorageBase):
             finally:
                 db.execute("ROLLBACK")
 
-    def import_records(self, records, on_progress=None):
-        """Upsert (kind, record) pairs in one transaction, so that each row is as its record says;
-        `on_progress(n)` is called as records are done.
+    @staticmethod
+    def _import_record(db, statement, kind, record):
+        try:
+            db.conn.execute(statement, record)
+        except sqlite3.IntegrityError as error:
+            raise transfer_conflict(kind, record, "FOREIGN KEY" in str(error)) from None
 
-        Raises Conflict when a record clashes with another row (a slug or symbol
-        taken by another id) or names a bot, account or ticker that is not there.
-        """
-        with self._writing() as db:
-            for done, (kind, record) in enumerate(records, start=1):
-                if on_progress is not None and done % PROGRESS_EVERY == 0:
-                    on_progress(PROGRESS_EVERY)
-                try:
-                    db.conn.execute(transfer_statement(kind, lambda field: f":{field}"), record)
-                except sqlite3.IntegrityError as error:
-                    raise transfer_conflict(kind, record, "FOREIGN KEY" in str(error)) from None
-            if on_progress is not None:
-                on_progress(len(records) % PROGRESS_EVERY)
+    @staticmethod
+    def _transfer_statement(kind):
+        return transfer_statement(kind, lambda field: f":{field}")
 
     # Accounts and tickers
 

@@ -4,7 +4,7 @@ import datetime
 import re
 
 import jsoncodec
-from schemas import MAX_SLUG_LENGTH, is_uuid, is_valid_name, is_valid_slug, is_valid_symbol
+from schemas import is_uuid, is_valid_bot_slug, is_valid_name, is_valid_symbol, stored_time
 from storage import TRANSFER_KINDS
 
 # Times as the databases give them out: UTC, milliseconds.
@@ -14,6 +14,15 @@ MAX_VERSION = 2**53
 KEY_HASH = re.compile(r"[0-9a-f]{64}")
 UUID_FIELDS = {"id", "botId", "accountId", "tickerId"}
 OPTIONAL_TIMES = {"expiresAt", "lastUsedAt"}
+
+
+# How the other string fields are checked.
+_VALIDATORS = {
+    "slug": is_valid_bot_slug,
+    "symbol": is_valid_symbol,
+    "name": is_valid_name,
+    "keyHash": lambda value: KEY_HASH.fullmatch(value) is not None,
+}
 
 
 class BadRecord(ValueError):
@@ -63,19 +72,13 @@ def _checked(kind, field, value):
         return value
     if not isinstance(value, str):
         raise BadRecord(f"{field} must be a string, got {value!r}")
-    valid = {
-        "slug": lambda: is_valid_slug(value) and len(value) <= MAX_SLUG_LENGTH,
-        "symbol": lambda: is_valid_symbol(value),
-        "keyHash": lambda: KEY_HASH.fullmatch(value) is not None,
-        "name": lambda: is_valid_name(value),
-    }
     if field in UUID_FIELDS:
         ok = is_uuid(value)
         value = value.lower()
     elif field.endswith("At"):
         ok = _is_stored_time(value)
     else:
-        ok = valid[field]()
+        ok = _VALIDATORS[field](value)
     if not ok:
         raise BadRecord(f"{field} {value[:80]!r} is not valid")
     return value
@@ -87,4 +90,4 @@ def _is_stored_time(text):
         moment = datetime.datetime.strptime(text, STORED_TIME)
     except ValueError:
         return False
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z" == text and moment.year >= 1000
+    return moment.year >= 1000 and stored_time(moment) == text

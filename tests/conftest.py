@@ -44,6 +44,10 @@ BACKENDS = [
 ]
 
 
+# For tests of what only PostgreSQL does: the backend fixture's PostgreSQL run alone (skipped without a server).
+POSTGRES_ONLY = pytest.mark.parametrize("backend", [BACKENDS[1]])
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only(why): the test is about SQLite itself; not run on PostgreSQL")
 

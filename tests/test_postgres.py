@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import config
 import jsoncodec
 from app import create_app
-from conftest import POSTGRES_URL, execute_sql, run_botstate, run_in_threads, start_server, stop_server
+from conftest import POSTGRES_ONLY, POSTGRES_URL, execute_sql, run_botstate, run_in_threads, start_server, stop_server
 from keys import hash_key
 from pgstorage import MIGRATIONS, merge_patch, redacted
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
@@ -73,11 +73,7 @@ def dbname_of(url):
     return urllib.parse.urlsplit(url).path.lstrip("/")
 
 
-needs_postgres = pytest.mark.skipif(not POSTGRES_URL, reason="PostgreSQL tests need a server: `make test-pg` starts one")
-
-
-@needs_postgres
-@pytest.mark.parametrize("backend", ["postgresql"])
+@POSTGRES_ONLY
 def test_a_wrong_user_stops_the_start_with_the_servers_reason_and_no_password(new_database, backend):
     url = new_database()["DATABASE_URL"].replace("botstate@", "nobody:hunter2@")
     with pytest.raises(config.ConfigError) as raised:
@@ -86,8 +82,7 @@ def test_a_wrong_user_stops_the_start_with_the_servers_reason_and_no_password(ne
     assert "hunter2" not in raised.value.message
 
 
-@needs_postgres
-@pytest.mark.parametrize("backend", ["postgresql"])
+@POSTGRES_ONLY
 def test_a_read_only_database_stops_the_start(new_database, backend):
     database = new_database()
     dbname = dbname_of(database["DATABASE_URL"])
@@ -97,8 +92,7 @@ def test_a_read_only_database_stops_the_start(new_database, backend):
         create_app(dict(database))
 
 
-@needs_postgres
-@pytest.mark.parametrize("backend", ["postgresql"])
+@POSTGRES_ONLY
 def test_connections_cut_by_the_server_cost_503s_then_the_pool_reconnects(new_database, backend, configured):
     client, bot, storage = configured()
     headers = {"x-api-key": bot["apiKey"]}
@@ -110,8 +104,7 @@ def test_connections_cut_by_the_server_cost_503s_then_the_pool_reconnects(new_da
     assert 500 not in statuses
 
 
-@needs_postgres
-@pytest.mark.parametrize("backend", ["postgresql"])
+@POSTGRES_ONLY
 def test_servers_starting_together_on_an_empty_database_migrate_it_once(new_database, backend):
     database = new_database()
     started, errors = [], []
@@ -122,11 +115,7 @@ def test_servers_starting_together_on_an_empty_database_migrate_it_once(new_data
         except RuntimeError as error:
             errors.append(error)
 
-    threads = [threading.Thread(target=start) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_in_threads(lambda _: start(), 3, timeout=60)
     for process, _, _ in started:
         stop_server(process)
     assert errors == [] and len(started) == 3
@@ -134,8 +123,7 @@ def test_servers_starting_together_on_an_empty_database_migrate_it_once(new_data
     assert [name for (name,) in applied] == [name for name, _ in MIGRATIONS]
 
 
-@needs_postgres
-@pytest.mark.parametrize("backend", ["postgresql"])
+@POSTGRES_ONLY
 def test_the_server_and_the_cli_never_show_the_password(new_database, backend):
     url = new_database()["DATABASE_URL"].replace("botstate@", "botstate:hunter2@")  # trust auth ignores it
     process, base_url, log_path = start_server({"DATABASE_URL": url})
@@ -148,8 +136,7 @@ def test_the_server_and_the_cli_never_show_the_password(new_database, backend):
     assert "hunter2" not in log + init.stdout + init.stderr
 
 
-@needs_postgres
-@pytest.mark.parametrize("backend", ["postgresql"])
+@POSTGRES_ONLY
 def test_bulk_writes_over_the_same_rows_in_opposite_orders_never_deadlock(configured, backend):
     # Per-item writes (a duplicate key forces them) lock rows in request order;
     # without one order for all, PostgreSQL aborts one of two such requests.
@@ -172,8 +159,7 @@ def test_bulk_writes_over_the_same_rows_in_opposite_orders_never_deadlock(config
     assert statuses == [200] * 60
 
 
-@needs_postgres
-@pytest.mark.parametrize("backend", ["postgresql"])
+@POSTGRES_ONLY
 @pytest.mark.parametrize("items", ([item()], [item(), item(ACCOUNT_0, TICKER_AAPL)]), ids=("one item", "two items"))
 def test_a_rotation_waits_for_a_write_that_its_old_key_began(configured, backend, items):
     # The write passed its key check, then waits on a row lock: the rotation must not
@@ -197,8 +183,7 @@ def test_a_rotation_waits_for_a_write_that_its_old_key_began(configured, backend
     assert done["write"] == 200 and "rotation" in done
 
 
-@needs_postgres
-@pytest.mark.parametrize("backend", ["postgresql"])
+@POSTGRES_ONLY
 def test_a_write_that_waited_on_a_lock_is_dated_when_it_wrote(configured, backend):
     # updatedSince pollers rely on it: dated from its transaction's start, a row
     # written after another (committed meanwhile) would get an earlier time.
@@ -221,8 +206,7 @@ def test_a_write_that_waited_on_a_lock_is_dated_when_it_wrote(configured, backen
     assert [row.updated_at >= meanwhile.updated_at for row in outcome["rows"]] == [True, True]
 
 
-@needs_postgres
-@pytest.mark.parametrize("backend", ["postgresql"])
+@POSTGRES_ONLY
 def test_a_busy_timeout_of_zero_still_serves(configured, backend):
     client, bot, _ = configured(BUSY_TIMEOUT_MS=0)
     answer = client.post("/api/bots/b/state", json={"states": [item()]}, headers={"x-api-key": bot["apiKey"]})
