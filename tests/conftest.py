@@ -40,12 +40,12 @@ NO_POSTGRES = "PostgreSQL tests need a server: `make test-pg` starts a throwaway
 # Every test that uses a database runs once per backend.
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.skipif(not POSTGRES_URL, reason=NO_POSTGRES)),
+    pytest.param("postgresql", id="postgresql"),
 ]
 
 
 # For tests of what only PostgreSQL does: the backend fixture's PostgreSQL run alone (skipped without a server).
-POSTGRES_ONLY = pytest.mark.parametrize("backend", [BACKENDS[1]])
+POSTGRES_ONLY = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
 
 def pytest_configure(config):
@@ -63,9 +63,19 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Give every PostgreSQL run skipped for want of a server the same place, so -ra sums them in one line."""
+    report = (yield).get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and report.longrepr[2].endswith(NO_POSTGRES):
+        report.longrepr = (str(Path(__file__).relative_to(ROOT)), backend.__wrapped__.__code__.co_firstlineno, report.longrepr[2])
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """The database backend under test: "sqlite" or "postgresql"."""
+    if request.param == "postgresql" and not POSTGRES_URL:
+        pytest.skip(NO_POSTGRES)
     return request.param
 
 
