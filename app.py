@@ -2,7 +2,6 @@
 
 import logging
 import os
-import sys
 import time
 
 from flask import Flask, g, request
@@ -13,6 +12,7 @@ from api import bp as api_blueprint
 from cli import register_commands
 from errors import register_error_handlers
 from jsoncodec import JSONProvider
+from logs import configure_logging
 from openapi import bp as openapi_blueprint
 from schemas import StateUpdatesSchema
 from storage import StorageError, open_storage
@@ -43,7 +43,7 @@ def create_app(test_config=None, upgrade=False):
     # Flask refuses bodies past this with a 413, which errors.py words as JSON.
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
 
-    configure_logging(app.config["LOG_LEVEL"])
+    configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     for name in unknown_settings:
         log.warning("ignoring %s: not a botstate setting (see README, Configuration)", name)
     storage = open_storage(app.config)
@@ -70,33 +70,6 @@ def create_app(test_config=None, upgrade=False):
     return app
 
 
-def configure_logging(level):
-    """Send the service's logs to stderr, one line each, unless logging is configured already."""
-    logger = logging.getLogger("botstate")
-    logger.setLevel(level)
-    if not logger.hasHandlers():
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(LineFormatter())
-        logger.addHandler(handler)
-
-
-class LineFormatter(logging.Formatter):
-    """`time level message`, formatting the date once a second: one runs per request."""
-
-    def __init__(self):
-        super().__init__("%(asctime)s %(levelname)s %(message)s")
-        self._stamp = (None, "")
-
-    def formatTime(self, record, datefmt=None):
-        """The record's local time, as logging's default format writes it."""
-        second = int(record.created)
-        cached_second, text = self._stamp
-        if second != cached_second:
-            text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-            self._stamp = (second, text)
-        return f"{text},{int(record.msecs):03d}"
-
-
 def _start_timer():
     g.started = time.perf_counter()
 
@@ -107,7 +80,10 @@ def _printable(text, limit=200):
 
 
 def _log_request(response):
-    """One line per request: method, path, status, duration, bot and item summary; never keys or bodies."""
+    """One line per request: method, path, status, duration, bot and item summary; never keys or bodies.
+
+    The text line is the message; the same as fields go in `request` for JSON logs.
+    """
     started = g.get("started")
     duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
     parts = [
@@ -116,13 +92,21 @@ def _log_request(response):
         str(response.status_code),
         f"{duration_ms:.1f}ms",
     ]
+    fields = {
+        "method": request.method,
+        "path": request.path[:200],
+        "status": response.status_code,
+        "duration_ms": round(duration_ms, 1),
+    }
     if "bot_slug" in g:
         parts.append(f"bot={_printable(g.bot_slug, 100)}")
+        fields["bot"] = g.bot_slug[:100]
     summary = g.get("summary")
     if summary is not None:
         parts.append(
             f"items={summary['total']} succeeded={summary['succeeded']} failed={summary['failed']}"
         )
         parts.extend(f'"{error}"={count}' for error, count in g.failures.items())
-    log.info(" ".join(parts))
+        fields["summary"] = {**summary, "errors": dict(g.failures)}
+    log.info(" ".join(parts), extra={"request": fields})  # logs.JSONFormatter writes the fields
     return response

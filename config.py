@@ -24,6 +24,8 @@ DEFAULTS = {
     "CHANNEL_TIMEOUT": 30,
     "CONNECTION_LIMIT": 100,
     "LOG_LEVEL": "INFO",
+    # TEXT for people, JSON (one object per line) for log shippers.
+    "LOG_FORMAT": "TEXT",
     # Requests per bot, in the limits library's notation ("600/minute"); empty is no limit.
     "RATE_LIMIT": "",
 }
@@ -43,6 +45,7 @@ INT_RANGES = {
 CHOICES = {
     "SYNCHRONOUS": ("OFF", "NORMAL", "FULL", "EXTRA"),
     "LOG_LEVEL": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "LOG_FORMAT": ("TEXT", "JSON"),
 }
 
 

@@ -11,6 +11,7 @@ from waitress.server import create_server
 
 from app import create_app
 from config import ConfigError
+from logs import startup_line
 
 # Waitress cuts off bodies past this many bytes beyond the app's own limit, so a
 # body just over the limit still reaches the app and gets its JSON 413.
@@ -50,9 +51,9 @@ def create_bot_hint():
     return f"{prefix}.venv/bin/flask bots create my-bot"
 
 
-def say(message):
-    """Print a startup message on stderr, whatever the log level."""
-    print(message, file=sys.stderr, flush=True)
+def say(message, log_format="TEXT"):
+    """Print a startup message on stderr, whatever the log level, in the log's format."""
+    print(startup_line(message, log_format), file=sys.stderr, flush=True)
 
 
 def stop_on_sigterm(signum, frame):
@@ -106,10 +107,11 @@ def main():
         url_host = f"[{host}]" if ":" in host else host
         say(
             f"botstate listening on http://{url_host}:{port}"
-            f" (database {storage.location}, {app.config['THREADS']} threads)"
+            f" (database {storage.location}, {app.config['THREADS']} threads)",
+            app.config["LOG_FORMAT"],
         )
         if no_bots:
-            say(f"No bot exists yet. Create one with: {create_bot_hint()}")
+            say(f"No bot exists yet. Create one with: {create_bot_hint()}", app.config["LOG_FORMAT"])
         # Returns on Ctrl-C or SIGTERM once the requests in flight are answered
         # (waitress gives them 5 s).
         server.run()
@@ -118,7 +120,7 @@ def main():
     finally:
         server.close()
         storage.close()
-        say("botstate stopped")
+        say("botstate stopped", app.config["LOG_FORMAT"])
 
 
 if __name__ == "__main__":
