@@ -2,22 +2,29 @@
 
 import contextlib
 import csv
+import datetime
 import io
 import json
 import os
 import sys
+import time
 import uuid
 
 import click
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
+import jsoncodec
 import keys
+from api import row_json
 from schemas import MAX_NAME_LENGTH, MAX_SLUG_LENGTH, MAX_SYMBOL_LENGTH, is_uuid, is_valid_bot_slug, is_valid_name, is_valid_symbol
 from storage import TRANSFER_KINDS, StorageError
 from transfer import BadRecord, dump_record, parse_record
 
 IMPORT_BATCH = 500
+# `flask states show`: rows shown by default, and characters of each state.
+SHOW_LIMIT = 100
+STATE_WIDTH = 60
 MAX_GRACE_SECONDS = 30 * 24 * 3600
 
 json_option = click.option(
@@ -473,6 +480,77 @@ def states_import(file, as_json):
     with storage_errors(), progress(len(records), "Importing", not as_json) as bar:
         storage().import_records(records, on_progress=bar.update)
     emit(as_json, {"imported": counts, "total": len(records)}, f"Imported {_counted(counts)}.")
+
+
+@states.command("show")
+@click.argument("slug")
+@click.option("--account", help="Only this account (its UUID).")
+@click.option("--ticker", help="Only this ticker (its UUID or symbol).")
+@click.option("--limit", default=SHOW_LIMIT, show_default=True, type=click.IntRange(1, 100_000), help="Most rows to show.")
+@json_option
+def states_show(slug, account, ticker, limit, as_json):
+    """Show a bot's states as a table: tickers by symbol, accounts by name, age of each update."""
+    database = storage()
+    with storage_errors():
+        bot = database.get_bot(slug)
+        if bot is None:
+            raise click.ClickException(f"Bot {slug!r} not found")
+        symbols = {row["id"]: row["symbol"] for row in database.list_tickers()}
+        names = {row["id"]: row["name"] for row in database.list_accounts()}
+        account_id = None if account is None else canonical_uuid(account, "--account")
+        ticker_id = None if ticker is None else _ticker_named(ticker, symbols)
+        rows, more = database.list_states(bot["id"], limit, account_id=account_id, ticker_id=ticker_id)
+    if as_json:
+        shown = [
+            {**row_json(row), "accountName": names.get(row.account_id), "tickerSymbol": symbols.get(row.ticker_id)}
+            for row in rows
+        ]
+        click.echo(jsoncodec.dumps(shown))
+        return
+    if not rows:
+        click.echo(f"No states for bot {slug} yet." if account is None and ticker is None else "No states match.")
+        return
+    now = time.time()
+    table = [("ACCOUNT", "TICKER", "VERSION", "UPDATED", "STATE")] + [
+        (
+            names.get(row.account_id) or row.account_id,
+            symbols.get(row.ticker_id, row.ticker_id),
+            str(row.version),
+            age(row.updated_at, now),
+            _shortened(row.state_json),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[column]) for line in table) for column in range(4)]
+    for line in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[4])
+    if more:
+        click.echo(f"(first {limit} rows; --limit shows more)", err=True)
+
+
+def _ticker_named(ticker, symbols):
+    """The id of a ticker given by UUID or by symbol, or a usage error."""
+    if is_uuid(ticker):
+        return ticker.lower()
+    for ticker_id, symbol in symbols.items():
+        if symbol == ticker:
+            return ticker_id
+    raise click.ClickException(f"--ticker: no ticker {ticker!r} (give its symbol or UUID; see `flask tickers list`)")
+
+
+def age(stored_time, now):
+    """How long ago a stored time was: "just now", "42s ago", "5m ago", "3h ago", "2d ago"."""
+    then = datetime.datetime.strptime(stored_time, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    seconds = int(now - then.timestamp())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return "just now"
+
+
+def _shortened(state_json, width=STATE_WIDTH):
+    """The state's JSON, cut to `width` characters."""
+    return state_json if len(state_json) <= width else state_json[: width - 1] + "…"
 
 
 # database

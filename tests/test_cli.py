@@ -779,7 +779,7 @@ EXPECTED_COMMANDS = {
     ("bots", "keys"), ("bots", "delete"),
     ("accounts", "add"), ("accounts", "import"), ("accounts", "list"),
     ("tickers", "add"), ("tickers", "import"), ("tickers", "list"),
-    ("states", "export"), ("states", "import"),
+    ("states", "export"), ("states", "import"), ("states", "show"),
     ("init-db",),
 }
 
@@ -850,3 +850,84 @@ def test_import_of_a_file_that_is_not_utf8_is_one_line(runner, tmp_path, group):
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.strip().splitlines() == [f"Error: {path} is not UTF-8 text (byte 5): save it as UTF-8"]
+
+
+# flask states show
+
+
+@pytest.fixture
+def shown(app, storage, bot):
+    """Three states of my-bot: Alice's AAPL (twice written) and MSFT, and an unnamed account's AAPL."""
+    storage.add_account(ACCOUNT_0, "Alice")
+    storage.add_account(ACCOUNT_1, None)
+    storage.add_ticker("AAPL", TICKER_AAPL)
+    storage.add_ticker("MSFT", TICKER_MSFT)
+    long_state = {"note": "x" * 100}
+    items = [item(state={"v": 1}), item(state={"v": 2}), item(ACCOUNT_0, TICKER_MSFT, long_state), item(ACCOUNT_1)]
+    assert post_states(app, "my-bot", bot["apiKey"], items).status_code == 200
+    return long_state
+
+
+def test_states_show_prints_a_table_by_symbol_and_name(runner, shown):
+    lines = text_output(cli(runner, "states", "show", "my-bot")).splitlines()
+    assert lines[0].split() == ["ACCOUNT", "TICKER", "VERSION", "UPDATED", "STATE"]
+    rows = [re.split(r"\s{2,}", line) for line in lines[1:]]
+    assert [row[:3] for row in rows] == [["Alice", "AAPL", "2"], ["Alice", "MSFT", "1"], [ACCOUNT_1, "AAPL", "1"]]
+    assert {row[3] for row in rows} <= {"just now", "1s ago", "2s ago"}
+    assert rows[0][4] == '{"v":2}'
+    assert rows[1][4] == json.dumps(shown, separators=(",", ":"))[:59] + "…"
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    (
+        (["--ticker", "MSFT"], [("Alice", "MSFT")]),
+        (["--ticker", TICKER_AAPL.upper()], [("Alice", "AAPL"), (ACCOUNT_1, "AAPL")]),
+        (["--account", ACCOUNT_1], [(ACCOUNT_1, "AAPL")]),
+        (["--account", ACCOUNT_0, "--ticker", "AAPL"], [("Alice", "AAPL")]),
+    ),
+    ids=("ticker by symbol", "ticker by id", "account", "both"),
+)
+def test_states_show_filters_by_account_and_ticker(runner, shown, args, expected):
+    lines = text_output(cli(runner, "states", "show", "my-bot", *args)).splitlines()[1:]
+    assert [tuple(re.split(r"\s{2,}", line)[:2]) for line in lines] == expected
+
+
+def test_states_show_json_gives_each_row_as_the_api_does_with_names(runner, shown):
+    rows = json_output(cli(runner, "states", "show", "my-bot", "--ticker", "MSFT", "--json"))
+    assert [(r["accountName"], r["tickerSymbol"], r["state"], r["version"]) for r in rows] == [("Alice", "MSFT", shown, 1)]
+    assert set(rows[0]) >= {"id", "botId", "userBrokerAccountId", "tickerId", "createdAt", "updatedAt"}
+
+
+def test_states_show_says_when_more_rows_than_the_limit(runner, shown):
+    result = cli(runner, "states", "show", "my-bot", "--limit", "2")
+    assert len(text_output(result).splitlines()) == 3
+    assert "(first 2 rows; --limit shows more)" in result.stderr
+
+
+@JSON_OR_TEXT
+@pytest.mark.parametrize(
+    "args,fragment",
+    (
+        (["no-such-bot"], "Bot 'no-such-bot' not found"),
+        (["my-bot", "--ticker", "NOPE"], "no ticker 'NOPE'"),
+        (["my-bot", "--account", "alice"], "--account: 'alice' is not a UUID"),
+    ),
+    ids=("unknown bot", "unknown symbol", "account not a uuid"),
+)
+def test_states_show_errors_name_what_is_wrong(runner, shown, args, fragment, json_flag):
+    assert_error(cli(runner, "states", "show", *args, *json_flag), fragment)
+
+
+def test_states_show_with_nothing_stored_says_so(runner, bot):
+    assert text_output(cli(runner, "states", "show", "my-bot")).strip() == "No states for bot my-bot yet."
+
+
+@pytest.mark.parametrize(
+    "seconds,shown_as",
+    ((0, "just now"), (0.9, "just now"), (42, "42s ago"), (60, "1m ago"), (3599, "59m ago"), (7200, "2h ago"), (3 * 86400 + 5, "3d ago")),
+)
+def test_ages_are_in_the_largest_whole_unit(seconds, shown_as):
+    from cli import age
+
+    assert age("2026-01-01T00:00:00.000Z", 1767225600 + seconds) == shown_as
