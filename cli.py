@@ -34,6 +34,7 @@ json_option = click.option(
 bots = AppGroup("bots", help="Create, list, re-key and delete bots.")
 accounts = AppGroup("accounts", help="Register user broker accounts that bots keep state for.")
 tickers = AppGroup("tickers", help="Register tickers that bots keep state for.")
+db = AppGroup("db", help="Back up the live database, and restore a backup.")
 states = AppGroup("states", help="Export every row to JSON Lines, and import such a file (to move databases).")
 
 
@@ -556,6 +557,50 @@ def _shortened(state_json, width=STATE_WIDTH):
 # database
 
 
+@db.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False))
+@json_option
+def db_backup(path, as_json):
+    """Copy the live database to PATH, a new file: consistent even while the server writes."""
+    if os.path.exists(path):
+        raise click.ClickException(f"{path} exists: give a new file name (a backup never overwrites)")
+    started = time.monotonic()
+    with storage_errors():
+        storage().backup(path)
+    size, seconds = os.path.getsize(path), time.monotonic() - started
+    emit(as_json, {"backup": path, "bytes": size, "seconds": round(seconds, 3)},
+         f"Backed up to {path} ({size:,} bytes in {seconds:.1f} s; integrity_check ok).")
+
+
+@db.command("restore")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--force", is_flag=True, help="Restore even though a server is running on the database.")
+@json_option
+def db_restore(path, force, as_json):
+    """Replace the database's content with the backup at PATH (made by `flask db backup`).
+
+    Stop the server first: with a server running it refuses, unless --force.
+    """
+    database = storage()
+    if database.servers_running():
+        if not force:
+            raise click.ClickException(
+                f"a botstate server is running on {database.location}: stop it first"
+                " (or pass --force to restore under it)"
+            )
+        click.echo(
+            f"Warning: restoring under a running server. From its next request it serves the backup's"
+            f" data, and every write it acknowledged since {path} was made is gone.",
+            err=True,
+        )
+    with storage_errors():
+        applied = database.restore(path)
+    emit(as_json, {"restored": path, "applied": applied}, f"Restored {database.location} from {path}.")
+
+
+# init-db
+
+
 @click.command("init-db")
 @json_option
 @with_appcontext
@@ -574,5 +619,5 @@ def init_db(as_json):
 
 def register_commands(app):
     """Add the admin command groups to `flask`."""
-    for command in (bots, accounts, tickers, states, init_db):
+    for command in (bots, accounts, tickers, states, db, init_db):
         app.cli.add_command(command)

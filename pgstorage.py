@@ -38,6 +38,10 @@ log = logging.getLogger("botstate.storage")
 MIN_SERVER_VERSION = 130000  # gen_random_uuid() is built in from PostgreSQL 13
 # Tries of a write transaction that PostgreSQL aborted to break a deadlock.
 WRITE_ATTEMPTS = 3
+NO_BACKUPS = (
+    "on PostgreSQL, back up with pg_dump and pg_restore, or your provider's backups;"
+    " `flask states export` also copies every row"
+)
 # Milliseconds the keys' last-use flush waits for a lock before trying again later.
 FLUSH_LOCK_TIMEOUT_MS = 100
 # The least time a request waits for a pooled connection, whatever the busy timeout.
@@ -587,6 +591,18 @@ class PostgresStorage(StorageBase):
                         " AND (k.last_used_at IS NULL OR k.last_used_at < u.used)",
                         [list(times), list(bots), list(hashes)],
                     )
+
+    # Backups
+
+    def servers_running(self):
+        """Never known on PostgreSQL: servers may run on other hosts."""
+        return False
+
+    def backup(self, target):
+        """Not botstate's job on PostgreSQL."""
+        raise StorageError(NO_BACKUPS)
+
+    restore = backup
 
     # Moving data between databases
 

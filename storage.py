@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import enum
+import fcntl
 import functools
 import json
 import logging
@@ -654,6 +655,9 @@ class SQLiteStorage(StorageBase):
         self._checkpointer = None
         self._checkpoints_elsewhere = False
         self._stop_checkpoints = threading.Event()
+        # A shared flock on this file while a process serves the database (start_upkeep).
+        self._serving_path = f"{path}-serving"
+        self._serving = None
         super().__init__()
 
     # Connections and transactions
@@ -764,8 +768,25 @@ class SQLiteStorage(StorageBase):
             self._write_lock.release()
 
     def start_upkeep(self):
-        """Start the background work of a serving process: WAL checkpoints, keys' last use."""
-        self.start_checkpoints()
+        """Start the background work of a serving process: WAL checkpoints, keys' last use.
+
+        Also marks the database as served until close(), for servers_running().
+        """
+        self.start_checkpoints()  # first: it closes what was open, this lock too
+        self._serving = open(self._serving_path, "a")  # noqa: SIM115 - held open while serving
+        fcntl.flock(self._serving, fcntl.LOCK_SH)
+
+    def servers_running(self):
+        """Whether a botstate server (a process that called start_upkeep) serves this database now."""
+        try:
+            with open(self._serving_path) as marker:
+                try:
+                    fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                return False
+        except FileNotFoundError:
+            return False
 
     def start_checkpoints(self, interval=CHECKPOINT_INTERVAL):
         """Copy the WAL into the database from a thread of its own, every `interval` seconds.
@@ -849,6 +870,9 @@ class SQLiteStorage(StorageBase):
         """Store the keys' last use, close every connection this storage opened, in any
         thread, and stop checkpoints."""
         self.key_uses.flush_or_log(self.flush_key_uses)
+        if self._serving is not None:
+            self._serving.close()  # the lock goes with it
+            self._serving = None
         if self._checkpointer is not None:
             self._stop_checkpoints.set()
             self._checkpointer.join()
@@ -1032,6 +1056,38 @@ class SQLiteStorage(StorageBase):
                     " AND (last_used_at IS NULL OR last_used_at < ?1)",
                     rows,
                 )
+
+    # Backups
+
+    def backup(self, target):
+        """Copy the database to the new file `target`: one consistent snapshot, taken while
+        writers go on (SQLite's online backup API), checked with integrity_check."""
+        partial = f"{target}.partial"
+        try:
+            with self._reading() as db, contextlib.closing(sqlite3.connect(partial)) as copy:
+                db.conn.backup(copy)  # all pages in one step: one read transaction, so one moment
+                if copy.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                    raise StorageError(f"the copy at {target} failed integrity_check; the database may be damaged")
+            os.replace(partial, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(partial)
+
+    def restore(self, source):
+        """Make the database's content that of the botstate backup `source`, through SQLite
+        (so a running server reads it from its next request); returns the migrations applied."""
+        uri = pathlib.Path(source).resolve().as_uri() + "?mode=ro"
+        try:
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as backup:
+                if backup.execute("PRAGMA integrity_check").fetchone()[0] != "ok" or not migrations.applied(
+                    sqlite_utils.Database(backup)
+                ):
+                    raise StorageError(f"{source} is not a botstate database, or is damaged")
+                with self._writing(transaction=False) as db:
+                    backup.backup(db.conn)
+        except sqlite3.DatabaseError as error:
+            raise StorageError(f"{source} is not a botstate database ({error})") from None
+        return self.migrate()
 
     # Moving data between databases
 

@@ -780,6 +780,7 @@ EXPECTED_COMMANDS = {
     ("accounts", "add"), ("accounts", "import"), ("accounts", "list"),
     ("tickers", "add"), ("tickers", "import"), ("tickers", "list"),
     ("states", "export"), ("states", "import"), ("states", "show"),
+    ("db", "backup"), ("db", "restore"),
     ("init-db",),
 }
 

@@ -29,7 +29,7 @@ def test_readme_starts_with_the_two_commands():
 
 def test_every_cli_command_is_in_readme_with_help(app):
     commands = dict(all_commands(app))
-    assert len(commands) == 16
+    assert len(commands) == 18
     for name, command in commands.items():
         assert f"`flask {name}" in README, name
         assert command.help, name
