@@ -7,6 +7,7 @@ import time
 from flask import Flask, g, request
 
 import config
+import metrics
 import ratelimit
 from api import bp as api_blueprint
 from cli import register_commands
@@ -66,6 +67,7 @@ def create_app(test_config=None, upgrade=False):
     app.before_request(_start_timer)
     app.after_request(_log_request)
     ratelimit.init_app(app)  # after the timer, so a request's logged time includes the limiter's hooks
+    metrics.init_app(app)
     register_commands(app)
     return app
 

@@ -24,6 +24,8 @@ DEFAULTS = {
     "CHANNEL_TIMEOUT": 30,
     "CONNECTION_LIMIT": 100,
     "LOG_LEVEL": "INFO",
+    # 1 serves GET /metrics (Prometheus); 0, the default, does not.
+    "METRICS": 0,
     # TEXT for people, JSON (one object per line) for log shippers.
     "LOG_FORMAT": "TEXT",
     # Requests per bot, in the limits library's notation ("600/minute"); empty is no limit.
@@ -40,6 +42,7 @@ INT_RANGES = {
     "BUSY_TIMEOUT_MS": (0, 600_000),
     "CHANNEL_TIMEOUT": (1, 3600),
     "CONNECTION_LIMIT": (1, 100_000),
+    "METRICS": (0, 1),
 }
 
 CHOICES = {

@@ -5,6 +5,7 @@ import logging
 from flask import current_app, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+import metrics
 from storage import DatabaseBusy, DatabaseUnavailable
 
 log = logging.getLogger("botstate")
@@ -53,11 +54,12 @@ def _http_error(error):
     return response
 
 
-def _service_unavailable(message, level):
-    """A handler answering 503 with `message` and Retry-After, logging why at `level`."""
+def _service_unavailable(message, level, kind):
+    """A handler answering 503 with `message` and Retry-After, logging why at `level`, counted as `kind`."""
 
     def handle(error):
         log.log(level, "%s: %s", message, error)
+        metrics.database_fault(kind)
         return APIError(
             503, message, "SERVICE_UNAVAILABLE", {"Retry-After": str(RETRY_AFTER_SECONDS)}
         ).response()
@@ -75,10 +77,10 @@ def register_error_handlers(app):
     app.register_error_handler(APIError, lambda error: error.response())
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(
-        DatabaseBusy, _service_unavailable("Database is busy, retry later", logging.WARNING)
+        DatabaseBusy, _service_unavailable("Database is busy, retry later", logging.WARNING, "busy")
     )
     app.register_error_handler(
         DatabaseUnavailable,
-        _service_unavailable("Database is unavailable, retry later", logging.ERROR),
+        _service_unavailable("Database is unavailable, retry later", logging.ERROR, "unavailable"),
     )
     app.register_error_handler(Exception, _unexpected)
