@@ -14,10 +14,11 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 class Metrics:
     """The app's own registry (so that several apps in one process never share counts) and its metrics."""
 
-    def __init__(self):
+    def __init__(self, storage):
         from prometheus_client import CollectorRegistry, Counter, Histogram  # only when metrics are on
 
         self.registry = CollectorRegistry()
+        self.registry.register(_StorageRetries(storage))
         self.requests = Counter(
             "botstate_requests", "HTTP requests answered, by route and status.",
             ["method", "route", "status"], registry=self.registry,
@@ -36,11 +37,28 @@ class Metrics:
         )
 
 
+class _StorageRetries:
+    """The storage's count of write transactions tried again, read at each scrape."""
+
+    def __init__(self, storage):
+        self.storage = storage
+
+    def collect(self):
+        """The botstate_database_retries counter."""
+        from prometheus_client.core import CounterMetricFamily
+
+        yield CounterMetricFamily(
+            "botstate_database_retries",
+            "Write transactions tried again after the database aborted them to break a deadlock (PostgreSQL).",
+            value=self.storage.retries,
+        )
+
+
 def init_app(app):
     """Count every request and serve GET /metrics, when the METRICS setting is on."""
     if not app.config["METRICS"]:
         return
-    app.extensions["botstate.metrics"] = Metrics()
+    app.extensions["botstate.metrics"] = Metrics(app.extensions["botstate.storage"])
     app.after_request(_count)
     app.add_url_rule("/metrics", "metrics", _exposition, methods=["GET"], provide_automatic_options=False)
 

@@ -390,6 +390,7 @@ class PostgresStorage(StorageBase):
             except DatabaseBusy as error:
                 if attempt == WRITE_ATTEMPTS or getattr(error.__cause__, "sqlstate", None) not in _RETRY_STATES:
                     raise
+                self.retries += 1
                 time.sleep(0.01 * attempt)
 
     def start_upkeep(self, interval=KEY_USE_FLUSH_INTERVAL):

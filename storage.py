@@ -558,6 +558,8 @@ class StorageBase:
 
     def __init__(self):
         self.key_uses = KeyUses()
+        # Write transactions tried again after the database aborted them (GET /metrics shows it).
+        self.retries = 0
 
     def record_key_use(self, bot_id, key_hash):
         """Note that a request authenticated with this key now; flush_key_uses() stores it."""

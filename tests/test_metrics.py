@@ -57,3 +57,11 @@ def test_metrics_count_database_faults(configured):
 def test_a_metrics_setting_other_than_0_or_1_stops_the_start(tmp_path):
     with pytest.raises(config.ConfigError, match="BOTSTATE_METRICS must be an integer from 0 to 1"):
         create_app({"DATABASE": str(tmp_path / "x.db"), "METRICS": "yes"})
+
+
+def test_metrics_show_the_storages_retries(configured):
+    client, _, storage = configured(METRICS=1)
+    assert re.search(r"^botstate_database_retries_total 0\.0$", client.get("/metrics").get_data(as_text=True), re.M)
+    storage.retries = 3
+    text = client.get("/metrics").get_data(as_text=True)
+    assert re.search(r"^botstate_database_retries_total 3\.0$", text, re.M), text

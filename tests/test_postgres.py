@@ -216,3 +216,17 @@ def test_a_busy_timeout_of_zero_still_serves(configured, backend):
 def write_of(sent):
     """The StateWrite of an API item."""
     return StateWrite(sent["accountId"], sent["tickerId"], jsoncodec.dumps(sent["state"]))
+
+
+@POSTGRES_ONLY
+def test_a_transaction_aborted_by_a_deadlock_is_tried_again_and_counted(storage, backend):
+    calls = []
+
+    def work(conn):
+        calls.append(conn)
+        if len(calls) == 1:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return conn.execute("SELECT 1").fetchone()[0]
+
+    assert storage._retried(work) == 1
+    assert (len(calls), storage.retries) == (2, 1)
