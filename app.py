@@ -84,16 +84,10 @@ def _printable(text, limit=200):
 def _log_request(response):
     """One line per request: method, path, status, duration, bot and item summary; never keys or bodies.
 
-    The text line is the message; the same as fields go in `request` for JSON logs.
+    The fields go in `request` for JSON logs; the text line made of them is the message.
     """
     started = g.get("started")
     duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
-    parts = [
-        request.method,
-        _printable(request.path),
-        str(response.status_code),
-        f"{duration_ms:.1f}ms",
-    ]
     fields = {
         "method": request.method,
         "path": request.path[:200],
@@ -101,14 +95,21 @@ def _log_request(response):
         "duration_ms": round(duration_ms, 1),
     }
     if "bot_slug" in g:
-        parts.append(f"bot={_printable(g.bot_slug, 100)}")
         fields["bot"] = g.bot_slug[:100]
     summary = g.get("summary")
     if summary is not None:
-        parts.append(
-            f"items={summary['total']} succeeded={summary['succeeded']} failed={summary['failed']}"
-        )
-        parts.extend(f'"{error}"={count}' for error, count in g.failures.items())
         fields["summary"] = {**summary, "errors": dict(g.failures)}
-    log.info(" ".join(parts), extra={"request": fields})  # logs.JSONFormatter writes the fields
+    log.info(_text_line(fields), extra={"request": fields})  # logs.JSONFormatter writes the fields
     return response
+
+
+def _text_line(fields):
+    """The text log line of a request's fields: `POST /path 200 1.2ms bot=... items=...`."""
+    parts = [fields["method"], _printable(fields["path"]), str(fields["status"]), f"{fields['duration_ms']:.1f}ms"]
+    if "bot" in fields:
+        parts.append(f"bot={_printable(fields['bot'])}")
+    summary = fields.get("summary")
+    if summary is not None:
+        parts.append(f"items={summary['total']} succeeded={summary['succeeded']} failed={summary['failed']}")
+        parts.extend(f'"{error}"={count}' for error, count in summary["errors"].items())
+    return " ".join(parts)

@@ -2,7 +2,6 @@
 
 import contextlib
 import csv
-import datetime
 import io
 import json
 import os
@@ -17,7 +16,16 @@ from flask.cli import AppGroup, with_appcontext
 import jsoncodec
 import keys
 from api import row_json
-from schemas import MAX_NAME_LENGTH, MAX_SLUG_LENGTH, MAX_SYMBOL_LENGTH, is_uuid, is_valid_bot_slug, is_valid_name, is_valid_symbol
+from schemas import (
+    MAX_NAME_LENGTH,
+    MAX_SLUG_LENGTH,
+    MAX_SYMBOL_LENGTH,
+    is_uuid,
+    is_valid_bot_slug,
+    is_valid_name,
+    is_valid_symbol,
+    parse_stored_time,
+)
 from storage import TRANSFER_KINDS, StorageError
 from transfer import BadRecord, dump_record, parse_record
 
@@ -541,8 +549,7 @@ def _ticker_named(ticker, symbols):
 
 def age(stored_time, now):
     """How long ago a stored time was: "just now", "42s ago", "5m ago", "3h ago", "2d ago"."""
-    then = datetime.datetime.strptime(stored_time, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
-    seconds = int(now - then.timestamp())
+    seconds = int(now - parse_stored_time(stored_time).timestamp())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size:
             return f"{seconds // size}{unit} ago"

@@ -60,6 +60,11 @@ def is_valid_bot_slug(slug):
     return is_valid_slug(slug) and len(slug) <= MAX_SLUG_LENGTH
 
 
+def parse_stored_time(text):
+    """The aware UTC datetime of a time in the stored form; ValueError when it is not one."""
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+
+
 def stored_time(moment):
     """An aware UTC datetime in the stored form: 2024-01-15T10:30:00.123Z."""
     # strftime's %Y writes year 999 as "999", which would sort after "2026".

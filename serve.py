@@ -100,6 +100,7 @@ def main():
     no_bots = storage.count_bots() == 0
     storage.start_upkeep()
     tune_garbage_collection()
+    log_format = app.config["LOG_FORMAT"]
     # From here on SIGTERM stops cleanly; only then say that the server is up.
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
@@ -108,10 +109,10 @@ def main():
         say(
             f"botstate listening on http://{url_host}:{port}"
             f" (database {storage.location}, {app.config['THREADS']} threads)",
-            app.config["LOG_FORMAT"],
+            log_format,
         )
         if no_bots:
-            say(f"No bot exists yet. Create one with: {create_bot_hint()}", app.config["LOG_FORMAT"])
+            say(f"No bot exists yet. Create one with: {create_bot_hint()}", log_format)
         # Returns on Ctrl-C or SIGTERM once the requests in flight are answered
         # (waitress gives them 5 s).
         server.run()
@@ -120,7 +121,7 @@ def main():
     finally:
         server.close()
         storage.close()
-        say("botstate stopped", app.config["LOG_FORMAT"])
+        say("botstate stopped", log_format)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,12 @@
 """The JSON Lines format of `flask states export` and `import`: one record per row, checked on the way in."""
 
-import datetime
 import re
 
 import jsoncodec
-from schemas import is_uuid, is_valid_bot_slug, is_valid_name, is_valid_symbol, stored_time
+from schemas import is_uuid, is_valid_bot_slug, is_valid_name, is_valid_symbol, parse_stored_time, stored_time
 from storage import TRANSFER_KINDS
 
 # Times as the databases give them out: UTC, milliseconds.
-STORED_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 # Versions past this lose their last digits in JavaScript clients (and near 2**63 overflow).
 MAX_VERSION = 2**53
 KEY_HASH = re.compile(r"[0-9a-f]{64}")
@@ -87,7 +85,7 @@ def _checked(kind, field, value):
 def _is_stored_time(text):
     """Whether `text` is a real moment in the stored form: 2024-01-15T10:30:00.123Z."""
     try:
-        moment = datetime.datetime.strptime(text, STORED_TIME)
+        moment = parse_stored_time(text)
     except ValueError:
         return False
     return moment.year >= 1000 and stored_time(moment) == text
