@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-pg soak bench clean
+.PHONY: run test test-pg soak lint bench clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/flask init-db
@@ -16,6 +16,10 @@ test: $(VENV)/.installed-dev
 # scripts/with-postgres starts (installing Debian's postgresql when run as root) and stops.
 test-pg: $(VENV)/.installed-dev
 	scripts/with-postgres $(BIN)/python -m pytest
+
+# ruff's default rules over every Python file.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
 
 # The crash test, many more times than `make test` runs it (about a second per kill).
 SOAK_ROUNDS ?= 60

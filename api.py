@@ -12,13 +12,13 @@ from werkzeug.exceptions import HTTPException
 import jsoncodec
 import keys
 import ratelimit
+import writebody
 from errors import APIError, bad_request
 from schemas import (
     INVALID_SLUG,
     StateKeySchema,
     StateQuerySchema,
     encode_cursor,
-    first_error,
     first_param_error,
     is_valid_slug,
 )
@@ -134,22 +134,22 @@ def admit(slug):
     return bot_id, key_hash
 
 
-def json_body():
-    """The request body parsed as strict JSON, whatever the Content-Type says."""
+def state_updates(merge):
+    """The request body's validated items, each state as its text (None: provably too large),
+    or the 400 naming the first problem. The body is strict JSON, whatever the Content-Type says."""
     data = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
-    try:
-        return jsoncodec.loads(data)
-    except jsoncodec.InvalidJSON:
-        raise bad_request("Invalid JSON in request body") from None
-
-
-def state_updates(body):
-    """The validated items of the body, or a 400 naming the first problem."""
     schema = current_app.extensions["botstate.updates_schema"]
     try:
-        return schema.load(body)["states"]
+        return writebody.load_items(data, schema, merge, current_app.config["MAX_STATE_BYTES"])
+    except jsoncodec.InvalidJSON:
+        raise bad_request("Invalid JSON in request body") from None
     except ValidationError as error:
-        raise bad_request(first_error(error.messages)) from None
+        raise bad_request(error.messages[0]) from None
+
+
+def oversized_state(max_state_bytes):
+    """A state text over the limit, stored in place of one too large to build: storage refuses it as it would that one."""
+    return '{"":"' + "x" * max_state_bytes + '"}'
 
 
 def load_params(schema, data):
@@ -200,17 +200,20 @@ def write_states(slug, merge):
     """Validate the items, write each independently, and answer the spec's bulk response."""
     bot_id, key_hash = admit(slug)
     with outranked_by_authentication(slug):
-        updates = state_updates(json_body())
+        updates = state_updates(merge)
+    max_state_bytes = current_app.config["MAX_STATE_BYTES"]
+    too_large = None
+    if any(update["state"] is None for update in updates):
+        too_large = oversized_state(max_state_bytes)
     writes = [
         StateWrite(
             update["accountId"].lower(),
             update["tickerId"].lower(),
-            jsoncodec.dumps(update["state"]),
+            too_large if update["state"] is None else update["state"],
             update["expectedVersion"],
         )
         for update in updates
     ]
-    # The response shows the stored text: free the parsed states, a body's worth of memory.
     updates = [(update["accountId"], update["tickerId"]) for update in updates]
     outcomes = as_bot(
         slug,
@@ -219,7 +222,7 @@ def write_states(slug, merge):
         storage().write_states,
         writes,
         merge=merge,
-        max_state_bytes=current_app.config["MAX_STATE_BYTES"],
+        max_state_bytes=max_state_bytes,
     )
     results = []
     for index, ((account_id, ticker_id), outcome) in enumerate(zip(updates, outcomes)):
@@ -274,6 +277,7 @@ def list_own_states(bot_id, key_hash, query):
         updated_since=query.get("updatedSince"),
         after=query.get("cursor"),
         key_hash=key_hash,
+        max_bytes=current_app.config["MAX_PAGE_BYTES"],
     )
 
 
@@ -297,7 +301,7 @@ def get_state(slug, account_id, ticker_id):
     row = as_bot(slug, bot_id, key_hash, storage().read_state, *key)
     if row is None:
         raise state_not_found()
-    if request.if_none_match.star_tag or request.if_none_match.contains_weak(str(row.version)):
+    if if_none_match_names(request.headers.get("If-None-Match"), row.version):
         response = current_app.response_class(status=304)
     else:
         response = jsonify(data=row_json(row))
@@ -305,8 +309,33 @@ def get_state(slug, account_id, ticker_id):
     return response
 
 
-ENTITY_TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
+# RFC 9110 8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, etagc = %x21 / %x23-7E / obs-text.
+ENTITY_TAG = re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
+# Between list elements: optional whitespace (SP, HTAB) and commas, empty elements allowed (RFC 9110 5.6.1).
+LIST_GAP = re.compile(r"[ \t]*(?:,[ \t]*)*")
 VERSION_TAG = re.compile(r"[1-9][0-9]{0,17}")
+ANY_TAG = "*"
+
+
+def entity_tags(header):
+    """An If-Match or If-None-Match value as RFC 9110 reads it: None without the header,
+    ANY_TAG for `*`, else its (weak, opaque-tag) pairs; [] when it is not a list of
+    entity-tags (an unquoted 3 is not one), which matches nothing."""
+    if header is None:
+        return None
+    if header.strip(" \t") == ANY_TAG:
+        return ANY_TAG
+    tags, position = [], LIST_GAP.match(header).end()
+    while position < len(header):
+        tag = ENTITY_TAG.match(header, position)
+        if tag is None:
+            return []
+        gap = LIST_GAP.match(header, tag.end())
+        if gap.end() < len(header) and "," not in gap.group():
+            return []  # two tags with no comma between them
+        tags.append((tag.group(1) is not None, tag.group(2)))
+        position = gap.end()
+    return tags
 
 
 def if_match_versions(header):
@@ -315,18 +344,27 @@ def if_match_versions(header):
     Entity-tags compare strongly and as exact strings (RFC 9110): "3" matches
     version 3, while W/"3", "03" and anything that is not a list of tags match nothing.
     """
-    if header is None or header.strip() == "*":
+    tags = entity_tags(header)
+    if tags is None or tags == ANY_TAG:
         return None
-    versions, position = [], 0
-    while position < len(header):
-        match = ENTITY_TAG.match(header, position)
-        if match is None or match.end() == position:
-            return []
-        weak, tag = match.group(1), match.group(2)
-        if not weak and VERSION_TAG.fullmatch(tag):
-            versions.append(int(tag))
-        position = match.end()
-    return versions
+    return [int(opaque) for weak, opaque in tags if not weak and VERSION_TAG.fullmatch(opaque)]
+
+
+def if_none_match_names(header, version):
+    """Whether an If-None-Match header is `*` or names `version`, compared weakly (RFC 9110):
+    "3" and W/"3" both name version 3; a header that is not a list of tags names nothing."""
+    tags = entity_tags(header)
+    if tags is None:
+        return False
+    return tags == ANY_TAG or any(opaque == str(version) for _, opaque in tags)
+
+
+def expected_by_if_match(header, found):
+    """What an If-Match header that did not match version `found` asked for, as the 412 words it."""
+    strong = [opaque for weak, opaque in entity_tags(header) if not weak and opaque]
+    if not strong:  # only weak or empty tags, or not a list of tags at all
+        return f'a strong entity-tag such as "{found}"'
+    return " or ".join(strong)[:100]
 
 
 @bp.delete("/api/bots/<slug>/state/<account_id>/<ticker_id>", provide_automatic_options=False)
@@ -340,10 +378,10 @@ def delete_state(slug, account_id, ticker_id):
     if outcome is None:
         raise state_not_found()
     if isinstance(outcome, VersionConflict):
-        sent = request.headers.get("If-Match", "").replace('"', "")[:100]
+        wanted = expected_by_if_match(request.headers["If-Match"], outcome.found)
         raise APIError(
             412,
-            f"Version conflict: expected {sent}, found {outcome.found}",
+            f"Version conflict: expected {wanted}, found {outcome.found}",
             "PRECONDITION_FAILED",
             {"ETag": etag(outcome.found)},
         )

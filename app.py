@@ -5,6 +5,8 @@ import os
 import time
 
 from flask import Flask, g, request
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import Map, RequestRedirect
 
 import config
 import metrics
@@ -21,10 +23,25 @@ from storage import StorageError, open_storage
 log = logging.getLogger("botstate")
 
 
+class ExactMap(Map):
+    """URL rules that match the path as sent: `//` is not merged into `/`, defaults never redirect."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"merge_slashes": False, "redirect_defaults": False, **kwargs})
+
+
 class BotstateFlask(Flask):
-    """Flask with the order-preserving, strict JSON provider."""
+    """Flask with the order-preserving, strict JSON provider and routing that never redirects."""
 
     json_provider_class = JSONProvider
+    url_map_class = ExactMap
+
+    def raise_routing_exception(self, request):
+        """Raise the request's routing error, with a 404 for any redirect werkzeug would answer."""
+        # A redirect is HTML, skips the error handlers, and its Location is built from the client's Host.
+        if isinstance(request.routing_exception, RequestRedirect):
+            raise NotFound()
+        super().raise_routing_exception(request)
 
 
 def create_app(test_config=None, upgrade=False):

@@ -39,11 +39,65 @@ json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON value on stdout and nothing else."
 )
 
-bots = AppGroup("bots", help="Create, list, re-key and delete bots.")
-accounts = AppGroup("accounts", help="Register user broker accounts that bots keep state for.")
-tickers = AppGroup("tickers", help="Register tickers that bots keep state for.")
-db = AppGroup("db", help="Back up the live database, and restore a backup.")
-states = AppGroup("states", help="Export every row to JSON Lines, and import such a file (to move databases).")
+
+class OneLineUsageError(click.UsageError):
+    """A usage error that shows as one `Error: ...` line, like every other error of the CLI."""
+
+    def show(self, file=None):
+        """Print `Error: <message>` alone, without click's usage and hint lines."""
+        click.ClickException.show(self, file)
+
+
+def one_line_usage_error(error):
+    """A UsageError's message on one line, ending with where the command's help is."""
+    message = " ".join(error.format_message().splitlines())
+    ctx = error.ctx
+    if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        message = message if message.endswith((".", "?", "!")) else f"{message}."
+        message += f" Try '{ctx.command_path} --help' for help."
+    return OneLineUsageError(message, ctx)
+
+
+class OneLineUsage:
+    """Mixin for click commands and groups: their usage errors, and those of every command
+    under them, show as one line (parsing happens in make_context, subcommands in invoke)."""
+
+    def make_context(self, *args, **kwargs):
+        """Parse the command line, as click does; a usage error becomes one line."""
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        """Run the command, as click does; a usage error becomes one line."""
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line_usage():
+    try:
+        yield
+    except (OneLineUsageError, click.exceptions.NoArgsIsHelpError):  # the latter shows help, on purpose
+        raise
+    except click.UsageError as error:
+        raise one_line_usage_error(error) from None
+
+
+class OneLineCommand(OneLineUsage, click.Command):
+    """A click command whose usage errors are one line."""
+
+
+class OneLineGroup(OneLineUsage, AppGroup):
+    """A Flask command group whose usage errors, and its commands', are one line."""
+
+    command_class = OneLineCommand
+
+
+bots = OneLineGroup("bots", help="Create, list, re-key and delete bots.")
+accounts = OneLineGroup("accounts", help="Register user broker accounts that bots keep state for.")
+tickers = OneLineGroup("tickers", help="Register tickers that bots keep state for.")
+db = OneLineGroup("db", help="Back up the live database, and restore a backup.")
+states = OneLineGroup("states", help="Export every row to JSON Lines, and import such a file (to move databases).")
 
 
 def storage():
@@ -109,17 +163,27 @@ def file_label(file):
     return getattr(file, "name", None) or "<stdin>"
 
 
+def csv_records(text):
+    """(number of the line it starts on, cells) for each record of CSV text; a quoted
+    cell may span lines, so records and lines are counted apart."""
+    reader = csv.reader(io.StringIO(text))
+    end = 0  # reader.line_num: the line where the record just read ends
+    for cells in reader:
+        yield end + 1, cells
+        end = reader.line_num
+
+
 def read_csv_rows(file):
-    """(line number, cells) for each non-blank, non-comment line of a CSV file."""
+    """(line number, cells) for each non-blank, non-comment record of a CSV file."""
     try:
-        rows = list(csv.reader(io.StringIO(file.read())))
+        rows = list(csv_records(file.read()))
     except UnicodeDecodeError as error:
         raise click.ClickException(
             f"{file_label(file)} is not UTF-8 text (byte {error.start}): save it as UTF-8"
         ) from None
     except csv.Error as error:
         raise click.ClickException(f"{file_label(file)} is not a CSV file: {error}") from None
-    for number, cells in enumerate(rows, start=1):
+    for number, cells in rows:
         cells = [cell.strip() for cell in cells]
         if not any(cells) or cells[0].startswith("#"):
             continue
@@ -589,26 +653,29 @@ def db_restore(path, force, as_json):
     Stop the server first: with a server running it refuses, unless --force.
     """
     database = storage()
-    if database.servers_running():
-        if not force:
-            raise click.ClickException(
-                f"a botstate server is running on {database.location}: stop it first"
-                " (or pass --force to restore under it)"
-            )
+    under_a_server = database.servers_running()
+    if under_a_server and not force:
+        raise click.ClickException(
+            f"a botstate server is running on {database.location}: stop it first"
+            " (or pass --force to restore under it)"
+        )
+
+    def warn():
         click.echo(
             f"Warning: restoring under a running server. From its next request it serves the backup's"
             f" data, and every write it acknowledged since {path} was made is gone.",
             err=True,
         )
-    with storage_errors():
-        applied = database.restore(path)
+
+    with storage_errors():  # the warning comes once PATH is known to be a backup it will restore
+        applied = database.restore(path, before_copy=warn if under_a_server else None)
     emit(as_json, {"restored": path, "applied": applied}, f"Restored {database.location} from {path}.")
 
 
 # init-db
 
 
-@click.command("init-db")
+@click.command("init-db", cls=OneLineCommand)
 @json_option
 @with_appcontext
 def init_db(as_json):

@@ -4,6 +4,8 @@ import os
 
 import click
 
+import jsoncodec
+
 ENV_PREFIX = "BOTSTATE"
 
 # Every setting and its default. DATABASE defaults to the app's instance folder,
@@ -19,10 +21,16 @@ DEFAULTS = {
     "MAX_STATE_BYTES": 65536,
     "MAX_STATE_DEPTH": 100,
     "MAX_BODY_BYTES": 10 * 1024 * 1024,
+    # A page of GET /state ends early, with a nextCursor, once its rows pass this many bytes.
+    "MAX_PAGE_BYTES": 4 * 1024 * 1024,
     "BUSY_TIMEOUT_MS": 5000,
     "SYNCHRONOUS": "NORMAL",
     "CHANNEL_TIMEOUT": 30,
-    "CONNECTION_LIMIT": 100,
+    # Seconds a client has to send a request's headers (from its first byte, or
+    # from connecting); then its body must arrive at MIN_BODY_RATE bytes/s on average.
+    "HEADER_TIMEOUT": 5,
+    "MIN_BODY_RATE": 8192,
+    "CONNECTION_LIMIT": 1000,
     "LOG_LEVEL": "INFO",
     # 1 serves GET /metrics (Prometheus); 0, the default, does not.
     "METRICS": 0,
@@ -37,10 +45,14 @@ INT_RANGES = {
     "THREADS": (1, 256),
     "MAX_STATES": (1, 100_000),
     "MAX_STATE_BYTES": (2, 64 * 1024 * 1024),
-    "MAX_STATE_DEPTH": (1, 500),
+    # A state is serialized on its own: it can nest no deeper than the encoder writes.
+    "MAX_STATE_DEPTH": (1, jsoncodec.MAX_DEPTH),
     "MAX_BODY_BYTES": (1024, 1024 * 1024 * 1024),
+    "MAX_PAGE_BYTES": (1024, 1024 * 1024 * 1024),
     "BUSY_TIMEOUT_MS": (0, 600_000),
     "CHANNEL_TIMEOUT": (1, 3600),
+    "HEADER_TIMEOUT": (1, 3600),
+    "MIN_BODY_RATE": (1, 1024 * 1024 * 1024),
     "CONNECTION_LIMIT": (1, 100_000),
     "METRICS": (0, 1),
 }

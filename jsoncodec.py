@@ -73,6 +73,11 @@ def _orjson_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+# The deepest nesting orjson writes (a value at level 255 raises "Recursion limit reached");
+# a Raw fragment counts as one value. States deeper than this cannot be stored.
+MAX_DEPTH = 254
+
+
 def dumps_bytes(value):
     """Serialize compactly to UTF-8, keeping key order and non-ASCII text as is."""
     try:

@@ -1,20 +1,26 @@
 """GET /metrics in Prometheus's text format (prometheus_client), when BOTSTATE_METRICS=1.
 
 Labels are routes, methods, statuses and error kinds: never a key, a bot, an account or a ticker.
+Each label takes its values from a fixed set, so no client can make new series.
 """
 
 import time
 
 from flask import Response, current_app, g, request
 
+from storage import ItemError
+
 # Seconds: from a cached read (about 1 ms) to a 1000-item write under load.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# Methods counted by name (RFC 9110 and PATCH); a client may send any token, which counts as OTHER.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+OTHER = "other"
 
 
 class Metrics:
     """The app's own registry (so that several apps in one process never share counts) and its metrics."""
 
-    def __init__(self, storage):
+    def __init__(self, storage, max_state_bytes):
         from prometheus_client import CollectorRegistry, Counter, Histogram  # only when metrics are on
 
         self.registry = CollectorRegistry()
@@ -35,6 +41,20 @@ class Metrics:
             "botstate_database_faults", "Requests answered 503 because the database was busy or unavailable.",
             ["kind"], registry=self.registry,
         )
+        self.outcomes = frozenset(
+            {"succeeded", "Version conflict"}
+            | {error.value.format(max_state_bytes=max_state_bytes) for error in ItemError}
+        )
+
+    def outcome(self, error):
+        """The outcome label of an item error message: its kind, or OTHER for a message not known here."""
+        kind = error.split(":")[0]  # "Version conflict: expected 1, found 2"
+        return kind if kind in self.outcomes else OTHER
+
+
+def method_label(method):
+    """The label of a request method: the method itself if in METHODS, else OTHER."""
+    return method if method in METHODS else OTHER
 
 
 class _StorageRetries:
@@ -58,7 +78,7 @@ def init_app(app):
     """Count every request and serve GET /metrics, when the METRICS setting is on."""
     if not app.config["METRICS"]:
         return
-    app.extensions["botstate.metrics"] = Metrics(app.extensions["botstate.storage"])
+    app.extensions["botstate.metrics"] = Metrics(app.extensions["botstate.storage"], app.config["MAX_STATE_BYTES"])
     app.after_request(_count)
     app.add_url_rule("/metrics", "metrics", _exposition, methods=["GET"], provide_automatic_options=False)
 
@@ -72,16 +92,17 @@ def database_fault(kind):
 
 def _count(response):
     metrics = current_app.extensions["botstate.metrics"]
+    method = method_label(request.method)
     route = request.url_rule.rule if request.url_rule is not None else "(no route)"
-    metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+    metrics.requests.labels(method, route, str(response.status_code)).inc()
     started = g.get("started")
     if started is not None:
-        metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+        metrics.latency.labels(method, route).observe(time.perf_counter() - started)
     summary = g.get("summary")
     if summary is not None:
         metrics.items.labels("succeeded").inc(summary["succeeded"])
         for error, count in g.failures.items():
-            metrics.items.labels(error.split(":")[0]).inc(count)  # "Version conflict: expected 1, found 2"
+            metrics.items.labels(metrics.outcome(error)).inc(count)
     return response
 
 

@@ -112,7 +112,7 @@ def build_document(updates_schema):
                 "summary": "Read one user bot state",
                 "parameters": row_path() + [
                     {"in": "header", "name": "If-None-Match", "schema": {"type": "string"},
-                     "description": "The ETag you hold: 304 when it is still current"}
+                     "description": 'The ETags you hold ("3", W/"3", a list, or *), compared weakly: 304 when one is current'}
                 ],
                 "responses": {
                     "200": _json("The row", "StateResponse", ETAG),
@@ -124,7 +124,7 @@ def build_document(updates_schema):
                 "summary": "Delete one user bot state",
                 "parameters": row_path() + [
                     {"in": "header", "name": "If-Match", "schema": {"type": "string"},
-                     "description": "Delete only while the row's ETag is this one"}
+                     "description": 'Delete only while the row\'s ETag is one of these ("3", a list, or *), compared strongly'}
                 ],
                 "responses": {
                     "200": _json("The deleted row", "StateResponse"),

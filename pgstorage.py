@@ -14,8 +14,10 @@ from psycopg.rows import dict_row
 
 import jsoncodec
 from storage import (
+    DEFAULT_PAGE_BYTES,
     KEY_FINGERPRINT_LENGTH,
     KEY_USE_FLUSH_INTERVAL,
+    PAGE_ROW_OVERHEAD,
     Conflict,
     DatabaseBusy,
     DatabaseUnavailable,
@@ -28,6 +30,7 @@ from storage import (
     VersionConflict,
     batchable,
     export_query,
+    page_of,
     transfer_conflict,
     transfer_statement,
     verify_key,
@@ -603,7 +606,9 @@ class PostgresStorage(StorageBase):
         """Not botstate's job on PostgreSQL."""
         raise StorageError(NO_BACKUPS)
 
-    restore = backup
+    def restore(self, source, before_copy=None):
+        """Not botstate's job on PostgreSQL."""
+        raise StorageError(NO_BACKUPS)
 
     # Moving data between databases
 
@@ -840,12 +845,13 @@ class PostgresStorage(StorageBase):
         return None if row is None else StateRow(*row)
 
     def list_states(
-        self, bot_id, limit, account_id=None, ticker_id=None, updated_since=None, after=None, key_hash=None
+        self, bot_id, limit, account_id=None, ticker_id=None, updated_since=None, after=None, key_hash=None,
+        max_bytes=DEFAULT_PAGE_BYTES,
     ):
-        """Up to `limit` of the bot's StateRows in (account, ticker) order, and whether more follow
-        (see SQLiteStorage.list_states)."""
-        sql = [f"SELECT {_STATE_COLUMNS} FROM user_bot_states WHERE bot_id = %(bot)s::uuid"]
-        params = {"bot": bot_id, "key": key_hash, "limit": limit + 1}
+        """Up to `limit` of the bot's StateRows in (account, ticker) order, and whether more follow,
+        the page ending past `max_bytes` (see SQLiteStorage.list_states)."""
+        sql = ["SELECT * FROM user_bot_states WHERE bot_id = %(bot)s::uuid"]
+        params = {"bot": bot_id, "key": key_hash, "limit": limit + 1, "max_bytes": max_bytes}
         if key_hash is not None:
             sql.append(f"AND {_key_works('%(bot)s::uuid', '%(key)s')}")
         for condition, name, value in (
@@ -861,11 +867,18 @@ class PostgresStorage(StorageBase):
             sql.append("AND (user_broker_account_id, ticker_id) > (%(after_account)s::uuid, %(after_ticker)s::uuid)")
             params["after_account"], params["after_ticker"] = after
         sql.append("ORDER BY user_broker_account_id, ticker_id LIMIT %(limit)s")
+        size = f"octet_length(state::text) + {PAGE_ROW_OVERHEAD}"
+        query = (
+            f"SELECT {_state_columns('page')}, fetched FROM (SELECT *, sum({size}) OVER (ORDER BY"
+            f" user_broker_account_id, ticker_id ROWS UNBOUNDED PRECEDING) - {size} AS before,"
+            f" count(*) OVER () AS fetched FROM ({' '.join(sql)}) AS limited) AS page"
+            " WHERE before < %(max_bytes)s ORDER BY user_broker_account_id, ticker_id"
+        )
         with self._connection() as conn:
-            rows = [StateRow(*row) for row in conn.execute(" ".join(sql), params).fetchall()]
+            rows = conn.execute(query, params).fetchall()
             if key_hash is not None and not rows:  # none stored, or the key no longer works
                 verify_key(*conn.execute(_CREDENTIALS, params).fetchone())
-        return rows[:limit], len(rows) > limit
+        return page_of(rows, limit)
 
     def delete_state(self, bot_id, key_hash, account_id, ticker_id, expected_versions=None):
         """Delete the bot's row for this account and ticker (`key_hash` as in write_states).

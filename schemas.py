@@ -1,7 +1,10 @@
 """Request validation with marshmallow, reporting problems in the spec's wording."""
 
 import base64
+import calendar
 import datetime
+import hashlib
+import hmac
 import re
 import unicodedata
 import uuid
@@ -41,9 +44,13 @@ MAX_VERSION = 2**63 - 1  # SQLite's largest integer
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
+# ASCII digits only: \d would also take other scripts' digits, which int() reads.
 RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
 )
+# A page size as a client writes it: plain ASCII digits, no sign, spaces, underscores or leading zeros.
+PAGE_SIZE = re.compile(r"[1-9][0-9]{0,3}")
 MAX_SYMBOL_LENGTH = 32
 # What `flask bots create` accepts: the API takes longer slugs, which no bot can have.
 MAX_SLUG_LENGTH = 100
@@ -221,22 +228,26 @@ class StateList(fields.List):
         # The inner field documents the items; _deserialize below does the loading.
         super().__init__(fields.Nested(StateUpdateSchema), **kwargs)
 
+    def load_item(self, item):
+        """(the loaded item, None), or (None, its errors as marshmallow words them)."""
+        if type(item) is not dict:
+            return None, {"_schema": [ITEM_NOT_OBJECT]}
+        result, errors = {}, {}
+        for name, field in self.inner.schema.fields.items():
+            try:
+                result[name] = field.deserialize(item.get(name, missing), name, item)
+            except ValidationError as error:
+                errors[name] = error.messages
+        return (None, errors) if errors else (result, None)
+
     def _deserialize(self, value, attr, data, **kwargs):
-        item_fields = tuple(self.inner.schema.fields.items())
         loaded, errors = [], {}
         for index, item in enumerate(value):
-            if type(item) is not dict:
-                errors[index] = {"_schema": [ITEM_NOT_OBJECT]}
-                continue
-            result, item_errors = {}, {}
-            for name, field in item_fields:
-                try:
-                    result[name] = field.deserialize(item.get(name, missing), name, item)
-                except ValidationError as error:
-                    item_errors[name] = error.messages
+            result, item_errors = self.load_item(item)
             if item_errors:
                 errors[index] = item_errors
-            loaded.append(result)
+            else:
+                loaded.append(result)
         if errors:
             raise ValidationError(errors, valid_data=loaded)
         return loaded
@@ -261,13 +272,17 @@ class StateUpdatesSchema(Schema):
     def check_array(self, data, **kwargs):
         """Check the array itself before any item, so a huge array costs nothing."""
         states = data.get("states") if isinstance(data, dict) else None
-        if not isinstance(states, list):
-            raise ValidationError(STATES_NOT_ARRAY, "states")
-        if not states:
-            raise ValidationError(STATES_EMPTY, "states")
-        if len(states) > self.max_states:
-            raise ValidationError(STATES_TOO_MANY.format(max=self.max_states), "states")
+        self.check_states_array(isinstance(states, list), len(states) if isinstance(states, list) else 0)
         return data
+
+    def check_states_array(self, is_array, length):
+        """Raise the problem of a `states` value that is (or is not) an array of `length` items."""
+        if not is_array:
+            raise ValidationError(STATES_NOT_ARRAY, "states")
+        if not length:
+            raise ValidationError(STATES_EMPTY, "states")
+        if length > self.max_states:
+            raise ValidationError(STATES_TOO_MANY.format(max=self.max_states), "states")
 
 
 class Timestamp(fields.String):
@@ -280,44 +295,113 @@ class Timestamp(fields.String):
         match = RFC3339.fullmatch(value)
         if match is None:
             raise self.make_error("not_timestamp")
-        year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
-        fraction = match.group(7) or ".0"
         try:
-            moment = datetime.datetime(
-                year, month, day, hour, minute, min(second, 59),  # a leap second counts as :59
-                int(fraction[1:7].ljust(6, "0")),
-                tzinfo=datetime.timezone.utc,
-            )
+            local, offset = _local_time(match), _utc_offset(match)
         except ValueError:
             raise self.make_error("not_timestamp") from None
-        if match.group(8) is None:
-            sign = 1 if match.group(9) == "+" else -1
-            offset = datetime.timedelta(hours=int(match.group(10)), minutes=int(match.group(11)))
-            try:
-                moment -= sign * offset
-            except OverflowError:  # beyond year 1..9999 in UTC: before or after every row
-                return "0000" if sign > 0 else "9999-99"
+        try:
+            moment = local - offset
+        except OverflowError:  # beyond year 1..9999 in UTC: before or after every row
+            return "0000" if offset > datetime.timedelta(0) else "9999-99"
+        if match.group(6) == "60" and not _is_leap_second_minute(moment):
+            raise self.make_error("not_timestamp")
         return stored_time(moment)
+
+
+def _local_time(match):
+    """The date and time of an RFC3339 match as an aware datetime, a leap second read as :59."""
+    year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
+    if second > 60:
+        raise ValueError("second must be 00-60")
+    fraction = match.group(7) or ".0"
+    return datetime.datetime(
+        year, month, day, hour, minute, min(second, 59), int(fraction[1:7].ljust(6, "0")),
+        tzinfo=datetime.timezone.utc,
+    )
+
+
+def _utc_offset(match):
+    """The time offset of an RFC3339 match (zero for Z): hours 00-23, minutes 00-59."""
+    if match.group(8) is not None:
+        return datetime.timedelta(0)
+    hours, minutes = int(match.group(10)), int(match.group(11))
+    if hours > 23 or minutes > 59:
+        raise ValueError("offset must be -23:59 to +23:59")
+    sign = 1 if match.group(9) == "+" else -1
+    return sign * datetime.timedelta(hours=hours, minutes=minutes)
+
+
+def _is_leap_second_minute(moment):
+    """Whether a UTC moment is in the last minute of a month, where leap seconds go (RFC 3339 5.7)."""
+    last_day = calendar.monthrange(moment.year, moment.month)[1]
+    return (moment.day, moment.hour, moment.minute) == (last_day, 23, 59)
+
+
+class PageSize(fields.Integer):
+    """The `limit` query parameter: an integer from 1 to MAX_PAGE_SIZE written in plain ASCII digits."""
+
+    default_error_messages = {"invalid": LIMIT_INVALID.format(min=1, max=MAX_PAGE_SIZE)}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        # int() would also take " 5 ", "+5", "1_000" and other scripts' digits.
+        if not isinstance(value, str) or PAGE_SIZE.fullmatch(value) is None:
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+# A cursor is CURSOR_VERSION, the account's and the ticker's 16 bytes, then the first
+# CURSOR_MAC_BYTES of their HMAC-SHA256, in unpadded base64url. The key is fixed, so
+# every server process, before and after a restart, makes and takes the same cursors:
+# the MAC checks structure (random or edited strings are refused), it is not a secret.
+CURSOR_VERSION = b"\x01"
+CURSOR_KEY = b"botstate page cursor, version 1"
+CURSOR_MAC_BYTES = 12
+_CURSOR_IDS_END = len(CURSOR_VERSION) + 32
+CURSOR_LENGTH = (_CURSOR_IDS_END + CURSOR_MAC_BYTES) * 4 // 3  # 45 bytes, 60 characters, no padding
+CURSOR_REGEX = f"[A-Za-z0-9_-]{{{CURSOR_LENGTH}}}"
+
+
+def _cursor_mac(body):
+    """The truncated HMAC-SHA256 that ends a cursor with this version byte and these ids."""
+    return hmac.new(CURSOR_KEY, body, hashlib.sha256).digest()[:CURSOR_MAC_BYTES]
 
 
 def encode_cursor(account_id, ticker_id):
     """The opaque cursor that points just past the row with these ids."""
-    raw = uuid.UUID(account_id).bytes + uuid.UUID(ticker_id).bytes
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    body = CURSOR_VERSION + uuid.UUID(account_id).bytes + uuid.UUID(ticker_id).bytes
+    return base64.urlsafe_b64encode(body + _cursor_mac(body)).decode("ascii")
+
+
+def decode_cursor(text):
+    """The (account id, ticker id) a cursor from encode_cursor points past; ValueError for any other text."""
+    if re.fullmatch(CURSOR_REGEX, text) is None:
+        raise ValueError("not a cursor")
+    raw = base64.urlsafe_b64decode(text)
+    body, mac = raw[:_CURSOR_IDS_END], raw[_CURSOR_IDS_END:]
+    if not body.startswith(CURSOR_VERSION) or not hmac.compare_digest(mac, _cursor_mac(body)):
+        raise ValueError("not a cursor")
+    ids = body[len(CURSOR_VERSION):]
+    return str(uuid.UUID(bytes=ids[:16])), str(uuid.UUID(bytes=ids[16:]))
 
 
 class Cursor(fields.String):
     """A page cursor, loaded as the (account id, ticker id) key it points past."""
 
-    PATTERN = r"^[A-Za-z0-9_-]{43}$"
+    PATTERN = f"^{CURSOR_REGEX}$"
+    # For the OpenAPI document: the pattern says the shape; only the server can tell a real one.
+    DOC = {
+        "pattern": PATTERN,
+        "format": "botstate-cursor",
+        "example": encode_cursor("550e8400-e29b-41d4-a716-446655440000", "222e4567-e89b-12d3-a456-426614174002"),
+    }
     default_error_messages = {"invalid": CURSOR_INVALID, "not_cursor": CURSOR_INVALID}
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs)
-        if re.fullmatch(self.PATTERN[1:-1], value) is None:
-            raise self.make_error("not_cursor")
-        raw = base64.urlsafe_b64decode(value + "=")
-        return str(uuid.UUID(bytes=raw[:16])), str(uuid.UUID(bytes=raw[16:32]))
+        try:
+            return decode_cursor(value)
+        except ValueError:
+            raise self.make_error("not_cursor") from None
 
 
 class FilterUUID(UUIDString):
@@ -337,13 +421,12 @@ class StateQuerySchema(Schema):
     updatedSince = Timestamp(
         metadata={"format": "date-time", "description": "Only rows updated at or after this moment."}
     )
-    limit = fields.Integer(
+    limit = PageSize(
         load_default=DEFAULT_PAGE_SIZE,
         validate=validate.Range(1, MAX_PAGE_SIZE, error=LIMIT_INVALID.format(min=1, max=MAX_PAGE_SIZE)),
-        error_messages={"invalid": LIMIT_INVALID.format(min=1, max=MAX_PAGE_SIZE)},
     )
     cursor = Cursor(
-        metadata={"pattern": Cursor.PATTERN, "description": "The nextCursor of the previous page."}
+        metadata={**Cursor.DOC, "description": "The nextCursor of the previous page."}
     )
 
     class Meta:
@@ -436,7 +519,7 @@ class StatePageSchema(Schema):
     """A page of state rows and the cursor of the next page (null on the last)."""
 
     data = fields.List(fields.Nested(StateRowSchema), required=True)
-    nextCursor = fields.String(required=True, allow_none=True)
+    nextCursor = fields.String(required=True, allow_none=True, metadata=Cursor.DOC)
 
 
 class ErrorSchema(Schema):

@@ -7,11 +7,12 @@ import shlex
 import signal
 import sys
 
-from waitress.server import create_server
-
+import connlimits
 from app import create_app
 from config import ConfigError
 from logs import startup_line
+
+log = logging.getLogger("botstate")
 
 # Waitress cuts off bodies past this many bytes beyond the app's own limit, so a
 # body just over the limit still reaches the app and gets its JSON 413.
@@ -26,17 +27,27 @@ def make_server(app):
     # is a line per request on stderr, saying only that the server is busy.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     config = app.config
-    return create_server(
+    connection_limit = connlimits.file_limit_for(config["CONNECTION_LIMIT"])
+    if connection_limit < config["CONNECTION_LIMIT"]:
+        log.warning(
+            "serving at most %d connections, not BOTSTATE_CONNECTION_LIMIT=%d: the open-file limit"
+            " (ulimit -n, systemd LimitNOFILE=) is too low", connection_limit, config["CONNECTION_LIMIT"],
+        )
+    deadlines = connlimits.Deadlines(config["HEADER_TIMEOUT"], config["MIN_BODY_RATE"])
+    return connlimits.create_server(
         app,
+        deadlines,
         host=config["HOST"],
         port=config["PORT"],
         threads=config["THREADS"],
-        max_request_body_size=config["MAX_BODY_BYTES"] + BODY_LIMIT_SLACK,
+        # Waitress refuses a body of this many bytes or more itself; one up to
+        # BODY_LIMIT_SLACK past the app's limit still reaches the app and gets its JSON 413.
+        max_request_body_size=config["MAX_BODY_BYTES"] + BODY_LIMIT_SLACK + 1,
         channel_timeout=config["CHANNEL_TIMEOUT"],
-        # Waitress looks for idle connections every 30 s by default, so one could
-        # outlive the timeout by 30 s; look twice per timeout instead.
-        cleanup_interval=max(1, config["CHANNEL_TIMEOUT"] // 2),
-        connection_limit=config["CONNECTION_LIMIT"],
+        # The deadlines are checked at each cleanup: once a second. (Waitress's
+        # default, 30 s, would also let an idle connection outlive its timeout by 30 s.)
+        cleanup_interval=1,
+        connection_limit=connection_limit,
         ident="botstate",
     )
 
@@ -91,11 +102,21 @@ def main():
     lighten_log_records()
     try:
         app = create_app(upgrade=True)
+    except ConfigError as error:
+        sys.exit(f"botstate: {error.message}")
+    try:
         server = make_server(app)
     except ConfigError as error:
         sys.exit(f"botstate: {error.message}")
-    except OSError as error:  # e.g. the port is taken
-        sys.exit(f"botstate: cannot listen on {app.config['HOST']}:{app.config['PORT']}: {error.strerror}")
+    except (OSError, ValueError) as error:
+        # The port is taken (OSError), or the host does not resolve: waitress raises
+        # ValueError("Invalid host/port specified.") from the resolver's OSError.
+        cause = error if isinstance(error, OSError) else error.__context__
+        if not isinstance(cause, OSError):
+            raise
+        reason = cause.strerror or str(cause)
+        app.extensions["botstate.storage"].close()
+        sys.exit(f"botstate: cannot listen on {app.config['HOST']}:{app.config['PORT']}: {reason}")
     storage = app.extensions["botstate.storage"]
     no_bots = storage.count_bots() == 0
     storage.start_upkeep()

@@ -245,6 +245,18 @@ _SELECT_BOTS = (
 _STATE_COLUMNS = (
     "id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at"
 )
+# A page of states is counted as its states' bytes and this many more per row (its
+# ids, version and times as JSON); it ends past DEFAULT_PAGE_BYTES unless told otherwise.
+PAGE_ROW_OVERHEAD = 256
+DEFAULT_PAGE_BYTES = 4 * 1024 * 1024
+
+
+def page_of(rows, limit):
+    """(StateRows of a page, whether more follow) from rows of a page query, each ending in
+    how many rows the query fetched before it cut the page at its byte limit."""
+    fetched = rows[0][-1] if rows else 0
+    page = [StateRow(*row[:-1]) for row in rows[:limit]]
+    return page, fetched > len(page)
 
 
 
@@ -406,6 +418,30 @@ def _timestamp(unix_time):
     whole = int(unix_time)
     milliseconds = int((unix_time - whole) * 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{milliseconds:03d}Z"
+
+
+def create_private(path):
+    """Create `path` empty, readable and writable by its owner only (0600 under any umask
+    that leaves the owner's bits); an existing file keeps its mode. SQLite gives a
+    database's -wal and -shm its mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def holds_botstate_schema(db):
+    """Whether a SQLite database holds botstate's schema: its migrations are recorded in it."""
+    return bool(migrations.applied(db))
+
+
+def refuse_foreign(db):
+    """Raise StorageError when a SQLite database holds other tables and no botstate schema."""
+    if holds_botstate_schema(db):
+        return
+    query = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+    names = [name.encode("unicode_escape").decode() for (name,) in db.execute(query)]
+    if names:
+        listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise StorageError(f"it is a SQLite database of another program (tables: {listed}) and holds no botstate schema")
 
 
 def _file_identity(path):
@@ -775,6 +811,7 @@ class SQLiteStorage(StorageBase):
         Also marks the database as served until close(), for servers_running().
         """
         self.start_checkpoints()  # first: it closes what was open, this lock too
+        create_private(self._serving_path)
         self._serving = open(self._serving_path, "a")  # noqa: SIM115 - held open while serving
         fcntl.flock(self._serving, fcntl.LOCK_SH)
 
@@ -901,7 +938,10 @@ class SQLiteStorage(StorageBase):
         if folder:
             os.makedirs(folder, exist_ok=True)
         with self._errors_translated():
+            with contextlib.suppress(OSError):  # if it cannot be created, SQLite's open next says why
+                create_private(self.path)
             self._connect(create=True).conn.close()
+            refuse_foreign(self._db())  # before WAL mode, which would change the file
             self._db().execute("PRAGMA journal_mode = WAL")
         with self._writing() as db:
             pending = [migration.name for migration in migrations.pending(db)]
@@ -914,7 +954,7 @@ class SQLiteStorage(StorageBase):
         if not os.path.exists(self.path):
             return []
         with self._reading() as db:
-            if not migrations.applied(db):
+            if not holds_botstate_schema(db):
                 return []
             return [migration.name for migration in migrations.pending(db)]
 
@@ -1066,25 +1106,38 @@ class SQLiteStorage(StorageBase):
         writers go on (SQLite's online backup API), checked with integrity_check."""
         partial = f"{target}.partial"
         try:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(partial)  # a killed backup's leftover: start afresh, and private
+            create_private(partial)  # SQLite would create it 0644 under the usual umask
+        except OSError as error:
+            raise StorageError(f"cannot write {target}: {diagnosis.folder_problem(target) or error.strerror}") from None
+        try:
             with self._reading() as db, contextlib.closing(sqlite3.connect(partial)) as copy:
                 db.conn.backup(copy)  # all pages in one step: one read transaction, so one moment
                 if copy.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                     raise StorageError(f"the copy at {target} failed integrity_check; the database may be damaged")
             os.replace(partial, target)
+        except DatabaseUnavailable as error:
+            raise DatabaseUnavailable(f"cannot back up to {target}: {error}") from error
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(partial)
 
-    def restore(self, source):
+    def restore(self, source, before_copy=None):
         """Make the database's content that of the botstate backup `source`, through SQLite
-        (so a running server reads it from its next request); returns the migrations applied."""
+        (so a running server reads it from its next request); returns the migrations applied.
+
+        `before_copy()`, if given, is called once `source` is known to be a sound botstate database.
+        """
         uri = pathlib.Path(source).resolve().as_uri() + "?mode=ro"
         try:
             with contextlib.closing(sqlite3.connect(uri, uri=True)) as backup:
-                if backup.execute("PRAGMA integrity_check").fetchone()[0] != "ok" or not migrations.applied(
+                if backup.execute("PRAGMA integrity_check").fetchone()[0] != "ok" or not holds_botstate_schema(
                     sqlite_utils.Database(backup)
                 ):
                     raise StorageError(f"{source} is not a botstate database, or is damaged")
+                if before_copy is not None:
+                    before_copy()
                 with self._writing(transaction=False) as db:
                     backup.backup(db.conn)
         except sqlite3.DatabaseError as error:
@@ -1420,9 +1473,13 @@ class SQLiteStorage(StorageBase):
         return None if row is None else StateRow(*row)
 
     def list_states(
-        self, bot_id, limit, account_id=None, ticker_id=None, updated_since=None, after=None, key_hash=None
+        self, bot_id, limit, account_id=None, ticker_id=None, updated_since=None, after=None, key_hash=None,
+        max_bytes=DEFAULT_PAGE_BYTES,
     ):
         """Up to `limit` of the bot's StateRows in (account, ticker) order, and whether more follow.
+
+        The page also ends after the row that takes it past `max_bytes` of row text
+        (its states, and PAGE_ROW_OVERHEAD for the rest of each row): at least one row.
 
         With `key_hash`, only while that key works (NotFound, StaleKey as in write_states).
 
@@ -1447,12 +1504,18 @@ class SQLiteStorage(StorageBase):
             sql.append("AND (user_broker_account_id, ticker_id) > (?, ?)")
             params.extend(after)
         sql.append("ORDER BY user_broker_account_id, ticker_id LIMIT ?")
-        params.append(limit + 1)
+        params += [limit + 1, max_bytes]
+        size = f"length(CAST(state AS BLOB)) + {PAGE_ROW_OVERHEAD}"
+        query = (
+            f"SELECT {_STATE_COLUMNS}, fetched FROM (SELECT *, sum({size}) OVER (ORDER BY user_broker_account_id,"
+            f" ticker_id ROWS UNBOUNDED PRECEDING) - {size} AS before, count(*) OVER () AS fetched"
+            f" FROM ({' '.join(sql)})) WHERE before < ? ORDER BY user_broker_account_id, ticker_id"
+        )
         with self._reading() as db:
-            rows = [StateRow(*row) for row in db.execute(" ".join(sql), params).fetchall()]
+            rows = db.execute(query, params).fetchall()
             if key_hash is not None and not rows:  # none stored, or the key no longer works
                 verify_key(*db.conn.execute(_CREDENTIALS, {"bot": bot_id, "key": key_hash}).fetchone())
-        return rows[:limit], len(rows) > limit
+        return page_of(rows, limit)
 
     def delete_state(self, bot_id, key_hash, account_id, ticker_id, expected_versions=None):
         """Delete the bot's row for this account and ticker (`key_hash` as in write_states).

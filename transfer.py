@@ -61,6 +61,9 @@ def _checked(kind, field, value):
     if field == "state":
         if not isinstance(value, dict):
             raise BadRecord("state must be a JSON object")
+        # No setting lets a state nest deeper than the encoder writes: a deeper one was never stored.
+        if jsoncodec.depth_exceeds(value, jsoncodec.MAX_DEPTH):
+            raise BadRecord(f"state is nested more than {jsoncodec.MAX_DEPTH} levels deep")
         return jsoncodec.dumps(value)
     if value is None and (field in OPTIONAL_TIMES or (kind, field) == ("account", "name")):
         return None

@@ -514,8 +514,11 @@ def test_accounts_import_reads_stdin_for_dash(runner, storage, json_flag):
         (f"id,name\n{ACCOUNT_0},Alice\n,Nobody\n", 3),
         (f"id,name\n{ACCOUNT_0},Alice\n{ACCOUNT_1},Bo\x00b\n", 3),
         (f"id,name\n{ACCOUNT_0},{'A' * 201}\n", 2),
+        (f'id,name,note\n{ACCOUNT_0},Alice,"a\nlong\nnote"\nnot-a-uuid,Bob\n', 5),
+        (f'id,name\n"{ACCOUNT_0}\n",Alice\n"not\na uuid",Carol\n', 4),
     ],
-    ids=["garbage", "braces-after-comment", "no-hyphens", "urn-in-csv", "empty-id-cell", "control-character-in-name", "name-too-long"],
+    ids=["garbage", "braces-after-comment", "no-hyphens", "urn-in-csv", "empty-id-cell", "control-character-in-name", "name-too-long",
+         "after-a-multi-line-cell", "multi-line-records"],
 )
 def test_accounts_import_bad_line_names_it_and_imports_nothing(runner, storage, tmp_path, text, line, json_flag):
     path = write(tmp_path, text)
@@ -725,8 +728,9 @@ def test_tickers_import_conflict_after_many_rows_imports_nothing(runner, storage
         (f"symbol,id\n# note\nAAPL,{TICKER_AAPL}\nBAD SYMBOL,{TICKER_MSFT}\n", 4),
         (f"AAPL,{TICKER_AAPL}\nAAPL,{TICKER_MSFT}\n", 2),
         (f"symbol,id\nAAPL\n,{TICKER_MSFT}\n", 3),
+        (f'symbol,id,note\nAAPL,{TICKER_AAPL},"two\nlines"\nBAD SYMBOL\n', 4),
     ],
-    ids=["bad-id", "bad-symbol", "same-symbol-two-ids", "empty-symbol"],
+    ids=["bad-id", "bad-symbol", "same-symbol-two-ids", "empty-symbol", "after-a-multi-line-cell"],
 )
 def test_tickers_import_bad_line_names_it_and_imports_nothing(runner, storage, tmp_path, text, line, json_flag):
     assert_error(cli(runner, "tickers", "import", write(tmp_path, text), *json_flag), f"line {line}")

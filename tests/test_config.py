@@ -41,7 +41,8 @@ def test_waitress_limits_are_set_deliberately(tmp_path):
     server.close()
     app.extensions["botstate.storage"].close()
     adj = server.adj
-    assert adj.max_request_body_size == 4096 + BODY_LIMIT_SLACK
+    assert adj.max_request_body_size == 4096 + BODY_LIMIT_SLACK + 1  # waitress refuses a body of this size or more
+    assert adj.asyncore_use_poll and adj.cleanup_interval == 1  # past 1024 sockets; deadlines checked each second
     assert not logging.getLogger("waitress.queue").isEnabledFor(logging.WARNING), "no line per queued request"
     assert (adj.channel_timeout, adj.connection_limit, adj.threads) == (7, 9, 3)
 
@@ -71,6 +72,10 @@ RATE = "a rate such as 600/minute (or several: 10/second;600/minute)"
         ("PORT", "--5", "BOTSTATE_PORT must be an integer from 0 to 65535, got '--5'"),
         ("THREADS", "²", "BOTSTATE_THREADS must be an integer from 1 to 256, got '²'"),
         ("THREADS", "4\n5", "BOTSTATE_THREADS must be an integer from 1 to 256, got '4\\n5'"),
+        # The deepest state the JSON encoder writes (jsoncodec.MAX_DEPTH); deeper ones got a 500.
+        ("MAX_STATE_DEPTH", "255", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 254, got 255"),
+        ("MAX_STATE_DEPTH", "500", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 254, got 500"),
+        ("MAX_STATE_DEPTH", "0", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 254, got 0"),
         ("SYNCHRONOUS", "sometimes", "BOTSTATE_SYNCHRONOUS must be one of OFF, NORMAL, FULL, EXTRA, got 'sometimes'"),
         ("HOST", "", "BOTSTATE_HOST must not be empty"),
         ("RATE_LIMIT", "lots", f"BOTSTATE_RATE_LIMIT must be {RATE}, got 'lots'"),
@@ -97,11 +102,18 @@ def test_rate_limit_is_off_when_empty_and_kept_as_written(tmp_path, monkeypatch,
     assert app.config["RATE_LIMIT"] == setting
 
 
-def test_serve_refuses_a_bad_setting_with_one_line(tmp_path):
-    env = dict(os.environ, BOTSTATE_DATABASE=str(tmp_path / "x.db"), BOTSTATE_PORT="http")
+@pytest.mark.parametrize(
+    "name,value,message",
+    (
+        ("PORT", "http", "BOTSTATE_PORT must be an integer from 0 to 65535, got 'http'"),
+        ("MAX_STATE_DEPTH", "500", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 254, got 500"),
+    ),
+)
+def test_serve_refuses_a_bad_setting_with_one_line(tmp_path, name, value, message):
+    env = dict(os.environ, BOTSTATE_DATABASE=str(tmp_path / "x.db"), **{f"BOTSTATE_{name}": value})
     result = subprocess.run([sys.executable, "serve.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
-    assert result.stderr.strip() == "botstate: BOTSTATE_PORT must be an integer from 0 to 65535, got 'http'"
+    assert result.stderr.strip() == f"botstate: {message}"
 
 
 def test_serve_says_where_it_listens_and_how_to_create_a_bot(tmp_path):

@@ -498,6 +498,13 @@ def test_body_just_over_the_limit_is_413(limited):
     assert_alive(limited.url)
 
 
+@pytest.mark.parametrize("past", [1, 1024 * 1024])
+def test_body_up_to_1_mib_past_the_limit_gets_the_json_413(limited, past):
+    # Issue 13: exactly limit + 1 MiB got waitress's plain-text 413.
+    response = post_state(limited.url, limited.api_key, padded_body(LIMIT_BODY + past))
+    assert_json(response, 413, TOO_LARGE)
+
+
 def test_chunked_body_over_the_limit_is_413(limited):
     data = padded_body(LIMIT_BODY + 10_000)
 

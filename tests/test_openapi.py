@@ -1,14 +1,23 @@
 """The OpenAPI document matches what the server does: schemathesis against a live server."""
 
+import re
+
 import pytest
 import requests
 import schemathesis
+from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 
+import schemas
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
 
 SEED = 20261124
 EXAMPLES_PER_OPERATION = 150
+
+# A cursor's MAC is beyond JSON Schema: valid ones are what the server makes.
+schemathesis.openapi.format(
+    schemas.Cursor.DOC["format"], st.builds(schemas.encode_cursor, st.uuids().map(str), st.uuids().map(str))
+)
 
 
 @pytest.fixture
@@ -64,3 +73,13 @@ def test_document_states_the_configured_limit(tmp_path):
     document = app.test_client().get("/openapi.json").get_json()
     app.extensions["botstate.storage"].close()
     assert document["components"]["schemas"]["StateUpdates"]["properties"]["states"]["maxItems"] == 7
+
+
+def test_document_describes_the_cursors_the_server_makes(client):
+    document = client.get("/openapi.json").get_json()
+    [cursor] = [p for p in document["paths"]["/api/bots/{slug}/state"]["get"]["parameters"] if p["name"] == "cursor"]
+    next_cursor = document["components"]["schemas"]["StatePage"]["properties"]["nextCursor"]
+    for schema in (cursor["schema"], next_cursor):
+        assert schema["pattern"] == schemas.Cursor.PATTERN == "^[A-Za-z0-9_-]{60}$"
+        assert re.fullmatch(schema["pattern"], schemas.encode_cursor(ACCOUNT_0, TICKER_AAPL))
+        assert schemas.decode_cursor(schema["example"]) == (ACCOUNT_0, TICKER_AAPL)  # a cursor the server takes

@@ -116,6 +116,14 @@ def test_an_export_file_is_private_and_stdout_gets_the_same_lines(tmp_path, data
     assert refused.returncode == 2 and "--json needs --output FILE" in refused.stderr
 
 
+def nested(depth):
+    """A state object `depth` levels deep (the state itself is level 1)."""
+    state = {}
+    for _ in range(depth - 1):
+        state = {"n": state}
+    return state
+
+
 BOT = {"kind": "bot", "id": ACCOUNT_0, "slug": "alpha", "name": "Alpha", "createdAt": "2026-01-02T03:04:05.678Z"}
 
 BAD_LINES = [
@@ -133,6 +141,7 @@ BAD_LINES = [
     ("control character in a name", json.dumps({**BOT, "name": "a\u0000b"}).encode(), "line 2: name 'a\\x00b' is not valid"),
     ("slug too long", json.dumps({**BOT, "slug": "s" * 101}).encode(), f"line 2: slug '{'s' * 80}' is not valid"),
     ("state not an object", json.dumps({"kind": "state", "id": ACCOUNT_0, "botId": ACCOUNT_0, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": [1], "version": 1, "createdAt": BOT["createdAt"], "updatedAt": BOT["createdAt"]}).encode(), "line 2: state must be a JSON object"),
+    ("state too deep", json.dumps({"kind": "state", "id": ACCOUNT_0, "botId": ACCOUNT_0, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": nested(300), "version": 1, "createdAt": BOT["createdAt"], "updatedAt": BOT["createdAt"]}).encode(), "line 2: state is nested more than 254 levels deep"),
     ("missing references", json.dumps({"kind": "state", "id": ACCOUNT_0, "botId": ACCOUNT_0, "accountId": ACCOUNT_1, "tickerId": TICKER_AAPL, "state": {}, "version": 1, "createdAt": BOT["createdAt"], "updatedAt": BOT["createdAt"]}).encode(), "state " + ACCOUNT_0 + " names a bot, account or ticker that is neither before it in the file nor in the database"),
     ("slug taken by another bot", json.dumps({**BOT, "id": ACCOUNT_1}).encode(), "bot alpha clashes with another bot in the database (same slug or symbol, another id)"),
 ]
@@ -151,4 +160,5 @@ def test_a_bad_file_is_refused_with_its_reason_and_imports_nothing(tmp_path, dat
     assert completed.returncode == 1
     expected = f"Error: {path} {error}" if error.startswith("line") else f"Error: {error}"
     assert completed.stderr.strip().startswith(expected), completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1, completed.stderr
     assert exported(database, tmp_path / "after.jsonl") == before

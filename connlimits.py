@@ -1,0 +1,178 @@
+"""What a client connection may hold: deadlines for a request's headers and body,
+idle connections given up when the server is full, and the file descriptors all that needs.
+
+Waitress hands a request to a worker thread only once it has arrived in full, so
+a slow client never holds a thread; what it holds is a connection slot. Waitress
+alone keeps a slot for as long as a byte arrives now and then, and stops
+accepting at its connection limit. Here a slot must be earned: a new request's
+headers must arrive within HEADER_TIMEOUT, its body at MIN_BODY_RATE on average,
+and at the limit the connections that wait for nothing (idle keep-alive, or
+connected and silent) give way to new ones.
+"""
+
+import logging
+import resource
+import time
+
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.server import MultiSocketServer, TcpWSGIServer
+from waitress.task import ThreadedTaskDispatcher
+
+log = logging.getLogger("botstate")
+
+# File descriptors kept for what is not a client: the database and its WAL, the
+# PostgreSQL pool, the listening sockets, waitress's trigger pipe, log files.
+RESERVED_FILES = 64
+# At the limit, give up this share of the slots in one go (at least one), so a
+# burst of new clients does not meet a full server at every accept.
+GIVE_UP_SHARE = 20
+# Seconds a connection must have waited for nothing before it is given up: one
+# just accepted, or just answered, is about to send its request.
+IDLE_GRACE = 1.0
+# Seconds between two log lines saying the server is full.
+FULL_LOG_INTERVAL = 60
+
+
+class Deadlines:
+    """How long a client may take to send a request: headers in `header_timeout`
+    seconds, then the body at `min_body_rate` bytes per second on average."""
+
+    def __init__(self, header_timeout, min_body_rate):
+        self.header_timeout = header_timeout
+        self.min_body_rate = min_body_rate
+
+    def overdue(self, channel, now):
+        """Whether `channel` has taken too long over the request it is sending (or not sending)."""
+        request = channel.request
+        if request is None:  # between requests: only a connection that never sent a byte has a deadline
+            return not channel.spoke and now - channel.opened > self.header_timeout
+        if request.headers_at is None:
+            return now - request.started > self.header_timeout
+        sending = now - request.headers_at
+        # The body gets the header timeout as a head start, then must keep up the rate.
+        return sending > self.header_timeout and request.body_bytes_received < self.min_body_rate * sending
+
+
+class TimedRequestParser(HTTPRequestParser):
+    """Waitress's request parser, noting when the request began and when its headers ended."""
+
+    def __init__(self, adj):
+        super().__init__(adj)
+        self.started = time.monotonic()  # made when the request's first bytes arrive
+        self.headers_at = None
+
+    def received(self, data):
+        """Parse `data` as waitress does; note the moment the headers are complete."""
+        consumed = super().received(data)
+        if self.headers_at is None and self.headers_finished:
+            self.headers_at = time.monotonic()
+        return consumed
+
+
+class TimedChannel(HTTPChannel):
+    """Waitress's connection, knowing when it opened and whether the client ever sent a byte."""
+
+    parser_class = TimedRequestParser
+
+    def __init__(self, server, sock, addr, adj, map=None):
+        self.opened = time.monotonic()
+        self.spoke = False
+        super().__init__(server, sock, addr, adj, map)
+
+    def received(self, data):
+        """Take the client's bytes as waitress does."""
+        if data:
+            self.spoke = True
+        return super().received(data)
+
+    def waits_for_nothing(self):
+        """Whether the connection has no request in progress, queued or being answered."""
+        return not (
+            self.requests or self.request is not None or self.will_close
+            or self.close_when_flushed or self.total_outbufs_len
+        )
+
+
+class GuardedServer(TcpWSGIServer):
+    """A waitress TCP server that drops clients past their deadlines and, at its
+    connection limit, closes idle connections to make room for new ones."""
+
+    channel_class = TimedChannel
+    full_logged_at = float("-inf")
+
+    def __init__(self, application, map, deadlines, **kwargs):
+        self.deadlines = deadlines
+        super().__init__(application, map, **kwargs)
+
+    def maintenance(self, now):
+        """Close idle connections past the channel timeout, and clients past their deadlines."""
+        super().maintenance(now)
+        clock = time.monotonic()
+        for channel in list(self.active_channels.values()):
+            if not channel.requests and self.deadlines.overdue(channel, clock):
+                channel.will_close = True
+
+    def readable(self):
+        """Accept while below the connection limit, first making room at it.
+
+        Waitress's own readable() does the same without making room, and logs a
+        warning each time the count crosses the limit: under a flood, a line per accept.
+        """
+        now = time.time()
+        if now >= self.next_channel_cleanup:
+            self.next_channel_cleanup = now + self.adj.cleanup_interval
+            self.maintenance(now)
+        if not self.accepting:
+            return False
+        if len(self._map) < self.adj.connection_limit:
+            return True
+        if now - self.full_logged_at >= FULL_LOG_INTERVAL:
+            self.full_logged_at = now
+            log.warning(
+                "connection limit reached (BOTSTATE_CONNECTION_LIMIT=%d): new clients wait,"
+                " and idle connections are closed to make room", self.adj.connection_limit,
+            )
+        self.give_up_idle_connections(now)
+        return False
+
+    def give_up_idle_connections(self, now):
+        """Close the connections idle longest, that wait for nothing, so new clients get in."""
+        idle = [
+            channel for channel in self.active_channels.values()
+            if channel.waits_for_nothing() and now - channel.last_activity >= IDLE_GRACE
+        ]
+        idle.sort(key=lambda channel: channel.last_activity)
+        for channel in idle[: max(1, self.adj.connection_limit // GIVE_UP_SHARE)]:
+            channel.will_close = True
+
+
+def file_limit_for(connection_limit):
+    """Raise this process's open-file limit for `connection_limit` clients, as far as the
+    hard limit lets; returns how many connections it allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connection_limit + RESERVED_FILES
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if wanted > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    return max(1, min(connection_limit, soft - RESERVED_FILES))
+
+
+def create_server(application, deadlines, **settings):
+    """A waitress server with `settings` (waitress's adjustments) whose clients keep `deadlines`."""
+    settings.setdefault("asyncore_use_poll", True)  # select() cannot watch past 1024 descriptors
+    adj = Adjustments(**settings)
+    socket_map = {}
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    servers = [
+        GuardedServer(application, socket_map, deadlines, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo)
+        for sockinfo in adj.listen
+    ]
+    if len(servers) == 1:
+        return servers[0]
+    listening = [(server.effective_host, server.effective_port) for server in servers]
+    return MultiSocketServer(socket_map, adj, listening, dispatcher, servers[-1].log_info)
