@@ -870,7 +870,7 @@ class PostgresStorage(StorageBase):
         size = f"octet_length(state::text) + {PAGE_ROW_OVERHEAD}"
         query = (
             f"SELECT {_state_columns('page')}, fetched FROM (SELECT *, sum({size}) OVER (ORDER BY"
-            f" user_broker_account_id, ticker_id ROWS UNBOUNDED PRECEDING) - {size} AS before,"
+            f" user_broker_account_id, ticker_id ROWS UNBOUNDED PRECEDING) - ({size}) AS before,"
             f" count(*) OVER () AS fetched FROM ({' '.join(sql)}) AS limited) AS page"
             " WHERE before < %(max_bytes)s ORDER BY user_broker_account_id, ticker_id"
         )

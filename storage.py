@@ -1508,7 +1508,7 @@ class SQLiteStorage(StorageBase):
         size = f"length(CAST(state AS BLOB)) + {PAGE_ROW_OVERHEAD}"
         query = (
             f"SELECT {_STATE_COLUMNS}, fetched FROM (SELECT *, sum({size}) OVER (ORDER BY user_broker_account_id,"
-            f" ticker_id ROWS UNBOUNDED PRECEDING) - {size} AS before, count(*) OVER () AS fetched"
+            f" ticker_id ROWS UNBOUNDED PRECEDING) - ({size}) AS before, count(*) OVER () AS fetched"
             f" FROM ({' '.join(sql)})) WHERE before < ? ORDER BY user_broker_account_id, ticker_id"
         )
         with self._reading() as db:

@@ -64,3 +64,27 @@ def test_a_thousand_large_states_answer_a_few_mib_not_sixty(paged_server):
     assert response.status_code == 200
     assert len(response.content) <= max_page_bytes + state_bytes + 1000
     assert response.json()["nextCursor"] is not None
+
+
+@pytest.mark.parametrize(
+    "sizes,max_bytes,rows",
+    [
+        # Each row counts its state's bytes plus ROW_OVERHEAD; a page ends after the row that passes max_bytes.
+        ([5000, 10, 5000], 6000, 3),  # before the third row: 5,256 + 266 = 5,522, under the limit
+        ([5000, 10, 5000], 5522, 2),  # exactly at it: the third row starts the next page
+        ([5000, 10, 5000], 5523, 3),
+        ([5000, 10, 5000], 5256, 1),
+        ([5000, 10, 5000], 1, 1),  # a page holds at least one row
+    ],
+)
+def test_the_byte_limit_is_counted_exactly(storage, bot, sizes, max_bytes, rows):
+    # Review of issue 13: the SQL subtracted a row's size without parentheses, ending pages 512 bytes early.
+    from storage import StateWrite
+
+    accounts, tickers = ids(len(sizes), "exact"), ids(1, "exact-ticker")
+    register(storage, accounts, tickers)
+    writes = [StateWrite(account, tickers[0], '{"p":"%s"}' % ("x" * (size - 8))) for account, size in zip(sorted(accounts), sizes)]
+    storage.write_states(bot["id"], bot["keyHash"], writes, max_state_bytes=65536)
+    page, more = storage.list_states(bot["id"], 50, key_hash=bot["keyHash"], max_bytes=max_bytes)
+    assert [len(row.state_json) for row in page] == sizes[:rows]
+    assert more == (rows < len(sizes))
