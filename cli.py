@@ -572,7 +572,9 @@ def states_show(slug, account, ticker, limit, as_json):
         names = {row["id"]: row["name"] for row in database.list_accounts()}
         account_id = None if account is None else canonical_uuid(account, "--account")
         ticker_id = None if ticker is None else _ticker_named(ticker, symbols)
-        rows, more = database.list_states(bot["id"], limit, account_id=account_id, ticker_id=ticker_id)
+        rows, more = database.list_states(
+            bot["id"], limit, account_id=account_id, ticker_id=ticker_id, max_bytes=None  # --limit alone bounds it
+        )
     if as_json:
         shown = [
             {**row_json(row), "accountName": names.get(row.account_id), "tickerSymbol": symbols.get(row.ticker_id)}

@@ -5,6 +5,7 @@ import os
 import click
 
 import jsoncodec
+import writebody
 
 ENV_PREFIX = "BOTSTATE"
 
@@ -45,8 +46,8 @@ INT_RANGES = {
     "THREADS": (1, 256),
     "MAX_STATES": (1, 100_000),
     "MAX_STATE_BYTES": (2, 64 * 1024 * 1024),
-    # A state is serialized on its own: it can nest no deeper than the encoder writes.
-    "MAX_STATE_DEPTH": (1, jsoncodec.MAX_DEPTH),
+    # What a large write body, read in pieces, may nest (251), within what the encoder writes (254).
+    "MAX_STATE_DEPTH": (1, min(jsoncodec.MAX_DEPTH, writebody.MAX_STATE_NESTING)),
     "MAX_BODY_BYTES": (1024, 1024 * 1024 * 1024),
     "MAX_PAGE_BYTES": (1024, 1024 * 1024 * 1024),
     "BUSY_TIMEOUT_MS": (0, 600_000),

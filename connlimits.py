@@ -25,6 +25,8 @@ log = logging.getLogger("botstate")
 # File descriptors kept for what is not a client: the database and its WAL, the
 # PostgreSQL pool, the listening sockets, waitress's trigger pipe, log files.
 RESERVED_FILES = 64
+# A client's socket, and the temporary files waitress spills a large body and a large answer to.
+FILES_PER_CONNECTION = 3
 # At the limit, give up this share of the slots in one go (at least one), so a
 # burst of new clients does not meet a full server at every accept.
 GIVE_UP_SHARE = 20
@@ -78,12 +80,21 @@ class TimedChannel(HTTPChannel):
 
     def __init__(self, server, sock, addr, adj, map=None):
         self.opened = time.monotonic()
-        self.spoke = False
+        self.spoke = self.blank_only = False
         super().__init__(server, sock, addr, adj, map)
+
+    def handle_read(self):
+        """Read as waitress does; blank lines between requests, which waitress drops, are no activity."""
+        before, self.blank_only = self.last_activity, False
+        super().handle_read()
+        if self.blank_only:
+            self.last_activity = before
 
     def received(self, data):
         """Take the client's bytes as waitress does."""
-        if data:
+        if data and self.request is None and not data.strip(b"\r\n"):
+            self.blank_only = True  # else \r\n\r\n now and then would hold a slot with no deadline
+        elif data:
             self.spoke = True
         return super().received(data)
 
@@ -102,8 +113,8 @@ class GuardedServer(TcpWSGIServer):
     channel_class = TimedChannel
     full_logged_at = float("-inf")
 
-    def __init__(self, application, map, deadlines, **kwargs):
-        self.deadlines = deadlines
+    def __init__(self, application, map, deadlines, clients_limit, **kwargs):
+        self.deadlines, self.clients_limit = deadlines, clients_limit
         super().__init__(application, map, **kwargs)
 
     def maintenance(self, now):
@@ -131,8 +142,8 @@ class GuardedServer(TcpWSGIServer):
         if now - self.full_logged_at >= FULL_LOG_INTERVAL:
             self.full_logged_at = now
             log.warning(
-                "connection limit reached (BOTSTATE_CONNECTION_LIMIT=%d): new clients wait,"
-                " and idle connections are closed to make room", self.adj.connection_limit,
+                "connection limit reached (%d connections): new clients wait,"
+                " and idle connections are closed to make room", self.clients_limit,
             )
         self.give_up_idle_connections(now)
         return False
@@ -152,24 +163,26 @@ def file_limit_for(connection_limit):
     """Raise this process's open-file limit for `connection_limit` clients, as far as the
     hard limit lets; returns how many connections it allows."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = connection_limit + RESERVED_FILES
+    wanted = connection_limit * FILES_PER_CONNECTION + RESERVED_FILES
     if hard != resource.RLIM_INFINITY:
         wanted = min(wanted, hard)
     if wanted > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
         soft = wanted
-    return max(1, min(connection_limit, soft - RESERVED_FILES))
+    return max(1, min(connection_limit, (soft - RESERVED_FILES) // FILES_PER_CONNECTION))
 
 
 def create_server(application, deadlines, **settings):
     """A waitress server with `settings` (waitress's adjustments) whose clients keep `deadlines`."""
     settings.setdefault("asyncore_use_poll", True)  # select() cannot watch past 1024 descriptors
     adj = Adjustments(**settings)
+    clients_limit = adj.connection_limit
+    adj.connection_limit += len(adj.listen) + 1  # waitress counts its listening sockets and trigger too
     socket_map = {}
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
     servers = [
-        GuardedServer(application, socket_map, deadlines, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo)
+        GuardedServer(application, socket_map, deadlines, clients_limit, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo)
         for sockinfo in adj.listen
     ]
     if len(servers) == 1:

@@ -27,6 +27,7 @@ from storage import (
     StateRow,
     StorageError,
     TRANSFER_KINDS,
+    UNBOUNDED_PAGE_BYTES,
     VersionConflict,
     batchable,
     export_query,
@@ -851,7 +852,8 @@ class PostgresStorage(StorageBase):
         """Up to `limit` of the bot's StateRows in (account, ticker) order, and whether more follow,
         the page ending past `max_bytes` (see SQLiteStorage.list_states)."""
         sql = ["SELECT * FROM user_bot_states WHERE bot_id = %(bot)s::uuid"]
-        params = {"bot": bot_id, "key": key_hash, "limit": limit + 1, "max_bytes": max_bytes}
+        params = {"bot": bot_id, "key": key_hash, "limit": limit + 1,
+                  "max_bytes": UNBOUNDED_PAGE_BYTES if max_bytes is None else max_bytes}
         if key_hash is not None:
             sql.append(f"AND {_key_works('%(bot)s::uuid', '%(key)s')}")
         for condition, name, value in (

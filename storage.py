@@ -249,6 +249,7 @@ _STATE_COLUMNS = (
 # ids, version and times as JSON); it ends past DEFAULT_PAGE_BYTES unless told otherwise.
 PAGE_ROW_OVERHEAD = 256
 DEFAULT_PAGE_BYTES = 4 * 1024 * 1024
+UNBOUNDED_PAGE_BYTES = 2**62  # max_bytes=None: the row limit alone bounds the page
 
 
 def page_of(rows, limit):
@@ -1480,6 +1481,7 @@ class SQLiteStorage(StorageBase):
 
         The page also ends after the row that takes it past `max_bytes` of row text
         (its states, and PAGE_ROW_OVERHEAD for the rest of each row): at least one row.
+        None is no byte limit.
 
         With `key_hash`, only while that key works (NotFound, StaleKey as in write_states).
 
@@ -1504,7 +1506,7 @@ class SQLiteStorage(StorageBase):
             sql.append("AND (user_broker_account_id, ticker_id) > (?, ?)")
             params.extend(after)
         sql.append("ORDER BY user_broker_account_id, ticker_id LIMIT ?")
-        params += [limit + 1, max_bytes]
+        params += [limit + 1, UNBOUNDED_PAGE_BYTES if max_bytes is None else max_bytes]
         size = f"length(CAST(state AS BLOB)) + {PAGE_ROW_OVERHEAD}"
         query = (
             f"SELECT {_STATE_COLUMNS}, fetched FROM (SELECT *, sum({size}) OVER (ORDER BY user_broker_account_id,"

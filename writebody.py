@@ -13,7 +13,6 @@ same words, or the same items.
 import operator
 import re
 import secrets
-from array import array
 from itertools import accumulate
 
 from marshmallow import ValidationError
@@ -28,8 +27,11 @@ WHOLE_PARSE_BYTES = 8 * 1024 * 1024
 # Text parsed in one go: a piece ends at the first comma past this many bytes, and
 # a child longer than this stands in its parent's piece as a placeholder.
 CHUNK_BYTES = 64 * 1024
-# Deeper than this is not JSON the service reads (orjson stops at 1024, json near 1000).
-MAX_NESTING = 1000
+# A body parsed in pieces may nest this deep, so that a byte holds the depth at each
+# position (and 255 can mark a position that is no comma). A state is at level 4 of
+# a body ({"states": [{"state": ...}]}): it may nest MAX_STATE_NESTING levels.
+MAX_NESTING = 254
+MAX_STATE_NESTING = MAX_NESTING - 3
 WHITESPACE = b" \t\n\r"
 # The next string that holds a bracket, comma or escape: the regex engine skips plain strings itself.
 # Every match ends at such a string (group 1), at an unterminated one, or at the end.
@@ -57,52 +59,19 @@ class Frame:
         self.kids = []  # the children too long for a piece, in order
 
 
-def whole_parse_is_small(data):
-    """Whether parsing `data` at once is estimated to take at most WHOLE_PARSE_BYTES."""
+def whole_parse_is_small(data, strings_too=True):
+    """Whether parsing `data` at once is estimated to take at most WHOLE_PARSE_BYTES (leaving out
+    the strings, which take about their text, without `strings_too`)."""
     tokens = data.count(b"[") + data.count(b"{") + data.count(b",") + data.count(b":")
-    return tokens * BYTES_PER_TOKEN + len(data) <= WHOLE_PARSE_BYTES
+    return tokens * BYTES_PER_TOKEN + (len(data) if strings_too else 0) <= WHOLE_PARSE_BYTES
+
+
+class TooDeep(jsoncodec.InvalidJSON):
+    """The body nests deeper than a body read in pieces may."""
 
 
 def _invalid(why):
     return jsoncodec.InvalidJSON(why)
-
-
-class Levels:
-    """A number per byte of the body, as bytes while all are below 255 (the usual case),
-    else as an array of shorts. 255 (or -1) marks a position without one."""
-
-    def __init__(self, values, wide):
-        self.values, self.wide = values, wide
-
-    def at(self, position):
-        """The number at `position`."""
-        return self.values[position]
-
-    def highest(self, start, end):
-        """The largest number in [start, end)."""
-        return max(self.values[start:end])
-
-    def find(self, number, start, end=None):
-        """The first position of `number` in [start, end), or -1."""
-        if not self.wide:
-            return self.values.find(bytes([number % 256]), start, end)
-        try:
-            return self.values.index(number, start, len(self.values) if end is None else end)
-        except ValueError:
-            return -1
-
-    def rfind(self, number, start, end):
-        """The last position of `number` in [start, end), or -1."""
-        if not self.wide:
-            return self.values.rfind(bytes([number % 256]), start, end)
-        found = self.values[start:end][::-1]
-        return -1 if number not in found else end - 1 - found.index(number)
-
-    def count(self, number, start, end):
-        """How often `number` occurs in [start, end)."""
-        if not self.wide:
-            return self.values.count(bytes([number % 256]), start, end)
-        return self.values[start:end].count(number)
 
 
 class Structure:
@@ -120,27 +89,19 @@ class Structure:
             start, end = match.span(1)
             if start >= 0:
                 marks[start:end] = bytes(end - start)  # what a string holds is not structure
-        steps = memoryview(marks.translate(DEPTH_STEP)).cast("b")
+        steps = memoryview(marks.translate(DEPTH_STEP)).cast("b")  # 255 is -1 as a signed byte
         try:
-            depths = bytes(accumulate(steps))  # ValueError below 0 or past 255
-            wide = 255 in depths
-        except ValueError:
-            wide = True
-        if not wide:
-            del steps
-            mask = marks.translate(COMMA_MASK)
-            del marks
-            commas = bytes(map(operator.or_, depths, mask))
-        else:
-            try:
-                depths = array("h", accumulate(steps))
-            except OverflowError:
-                raise _invalid("nested too deep") from None
-            if min(depths) < 0 or max(depths) > MAX_NESTING:
-                raise _invalid("unbalanced brackets, or nested too deep")
-            mask = memoryview(marks.translate(COMMA_MASK)).cast("b")  # 255 is -1 as a signed byte
-            commas = array("h", map(operator.or_, depths, mask))
-        self.depths, self.commas = Levels(depths, wide), Levels(commas, wide)
+            self.depths = bytes(accumulate(steps))  # ValueError below 0 or past 255
+        except ValueError:  # below 0: unbalanced; past 255: too deep
+            if min(accumulate(steps)) < 0:
+                raise _invalid("unbalanced brackets") from None
+            raise TooDeep("nested too deep") from None
+        if MAX_NESTING + 1 in self.depths:  # 255 marks a position that is no comma
+            raise TooDeep("nested too deep")
+        del steps
+        mask = marks.translate(COMMA_MASK)
+        del marks
+        self.commas = bytes(map(operator.or_, self.depths, mask))
 
     def root(self):
         """The outermost array or object, with its big descendants; None for another JSON value."""
@@ -154,7 +115,7 @@ class Structure:
 
     def frame(self, start):
         """The container opening at `start`."""
-        depth = self.depths.at(start)
+        depth = self.depths[start]
         end = self.depths.find(depth - 1, start)
         if end >= 0 and self.data[end] != self.data[start] + 2:  # ] follows [ and } follows { in ASCII
             raise _invalid("mismatched brackets")
@@ -194,7 +155,7 @@ class Structure:
 
     def levels(self, frame):
         """How many levels the frame nests, itself being the first."""
-        return self.depths.highest(frame.start, frame.end + 1) - frame.depth + 1
+        return max(self.depths[frame.start:frame.end + 1]) - frame.depth + 1
 
     def elements(self, frame):
         """How many elements the array frame holds."""
@@ -300,9 +261,11 @@ class ChunkedBody:
     def load(self, index, item):
         """Item `index` loaded, its state turned to text; ValidationError with the first problem."""
         big_item = self.frames.get(self.parser.placeholder_of(item))
-        if big_item is not None:
+        if big_item is not None and big_item.open == OPEN_OBJECT:
             self.checked.add(id(big_item))
-            item = self.parser.members(big_item, ITEM_FIELDS) if big_item.open == OPEN_OBJECT else []
+            item = self.parser.members(big_item, ITEM_FIELDS)
+        elif big_item is not None:
+            item = []  # an array, checked with the rest: what the item's checks say of any array
         if type(item) is dict:
             item = {name: self.stand_in(value, name) for name, value in item.items()}
         result, errors = self.schema.fields["states"].load_item(item)
@@ -332,10 +295,11 @@ class ChunkedBody:
 
         A stored state keeps every bracket, comma, colon and quote of the text sent
         (in a string too: orjson escapes a quote as \\", and nothing else of these).
-        A merge patch may delete members, but never an array or object it holds:
-        it keeps its brackets outside strings.
+        So does a merge of a patch without a null, which only adds and replaces; one
+        with a null may delete members, but never an array or object it holds: it
+        keeps its brackets outside strings.
         """
-        if self.merge:
+        if self.merge and self.data.find(b"null", frame.start, frame.end) >= 0:
             return self.structure.brackets(frame)
         return sum(self.data.count(byte, frame.start, frame.end + 1) for byte in STORED_AS_SENT)
 
@@ -364,7 +328,12 @@ def load_items(data, schema, merge, max_state_bytes):
 
     Raises jsoncodec.InvalidJSON, or ValidationError whose message is the first problem.
     """
-    structure = None if whole_parse_is_small(data) else Structure(data)
+    try:
+        structure = None if whole_parse_is_small(data) else Structure(data)
+    except TooDeep:
+        if not whole_parse_is_small(data, strings_too=False):
+            raise
+        structure = None  # its size is in its strings, which a whole parse keeps as compact as their text
     root = None if structure is None else structure.root()
     if root is None:
         body = jsoncodec.loads(data)

@@ -18,6 +18,7 @@ import keys
 from app import create_app
 from conftest import botstate_env, execute_sql, settings_of, stored_bytes
 from spec_data import ACCOUNT_0, ACCOUNT_1, ACCOUNT_2, TICKER_AAPL, TICKER_MSFT, item
+from storage import StateWrite
 
 ROOT = Path(__file__).resolve().parent.parent
 OTHER_UUID = "123e4567-e89b-12d3-a456-426614174999"
@@ -908,6 +909,17 @@ def test_states_show_says_when_more_rows_than_the_limit(runner, shown):
     result = cli(runner, "states", "show", "my-bot", "--limit", "2")
     assert len(text_output(result).splitlines()) == 3
     assert "(first 2 rows; --limit shows more)" in result.stderr
+
+
+def test_states_show_is_bounded_by_its_limit_not_by_the_api_page_bytes(runner, storage, bot):
+    # Review of issue 13: states show got 70 of 100 large states, cut by BOTSTATE_MAX_PAGE_BYTES, and said "first 100".
+    accounts = [str(uuid.UUID(int=index + 1)) for index in range(100)]
+    for account in accounts:
+        storage.add_account(account, None)
+    storage.add_ticker("AAPL", TICKER_AAPL)
+    writes = [StateWrite(account, TICKER_AAPL, '{"p":"%s"}' % ("x" * 60_000)) for account in accounts]
+    storage.write_states(bot["id"], bot["keyHash"], writes, max_state_bytes=65536)
+    assert len(json_output(cli(runner, "states", "show", "my-bot", "--limit", "100", "--json"))) == 100
 
 
 @JSON_OR_TEXT

@@ -44,7 +44,8 @@ def test_waitress_limits_are_set_deliberately(tmp_path):
     assert adj.max_request_body_size == 4096 + BODY_LIMIT_SLACK + 1  # waitress refuses a body of this size or more
     assert adj.asyncore_use_poll and adj.cleanup_interval == 1  # past 1024 sockets; deadlines checked each second
     assert not logging.getLogger("waitress.queue").isEnabledFor(logging.WARNING), "no line per queued request"
-    assert (adj.channel_timeout, adj.connection_limit, adj.threads) == (7, 9, 3)
+    assert (adj.channel_timeout, server.clients_limit, adj.threads) == (7, 9, 3)
+    assert adj.connection_limit == 9 + len(adj.listen) + 1  # waitress counts its listening socket and trigger
 
 
 def test_environment_overrides_defaults(tmp_path, monkeypatch):
@@ -72,10 +73,10 @@ RATE = "a rate such as 600/minute (or several: 10/second;600/minute)"
         ("PORT", "--5", "BOTSTATE_PORT must be an integer from 0 to 65535, got '--5'"),
         ("THREADS", "²", "BOTSTATE_THREADS must be an integer from 1 to 256, got '²'"),
         ("THREADS", "4\n5", "BOTSTATE_THREADS must be an integer from 1 to 256, got '4\\n5'"),
-        # The deepest state the JSON encoder writes (jsoncodec.MAX_DEPTH); deeper ones got a 500.
-        ("MAX_STATE_DEPTH", "255", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 254, got 255"),
-        ("MAX_STATE_DEPTH", "500", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 254, got 500"),
-        ("MAX_STATE_DEPTH", "0", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 254, got 0"),
+        # The deepest state a write body read in pieces holds (the encoder writes 254); deeper ones got a 500.
+        ("MAX_STATE_DEPTH", "252", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 251, got 252"),
+        ("MAX_STATE_DEPTH", "500", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 251, got 500"),
+        ("MAX_STATE_DEPTH", "0", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 251, got 0"),
         ("SYNCHRONOUS", "sometimes", "BOTSTATE_SYNCHRONOUS must be one of OFF, NORMAL, FULL, EXTRA, got 'sometimes'"),
         ("HOST", "", "BOTSTATE_HOST must not be empty"),
         ("RATE_LIMIT", "lots", f"BOTSTATE_RATE_LIMIT must be {RATE}, got 'lots'"),
@@ -106,7 +107,7 @@ def test_rate_limit_is_off_when_empty_and_kept_as_written(tmp_path, monkeypatch,
     "name,value,message",
     (
         ("PORT", "http", "BOTSTATE_PORT must be an integer from 0 to 65535, got 'http'"),
-        ("MAX_STATE_DEPTH", "500", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 254, got 500"),
+        ("MAX_STATE_DEPTH", "500", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 251, got 500"),
     ),
 )
 def test_serve_refuses_a_bad_setting_with_one_line(tmp_path, name, value, message):

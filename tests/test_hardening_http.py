@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+import config
 import jsoncodec
 import metrics
 import schemas
@@ -46,7 +47,8 @@ def compact(value):
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-# 1. Deep states: the depth setting stops where the encoder does.
+# 1. Deep states: the depth setting stops where the encoder does, and where a write body read in pieces does.
+DEEPEST_SETTING = config.INT_RANGES["MAX_STATE_DEPTH"][1]
 
 
 def test_the_encoders_limit_is_the_depth_settings_cap():
@@ -57,27 +59,27 @@ def test_the_encoders_limit_is_the_depth_settings_cap():
 
 @pytest.mark.parametrize("method", ["POST", "PATCH"])
 def test_a_state_at_the_deepest_allowed_setting_is_stored_and_read_back_exactly(configured, method):
-    client, bot, _ = configured(MAX_STATE_DEPTH=jsoncodec.MAX_DEPTH)
-    first = nested(jsoncodec.MAX_DEPTH, {"a": 1.5, "z": "é"})
+    client, bot, _ = configured(MAX_STATE_DEPTH=DEEPEST_SETTING)
+    first = nested(DEEPEST_SETTING, {"a": 1.5, "z": "é"})
     response = send(client, bot, method, [item(state=first)])
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["summary"]["succeeded"] == 1
     assert stored_state_text(client, bot) == compact(first)
     # Again onto the stored row: PATCH merges at the deepest level (pgstorage re-serializes the merge).
-    second = nested(jsoncodec.MAX_DEPTH, {"a": None, "b": True})
+    second = nested(DEEPEST_SETTING, {"a": None, "b": True})
     response = send(client, bot, method, [item(state=second)])
     assert response.get_json()["summary"]["succeeded"] == 1, response.get_data(as_text=True)
-    expected = nested(jsoncodec.MAX_DEPTH, {"z": "é", "b": True}) if method == "PATCH" else second
+    expected = nested(DEEPEST_SETTING, {"z": "é", "b": True}) if method == "PATCH" else second
     assert stored_state_text(client, bot) == compact(expected)
 
 
 @pytest.mark.parametrize("method", ["POST", "PATCH"])
 def test_one_level_past_the_deepest_setting_is_the_depth_400(configured, method):
-    client, bot, storage = configured(MAX_STATE_DEPTH=jsoncodec.MAX_DEPTH)
-    response = send(client, bot, method, [item(state=nested(jsoncodec.MAX_DEPTH + 1))])
+    client, bot, storage = configured(MAX_STATE_DEPTH=DEEPEST_SETTING)
+    response = send(client, bot, method, [item(state=nested(DEEPEST_SETTING + 1))])
     assert response.status_code == 400
     assert response.get_json() == {
-        "error": f"states[0].state is nested more than {jsoncodec.MAX_DEPTH} levels deep",
+        "error": f"states[0].state is nested more than {DEEPEST_SETTING} levels deep",
         "code": "BAD_REQUEST",
     }
     assert storage.count_states() == 0

@@ -123,8 +123,12 @@ def test_at_the_connection_limit_idle_connections_make_room(server):
 
 @pytest.mark.parametrize("server", [{"CONNECTION_LIMIT": 20, "HEADER_TIMEOUT": 1}], indirect=True)
 def test_slow_senders_filling_every_slot_delay_others_only_until_their_deadline(server):
-    slow = connect_slowly(address_of(server), 20, "body")
+    slow = connect_slowly(address_of(server), 19, "body")
     try:
+        assert probe(server, timeout=0.5) == 200  # the 20th slot: the limit counts clients only
+        slow += connect_slowly(address_of(server), 1, "body")
+        time.sleep(0.2)
+        assert probe(server, timeout=0.5) is None  # every slot is taken
         started = time.monotonic()
         status = probe(server, timeout=6)  # waits in the listen backlog until slots free up
         waited = time.monotonic() - started
@@ -174,6 +178,33 @@ def test_idle_and_trickling_clients_leave_room_for_a_normal_one(bot_server):
         for sock in slow:
             sock.close()
     assert answers == [200] * 20
+
+
+@pytest.mark.parametrize("server", [{"HEADER_TIMEOUT": 1, "CHANNEL_TIMEOUT": 2}], indirect=True)
+def test_blank_lines_earn_no_time(server):
+    # Review of issue 13: \r\n\r\n now and then (which waitress drops) held a slot past every deadline.
+    blank = connect_slowly(address_of(server), 5, "silent")
+    try:
+        started, closed = time.monotonic(), 0
+        while closed < len(blank) and time.monotonic() - started < 5:
+            closed = 0
+            for sock in blank:
+                try:
+                    sock.sendall(b"\r\n\r\n")
+                    sock.setblocking(False)
+                    closed += sock.recv(1) == b""
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed += 1
+                finally:
+                    sock.setblocking(True)
+            time.sleep(0.25)
+    finally:
+        for sock in blank:
+            sock.close()
+    assert closed == len(blank)
+    assert time.monotonic() - started < 4  # the 1 s header timeout, checked every second
 
 
 @pytest.mark.parametrize("server", [{"CHANNEL_TIMEOUT": 1}], indirect=True)
@@ -245,11 +276,12 @@ def open_file_limit(pid):
 
 def test_the_server_raises_its_open_file_limit_for_its_connections(tmp_path):
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 1000 + connlimits.RESERVED_FILES:
+    needed = 1000 * connlimits.FILES_PER_CONNECTION + connlimits.RESERVED_FILES
+    if hard != resource.RLIM_INFINITY and hard < needed:
         pytest.skip(f"the hard open-file limit here is {hard}")
     process, log = start_with_file_limit(tmp_path, 256, hard, CONNECTION_LIMIT=1000)
     try:
-        assert open_file_limit(process.pid) >= 1000 + connlimits.RESERVED_FILES
+        assert open_file_limit(process.pid) >= needed
         assert "serving at most" not in log
     finally:
         stop_server(process)
@@ -258,5 +290,5 @@ def test_the_server_raises_its_open_file_limit_for_its_connections(tmp_path):
 def test_a_low_hard_file_limit_caps_the_connections_with_a_warning(tmp_path):
     process, log = start_with_file_limit(tmp_path, 200, 300, CONNECTION_LIMIT=1000)
     stop_server(process)
-    expected = 300 - connlimits.RESERVED_FILES
+    expected = (300 - connlimits.RESERVED_FILES) // connlimits.FILES_PER_CONNECTION
     assert f"serving at most {expected} connections, not BOTSTATE_CONNECTION_LIMIT=1000" in log

@@ -117,3 +117,45 @@ def item_with_state(state):
 )
 def test_states_about_the_size_limit_are_sized_alike(state, merge):
     assert_same(item_with_state(state), merge)
+
+
+def test_an_array_item_longer_than_a_piece_is_still_checked_for_invalid_json():
+    # Review of issue 13: such an item stood in as [] unparsed, so a NaN in it went unnoticed.
+    assert_same(b'{"states": [[1, 2, 3, 4, NaN]]}')
+    assert outcome(b'{"states": [[1, 2, 3, 4, NaN]]}', False, whole=False) == ("invalid",)
+
+
+@pytest.mark.parametrize("nesting", [writebody.MAX_NESTING, writebody.MAX_NESTING + 1])
+def test_pieces_take_nesting_up_to_the_limit(nesting):
+    body = b'{"states": [' + b"[" * (nesting - 2) + b"]" * (nesting - 2) + b"]}"
+    assert outcome(body, False, whole=False) == (("error", "states[0] must be an object") if nesting <= writebody.MAX_NESTING else ("invalid",))
+
+
+def test_a_state_at_the_deepest_setting_fits_a_body_read_in_pieces():
+    deepest = writebody.MAX_STATE_NESTING
+    state = b'{"n":' * (deepest - 1) + b"{}" + b"}" * (deepest - 1)
+    schema = StateUpdatesSchema(max_states=5, max_depth=deepest)
+    saved = writebody.WHOLE_PARSE_BYTES
+    writebody.WHOLE_PARSE_BYTES = 0
+    try:
+        loaded = writebody.load_items(item_with_state(state), schema, False, 10**6)
+    finally:
+        writebody.WHOLE_PARSE_BYTES = saved
+    assert loaded[0]["state"] == state.decode()
+
+
+@pytest.mark.parametrize("patch", [b'{"a": [%s]}' % b",".join([b'"ab"'] * 20), b'{"a": [%s]}' % b",".join([b"1.5"] * 60)])
+def test_a_patch_without_a_null_is_sized_as_its_text(patch):
+    # Review of issue 13: every large patch was built, since only its brackets counted toward its size.
+    assert outcome(item_with_state(patch), True, whole=False)[1][0]["state"] is None
+    assert_same(item_with_state(patch), merge=True)
+
+
+def test_a_deep_body_whose_size_is_in_its_strings_is_parsed_at_once():
+    # Review of issue 13: 260 levels around a 9 MiB string were refused, where a smaller body is taken.
+    body = (b'{"states": [{"accountId": "%s", "tickerId": "%s", "state": {}, "junk": ' % (ACCOUNT_0.encode(), TICKER_AAPL.encode())
+            + b"[" * 260 + b'"' + b"x" * writebody.WHOLE_PARSE_BYTES + b'"' + b"]" * 260 + b"}]}")
+    assert writebody.load_items(body, SCHEMA, False, MAX_STATE_BYTES)[0]["state"] == "{}"
+    dense = body.replace(b'"' + b"x" * writebody.WHOLE_PARSE_BYTES + b'"', b",".join([b"[]"] * (writebody.WHOLE_PARSE_BYTES // 64)))
+    with pytest.raises(writebody.TooDeep):  # a body large in objects as well, past the nesting pieces take
+        writebody.load_items(dense, SCHEMA, False, MAX_STATE_BYTES)
