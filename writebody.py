@@ -2,8 +2,8 @@
 
 Parsed JSON takes 15 to 40 times its text as Python objects (`[]` is 2 bytes of
 text and 64 of list), so a 10 MiB body parsed at once could take 400 MB. A body
-whose parse is small enough is parsed at once. A larger one is first scanned for
-its structure (scan), then parsed at most CHUNK_BYTES of text at a time: every
+whose parse is small enough is parsed at once. A larger one is first mapped with
+whole-text operations (Structure), then parsed at most CHUNK_BYTES of text at a time: every
 piece is checked by the same strict parser, items are turned into state text one
 piece at a time, and a state whose text alone proves it over the size limit is
 never built. Either way the answer is the same: the same first problem, in the
@@ -18,7 +18,7 @@ from itertools import accumulate
 from marshmallow import ValidationError
 
 import jsoncodec
-from schemas import first_error
+from schemas import ITEM_FIELDS, first_error
 
 # A whole-body parse is estimated at this many bytes per structural character;
 # past WHOLE_PARSE_BYTES estimated, the body is parsed in pieces.
@@ -44,7 +44,6 @@ OPEN_ARRAY, OPEN_OBJECT = ord("["), ord("{")
 MARKS = bytes(1 if byte in b"[{" else 255 if byte in b"]}" else 2 if byte == ord(",") else 0 for byte in range(256))
 DEPTH_STEP = bytes(mark if mark in (1, 255) else 0 for mark in range(256))
 COMMA_MASK = bytes(0 if mark == 2 else 255 for mark in range(256))
-ITEM_FIELDS = ("accountId", "tickerId", "state", "expectedVersion")
 STORED_AS_SENT = tuple(bytes([byte]) for byte in b'[]{},:"')
 
 
