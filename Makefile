@@ -17,9 +17,10 @@ test: $(VENV)/.installed-dev
 test-pg: $(VENV)/.installed-dev
 	scripts/with-postgres $(BIN)/python -m pytest
 
-# ruff's default rules over every Python file.
+# ruff's rules and formatting (configured in pyproject.toml) over every Python file.
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The crash test, many more times than `make test` runs it (about a second per kill).
 SOAK_ROUNDS ?= 60

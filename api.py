@@ -148,7 +148,10 @@ def state_updates(merge):
 
 
 def oversized_state(max_state_bytes):
-    """A state text over the limit, stored in place of one too large to build: storage refuses it as it would that one."""
+    """A state text over the limit, stored in place of one too large to build.
+
+    Storage refuses it as it would that one.
+    """
     return '{"":"' + "x" * max_state_bytes + '"}'
 
 
@@ -225,7 +228,7 @@ def write_states(slug, merge):
         max_state_bytes=max_state_bytes,
     )
     results = []
-    for index, ((account_id, ticker_id), outcome) in enumerate(zip(updates, outcomes)):
+    for index, ((account_id, ticker_id), outcome) in enumerate(zip(updates, outcomes, strict=False)):
         if not isinstance(outcome, StateRow):
             results.append(item_error(account_id, ticker_id, index, outcome))
             continue

@@ -63,7 +63,7 @@ def create_app(test_config=None, upgrade=False):
 
     configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     for name in unknown_settings:
-        log.warning("ignoring %s: not a botstate setting (see README, Configuration)", name)
+        log.warning("ignoring %s: not a botstate setting (see docs/configuration.md)", name)
     storage = open_storage(app.config)
     try:
         outdated = [] if upgrade else storage.outdated_migrations()

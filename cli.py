@@ -13,6 +13,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
+import clock
 import jsoncodec
 import keys
 from api import row_json
@@ -24,7 +25,6 @@ from schemas import (
     is_valid_bot_slug,
     is_valid_name,
     is_valid_symbol,
-    parse_stored_time,
 )
 from storage import TRANSFER_KINDS, StorageError
 from transfer import BadRecord, dump_record, parse_record
@@ -35,9 +35,7 @@ SHOW_LIMIT = 100
 STATE_WIDTH = 60
 MAX_GRACE_SECONDS = 30 * 24 * 3600
 
-json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON value on stdout and nothing else."
-)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON value on stdout and nothing else.")
 
 
 class OneLineUsageError(click.UsageError):
@@ -105,7 +103,8 @@ def storage():
     outdated = current_app.extensions["botstate.outdated"]
     if outdated:
         raise click.ClickException(
-            f"the database {current_app.extensions['botstate.storage'].location} needs an upgrade to this version of botstate"
+            f"the database {current_app.extensions['botstate.storage'].location}"
+            " needs an upgrade to this version of botstate"
             f" ({', '.join(outdated)}): stop the server that uses it, then run `flask init-db`"
             " (or start the new server, which upgrades it)"
         )
@@ -129,9 +128,7 @@ def storage_errors():
 def canonical_uuid(value, what):
     """The lowercase form of a UUID option, or a clear usage error."""
     if not is_uuid(value):
-        raise click.ClickException(
-            f"{what}: {value!r} is not a UUID like 550e8400-e29b-41d4-a716-446655440000"
-        )
+        raise click.ClickException(f"{what}: {value!r} is not a UUID like 550e8400-e29b-41d4-a716-446655440000")
     return value.lower()
 
 
@@ -253,10 +250,7 @@ def bots_rotate_key(slug, grace, as_json):
     if expires_at is None:
         old_keys = "The old key no longer works."
     else:
-        old_keys = (
-            f"The old key keeps working until {expires_at};"
-            f" `flask bots revoke-key {slug}` stops it sooner."
-        )
+        old_keys = f"The old key keeps working until {expires_at}; `flask bots revoke-key {slug}` stops it sooner."
     emit(
         as_json,
         {
@@ -324,9 +318,7 @@ def bots_delete(slug, yes, as_json):
                 raise click.ClickException(
                     f"Deleting bot {slug!r} also deletes its {bot['states']} states: add --yes to confirm"
                 )
-            click.confirm(
-                f"Delete bot '{slug}' and its {bot['states']} states?", abort=True, err=True
-            )
+            click.confirm(f"Delete bot '{slug}' and its {bot['states']} states?", abort=True, err=True)
         storage().delete_bot(slug)
     emit(
         as_json,
@@ -379,7 +371,7 @@ def columns(file, key, optional):
         if position == 0 and key in header:
             names = header
             continue
-        yield number, dict(zip(names, cells))
+        yield number, dict(zip(names, cells, strict=False))
 
 
 def parse_accounts(file):
@@ -475,7 +467,10 @@ def tickers_list(as_json):
 
 @states.command("export")
 @click.option(
-    "--output", "-o", default="-", type=click.Path(dir_okay=False, allow_dash=True),
+    "--output",
+    "-o",
+    default="-",
+    type=click.Path(dir_okay=False, allow_dash=True),
     help="The file to write (default: standard output).",
 )
 @json_option
@@ -490,9 +485,12 @@ def states_export(output, as_json):
         raise click.UsageError("--json needs --output FILE: standard output carries the rows")
     database = storage()
     counts = dict.fromkeys(TRANSFER_KINDS, 0)
-    with storage_errors(), _output(output) as out, \
-            progress(database.count_states(), "Exporting states", not as_json) as bar, \
-            contextlib.closing(database.export_records()) as records:
+    with (
+        storage_errors(),
+        _output(output) as out,
+        progress(database.count_states(), "Exporting states", not as_json) as bar,
+        contextlib.closing(database.export_records()) as records,
+    ):
         for kind, record in records:
             out.write(dump_record(kind, record))
             counts[kind] += 1
@@ -559,7 +557,9 @@ def states_import(file, as_json):
 @click.argument("slug")
 @click.option("--account", help="Only this account (its UUID).")
 @click.option("--ticker", help="Only this ticker (its UUID or symbol).")
-@click.option("--limit", default=SHOW_LIMIT, show_default=True, type=click.IntRange(1, 100_000), help="Most rows to show.")
+@click.option(
+    "--limit", default=SHOW_LIMIT, show_default=True, type=click.IntRange(1, 100_000), help="Most rows to show."
+)
 @json_option
 def states_show(slug, account, ticker, limit, as_json):
     """Show a bot's states as a table: tickers by symbol, accounts by name, age of each update."""
@@ -573,7 +573,11 @@ def states_show(slug, account, ticker, limit, as_json):
         account_id = None if account is None else canonical_uuid(account, "--account")
         ticker_id = None if ticker is None else _ticker_named(ticker, symbols)
         rows, more = database.list_states(
-            bot["id"], limit, account_id=account_id, ticker_id=ticker_id, max_bytes=None  # --limit alone bounds it
+            bot["id"],
+            limit,
+            account_id=account_id,
+            ticker_id=ticker_id,
+            max_bytes=None,  # --limit alone bounds it
         )
     if as_json:
         shown = [
@@ -598,7 +602,7 @@ def states_show(slug, account, ticker, limit, as_json):
     ]
     widths = [max(len(line[column]) for line in table) for column in range(4)]
     for line in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[4])
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[4])
     if more:
         click.echo(f"(first {limit} rows; --limit shows more)", err=True)
 
@@ -615,7 +619,7 @@ def _ticker_named(ticker, symbols):
 
 def age(stored_time, now):
     """How long ago a stored time was: "just now", "42s ago", "5m ago", "3h ago", "2d ago"."""
-    seconds = int(now - parse_stored_time(stored_time).timestamp())
+    seconds = int(now - clock.parse_stored_time(stored_time).timestamp())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size:
             return f"{seconds // size}{unit} ago"
@@ -641,8 +645,11 @@ def db_backup(path, as_json):
     with storage_errors():
         storage().backup(path)
     size, seconds = os.path.getsize(path), time.monotonic() - started
-    emit(as_json, {"backup": path, "bytes": size, "seconds": round(seconds, 3)},
-         f"Backed up to {path} ({size:,} bytes in {seconds:.1f} s; integrity_check ok).")
+    emit(
+        as_json,
+        {"backup": path, "bytes": size, "seconds": round(seconds, 3)},
+        f"Backed up to {path} ({size:,} bytes in {seconds:.1f} s; integrity_check ok).",
+    )
 
 
 @db.command("restore")
@@ -658,8 +665,7 @@ def db_restore(path, force, as_json):
     under_a_server = database.servers_running()
     if under_a_server and not force:
         raise click.ClickException(
-            f"a botstate server is running on {database.location}: stop it first"
-            " (or pass --force to restore under it)"
+            f"a botstate server is running on {database.location}: stop it first (or pass --force to restore under it)"
         )
 
     def warn():

@@ -76,7 +76,7 @@ def from_environ(config, environ=os.environ):
     for name, value in environ.items():
         if not name.startswith(prefix):
             continue
-        key = name[len(prefix):]
+        key = name[len(prefix) :]
         if key in DEFAULTS:
             config[key] = value
         else:
@@ -98,16 +98,12 @@ def check(config):
     for key, (low, high) in INT_RANGES.items():
         value = _as_int(config[key])
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(
-                f"{ENV_PREFIX}_{key} must be an integer from {low} to {high}, got {value!r}"
-            )
+            raise ConfigError(f"{ENV_PREFIX}_{key} must be an integer from {low} to {high}, got {value!r}")
         config[key] = value
     for key, allowed in CHOICES.items():
         value = str(config[key]).upper()
         if value not in allowed:
-            raise ConfigError(
-                f"{ENV_PREFIX}_{key} must be one of {', '.join(allowed)}, got {config[key]!r}"
-            )
+            raise ConfigError(f"{ENV_PREFIX}_{key} must be one of {', '.join(allowed)}, got {config[key]!r}")
         config[key] = value
     for key in ("HOST", "DATABASE"):
         value = config[key]

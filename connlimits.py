@@ -101,8 +101,11 @@ class TimedChannel(HTTPChannel):
     def waits_for_nothing(self):
         """Whether the connection has no request in progress, queued or being answered."""
         return not (
-            self.requests or self.request is not None or self.will_close
-            or self.close_when_flushed or self.total_outbufs_len
+            self.requests
+            or self.request is not None
+            or self.will_close
+            or self.close_when_flushed
+            or self.total_outbufs_len
         )
 
 
@@ -143,7 +146,8 @@ class GuardedServer(TcpWSGIServer):
             self.full_logged_at = now
             log.warning(
                 "connection limit reached (%d connections): new clients wait,"
-                " and idle connections are closed to make room", self.clients_limit,
+                " and idle connections are closed to make room",
+                self.clients_limit,
             )
         self.give_up_idle_connections(now)
         return False
@@ -151,7 +155,8 @@ class GuardedServer(TcpWSGIServer):
     def give_up_idle_connections(self, now):
         """Close the connections idle longest, that wait for nothing, so new clients get in."""
         idle = [
-            channel for channel in self.active_channels.values()
+            channel
+            for channel in self.active_channels.values()
             if channel.waits_for_nothing() and now - channel.last_activity >= IDLE_GRACE
         ]
         idle.sort(key=lambda channel: channel.last_activity)
@@ -182,7 +187,9 @@ def create_server(application, deadlines, **settings):
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
     servers = [
-        GuardedServer(application, socket_map, deadlines, clients_limit, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo)
+        GuardedServer(
+            application, socket_map, deadlines, clients_limit, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo
+        )
         for sockinfo in adj.listen
     ]
     if len(servers) == 1:

@@ -25,10 +25,14 @@ class APIError(Exception):
 
     def response(self):
         """The Flask response for this error."""
-        body = {"message": self.message} if self.code is None else {
-            "error": self.message,
-            "code": self.code,
-        }
+        body = (
+            {"message": self.message}
+            if self.code is None
+            else {
+                "error": self.message,
+                "code": self.code,
+            }
+        )
         response = jsonify(body)
         response.status_code = self.status
         response.headers.update(self.headers)
@@ -60,9 +64,7 @@ def _service_unavailable(message, level, kind):
     def handle(error):
         log.log(level, "%s: %s", message, error)
         metrics.database_fault(kind)
-        return APIError(
-            503, message, "SERVICE_UNAVAILABLE", {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        ).response()
+        return APIError(503, message, "SERVICE_UNAVAILABLE", {"Retry-After": str(RETRY_AFTER_SECONDS)}).response()
 
     return handle
 

@@ -4,6 +4,7 @@ import logging
 import sys
 import time
 
+import clock
 import jsoncodec
 
 FORMATS = ("TEXT", "JSON")
@@ -25,14 +26,8 @@ def configure_logging(level, log_format="TEXT"):
 def startup_line(message, log_format="TEXT"):
     """A line the server prints whatever the log level (listening, stopped), in the log's format."""
     if log_format == "JSON":
-        return jsoncodec.dumps({"time": utc_time(time.time()), "level": "INFO", "message": message})
+        return jsoncodec.dumps({"time": clock.stored_time_of(time.time()), "level": "INFO", "message": message})
     return message
-
-
-def utc_time(unix_time):
-    """A Unix time as ISO 8601 UTC to the millisecond: 2026-11-25T04:10:00.123Z."""
-    whole = int(unix_time)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((unix_time - whole) * 1000):03d}Z"
 
 
 class LineFormatter(logging.Formatter):
@@ -57,7 +52,7 @@ class JSONFormatter(logging.Formatter):
 
     def format(self, record):
         """The record as one line of JSON; a traceback goes in "error"."""
-        entry = {"time": utc_time(record.created), "level": record.levelname}
+        entry = {"time": clock.stored_time_of(record.created), "level": record.levelname}
         fields = getattr(record, "request", None)
         if fields is None:
             entry["message"] = record.getMessage()

@@ -26,20 +26,29 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.registry.register(_StorageRetries(storage))
         self.requests = Counter(
-            "botstate_requests", "HTTP requests answered, by route and status.",
-            ["method", "route", "status"], registry=self.registry,
+            "botstate_requests",
+            "HTTP requests answered, by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "botstate_request_duration_seconds", "Time to answer a request, by route.",
-            ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "botstate_request_duration_seconds",
+            "Time to answer a request, by route.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.items = Counter(
-            "botstate_state_items", "State items of POST and PATCH requests, by outcome (succeeded or the error).",
-            ["outcome"], registry=self.registry,
+            "botstate_state_items",
+            "State items of POST and PATCH requests, by outcome (succeeded or the error).",
+            ["outcome"],
+            registry=self.registry,
         )
         self.database_faults = Counter(
-            "botstate_database_faults", "Requests answered 503 because the database was busy or unavailable.",
-            ["kind"], registry=self.registry,
+            "botstate_database_faults",
+            "Requests answered 503 because the database was busy or unavailable.",
+            ["kind"],
+            registry=self.registry,
         )
         self.outcomes = frozenset(
             {"succeeded", "Version conflict"}

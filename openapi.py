@@ -10,10 +10,8 @@ API_VERSION = "1.1.0"
 
 bp = Blueprint("openapi", __name__)
 
-SLUG = {"in": "path", "name": "slug", "required": True, "schema": schemas.SLUG_DOC,
-        "description": "Bot identifier"}
-RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying",
-                               "schema": {"type": "string"}}}
+SLUG = {"in": "path", "name": "slug", "required": True, "schema": schemas.SLUG_DOC, "description": "Bot identifier"}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}}
 ETAG = {"ETag": {"description": 'The row\'s version, quoted: "3"', "schema": {"type": "string"}}}
 
 
@@ -33,8 +31,7 @@ def _errors(*statuses):
         404: _json("Bot (or state row) not found", "Error"),
         412: _json("If-Match does not match the row's version", "Error", ETAG),
         413: _json("Request body too large", "Error"),
-        429: _json("The bot is past its rate limit (only with BOTSTATE_RATE_LIMIT set)", "Error",
-                   RETRY_AFTER),
+        429: _json("The bot is past its rate limit (only with BOTSTATE_RATE_LIMIT set)", "Error", RETRY_AFTER),
         500: _json("Internal server error", "Error"),
         503: _json("Database busy or unavailable", "Error", RETRY_AFTER),
     }
@@ -101,6 +98,7 @@ def build_document(updates_schema):
             },
         },
     )
+
     def row_path():
         # A new list each time: apispec expands the schema parameter in place.
         return [SLUG, {"in": "path", "schema": schemas.StateKeySchema}]
@@ -110,9 +108,15 @@ def build_document(updates_schema):
         operations={
             "get": {
                 "summary": "Read one user bot state",
-                "parameters": row_path() + [
-                    {"in": "header", "name": "If-None-Match", "schema": {"type": "string"},
-                     "description": 'The ETags you hold ("3", W/"3", a list, or *), compared weakly: 304 when one is current'}
+                "parameters": row_path()
+                + [
+                    {
+                        "in": "header",
+                        "name": "If-None-Match",
+                        "schema": {"type": "string"},
+                        "description": 'The ETags you hold ("3", W/"3", a list, or *), compared weakly:'
+                        " 304 when one is current",
+                    }
                 ],
                 "responses": {
                     "200": _json("The row", "StateResponse", ETAG),
@@ -122,9 +126,15 @@ def build_document(updates_schema):
             },
             "delete": {
                 "summary": "Delete one user bot state",
-                "parameters": row_path() + [
-                    {"in": "header", "name": "If-Match", "schema": {"type": "string"},
-                     "description": 'Delete only while the row\'s ETag is one of these ("3", a list, or *), compared strongly'}
+                "parameters": row_path()
+                + [
+                    {
+                        "in": "header",
+                        "name": "If-Match",
+                        "schema": {"type": "string"},
+                        "description": "Delete only while the row's ETag is one of these"
+                        ' ("3", a list, or *), compared strongly',
+                    }
                 ],
                 "responses": {
                     "200": _json("The deleted row", "StateResponse"),
@@ -145,9 +155,7 @@ def build_document(updates_schema):
     )
     spec.path(
         path="/openapi.json",
-        operations=_public_get(
-            "This document", {"200": _json("OpenAPI 3.1 document", {"type": "object"})}
-        ),
+        operations=_public_get("This document", {"200": _json("OpenAPI 3.1 document", {"type": "object"})}),
     )
     return spec.to_dict()
 

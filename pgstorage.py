@@ -18,16 +18,16 @@ from storage import (
     KEY_FINGERPRINT_LENGTH,
     KEY_USE_FLUSH_INTERVAL,
     PAGE_ROW_OVERHEAD,
+    TRANSFER_KINDS,
+    UNBOUNDED_PAGE_BYTES,
     Conflict,
     DatabaseBusy,
     DatabaseUnavailable,
     ItemError,
-    StorageBase,
     NotFound,
     StateRow,
+    StorageBase,
     StorageError,
-    TRANSFER_KINDS,
-    UNBOUNDED_PAGE_BYTES,
     VersionConflict,
     batchable,
     export_query,
@@ -147,9 +147,11 @@ ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO NOTHING
 RETURNING {_STATE_COLUMNS}
 """
 
+
 def _credentials(lock=False):
     """SQL: whether the bot %(bot)s exists, and whether the key %(key)s works for it (locked, as in _key_works)."""
-    return f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = %(bot)s::uuid), {_key_works('%(bot)s::uuid', '%(key)s', lock=lock)}"
+    key_works = _key_works("%(bot)s::uuid", "%(key)s", lock=lock)
+    return f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = %(bot)s::uuid), {key_works}"
 
 
 _CREDENTIALS = _credentials()
@@ -248,7 +250,7 @@ def redacted(url):
 
 def _utc(unix_time):
     """A Unix time as an aware datetime, to the millisecond like every stored time."""
-    moment = datetime.datetime.fromtimestamp(unix_time, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(unix_time, datetime.UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
@@ -402,7 +404,9 @@ class PostgresStorage(StorageBase):
         if self._upkeep is not None:
             return
         self._stop_upkeep.clear()
-        self._upkeep = threading.Thread(target=self._upkeep_every, args=(interval,), name="botstate-upkeep", daemon=True)
+        self._upkeep = threading.Thread(
+            target=self._upkeep_every, args=(interval,), name="botstate-upkeep", daemon=True
+        )
         self._upkeep.start()
 
     def _upkeep_every(self, interval):
@@ -430,7 +434,10 @@ class PostgresStorage(StorageBase):
         with self._transaction() as conn:
             version = conn.info.server_version
             if version < MIN_SERVER_VERSION:
-                raise StorageError(f"botstate needs PostgreSQL 13 or newer; the server is {conn.info.parameter_status('server_version')}")
+                raise StorageError(
+                    "botstate needs PostgreSQL 13 or newer;"
+                    f" the server is {conn.info.parameter_status('server_version')}"
+                )
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
             conn.execute(_MIGRATIONS_TABLE)
             applied = {name for (name,) in conn.execute("SELECT name FROM botstate_migrations")}
@@ -585,7 +592,7 @@ class PostgresStorage(StorageBase):
         """Store the last use of each key recorded since the last flush."""
         with self.key_uses.taken() as uses:
             if uses:
-                times, bots, hashes = zip(*((_utc(used), bot, key) for (bot, key), used in uses.items()))
+                times, bots, hashes = zip(*((_utc(used), bot, key) for (bot, key), used in uses.items()), strict=False)
                 with self._transaction() as conn:
                     # A short wait: the upkeep thread must not hang on a lock for the busy timeout.
                     conn.execute(f"SET LOCAL lock_timeout = {FLUSH_LOCK_TIMEOUT_MS}")
@@ -636,7 +643,9 @@ class PostgresStorage(StorageBase):
         except psycopg.errors.IntegrityError as error:
             raise transfer_conflict(kind, record, isinstance(error, psycopg.errors.ForeignKeyViolation)) from None
         except (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded) as error:
-            raise StorageError(f"{kind} {record.get('id', '')}: PostgreSQL refused it: {error.diag.message_primary}") from None
+            raise StorageError(
+                f"{kind} {record.get('id', '')}: PostgreSQL refused it: {error.diag.message_primary}"
+            ) from None
 
     @staticmethod
     def _transfer_statement(kind):
@@ -655,7 +664,7 @@ class PostgresStorage(StorageBase):
 
     def import_accounts(self, rows):
         """Insert (id, name) rows, leaving existing ids as they are; returns how many were new."""
-        ids, names = zip(*rows) if rows else ((), ())
+        ids, names = zip(*rows, strict=False) if rows else ((), ())
         with self._connection() as conn:
             return conn.execute(
                 f"INSERT INTO accounts (id, name, created_at) SELECT id, name, {NOW}"
@@ -665,17 +674,22 @@ class PostgresStorage(StorageBase):
 
     def list_accounts(self):
         """Every account, by id."""
-        return self._query(f'SELECT id::text AS id, name, {_text_time("created_at")} AS "createdAt" FROM accounts ORDER BY id')
+        return self._query(
+            f'SELECT id::text AS id, name, {_text_time("created_at")} AS "createdAt" FROM accounts ORDER BY id'
+        )
 
     def _write_transaction(self):
         return self._transaction()
 
     @staticmethod
     def _insert_ticker(conn, symbol, ticker_id):
-        return conn.execute(
-            f"INSERT INTO tickers (id, symbol, created_at) VALUES (%s, %s, {NOW}) ON CONFLICT DO NOTHING",
-            [ticker_id, symbol],
-        ).rowcount == 1
+        return (
+            conn.execute(
+                f"INSERT INTO tickers (id, symbol, created_at) VALUES (%s, %s, {NOW}) ON CONFLICT DO NOTHING",
+                [ticker_id, symbol],
+            ).rowcount
+            == 1
+        )
 
     @staticmethod
     def _ticker_id(conn, symbol):
@@ -705,7 +719,9 @@ class PostgresStorage(StorageBase):
             if row is not None:
                 return [row]
         failures = []
-        outcomes = self._retried(lambda conn: self._write_all(conn, bot_id, key_hash, writes, merge, max_state_bytes, failures))
+        outcomes = self._retried(
+            lambda conn: self._write_all(conn, bot_id, key_hash, writes, merge, max_state_bytes, failures)
+        )
         if failures:
             log.error("%d state write(s) failed for bot %s; the first:", len(failures), bot_id, exc_info=failures[0])
         return outcomes
@@ -716,8 +732,13 @@ class PostgresStorage(StorageBase):
         if merge:
             return None
         params = {
-            "bot": bot_id, "account": write.account_id, "ticker": write.ticker_id, "state": write.state_json,
-            "expected": write.expected_version, "key": key_hash, "max_bytes": max_state_bytes,
+            "bot": bot_id,
+            "account": write.account_id,
+            "ticker": write.ticker_id,
+            "state": write.state_json,
+            "expected": write.expected_version,
+            "key": key_hash,
+            "max_bytes": max_state_bytes,
         }
         with self._connection() as conn:
             try:
@@ -733,8 +754,10 @@ class PostgresStorage(StorageBase):
         verified, key_works, accounts, tickers = conn.execute(
             _CREDENTIALS_AND_IDS,
             {
-                "bot": bot_id, "key": key_hash,
-                "accounts": list({w.account_id for w in writes}), "tickers": list({w.ticker_id for w in writes}),
+                "bot": bot_id,
+                "key": key_hash,
+                "accounts": list({w.account_id for w in writes}),
+                "tickers": list({w.ticker_id for w in writes}),
             },
         ).fetchone()
         verify_key(verified, key_works)
@@ -748,7 +771,10 @@ class PostgresStorage(StorageBase):
             ready = [index for index, outcome in enumerate(outcomes) if outcome is None]
             if self._replace_many(conn, bot_id, writes, ready, outcomes):
                 return outcomes
-            return [o or self._write_one(conn, bot_id, w, merge, max_state_bytes, failures) for w, o in zip(writes, outcomes)]
+            return [
+                o or self._write_one(conn, bot_id, w, merge, max_state_bytes, failures)
+                for w, o in zip(writes, outcomes, strict=False)
+            ]
         outcomes = []
         for write in writes:
             refusal = self._refusal(conn, bot_id, write, accounts, tickers, size_limit)
@@ -787,12 +813,17 @@ class PostgresStorage(StorageBase):
                 if merge:
                     return self._merge_one(conn, bot_id, write, max_state_bytes)
                 params = {
-                    "bot": bot_id, "account": write.account_id, "ticker": write.ticker_id,
-                    "state": write.state_json, "expected": write.expected_version,
+                    "bot": bot_id,
+                    "account": write.account_id,
+                    "ticker": write.ticker_id,
+                    "state": write.state_json,
+                    "expected": write.expected_version,
                 }
                 row = conn.execute(_UNCHECKED_REPLACE_STATE, params).fetchone()
                 if row is None:
-                    return VersionConflict(write.expected_version, self._version(conn, bot_id, write.account_id, write.ticker_id))
+                    return VersionConflict(
+                        write.expected_version, self._version(conn, bot_id, write.account_id, write.ticker_id)
+                    )
                 return StateRow(*row)
         except psycopg.Error as error:
             if _database_fault(error) is not None:
@@ -804,7 +835,9 @@ class PostgresStorage(StorageBase):
         """Merge one patch into the row it names, read FOR UPDATE so nothing writes it meanwhile."""
         params = {"bot": bot_id, "account": write.account_id, "ticker": write.ticker_id}
         while True:
-            found = conn.execute(f"SELECT state::text, version FROM user_bot_states WHERE {_ROW} FOR UPDATE", params).fetchone()
+            found = conn.execute(
+                f"SELECT state::text, version FROM user_bot_states WHERE {_ROW} FOR UPDATE", params
+            ).fetchone()
             version = 0 if found is None else found[1]
             if write.expected_version is not None and write.expected_version != version:
                 return VersionConflict(write.expected_version, version)
@@ -846,14 +879,25 @@ class PostgresStorage(StorageBase):
         return None if row is None else StateRow(*row)
 
     def list_states(
-        self, bot_id, limit, account_id=None, ticker_id=None, updated_since=None, after=None, key_hash=None,
+        self,
+        bot_id,
+        limit,
+        account_id=None,
+        ticker_id=None,
+        updated_since=None,
+        after=None,
+        key_hash=None,
         max_bytes=DEFAULT_PAGE_BYTES,
     ):
         """Up to `limit` of the bot's StateRows in (account, ticker) order, and whether more follow,
         the page ending past `max_bytes` (see SQLiteStorage.list_states)."""
         sql = ["SELECT * FROM user_bot_states WHERE bot_id = %(bot)s::uuid"]
-        params = {"bot": bot_id, "key": key_hash, "limit": limit + 1,
-                  "max_bytes": UNBOUNDED_PAGE_BYTES if max_bytes is None else max_bytes}
+        params = {
+            "bot": bot_id,
+            "key": key_hash,
+            "limit": limit + 1,
+            "max_bytes": UNBOUNDED_PAGE_BYTES if max_bytes is None else max_bytes,
+        }
         if key_hash is not None:
             sql.append(f"AND {_key_works('%(bot)s::uuid', '%(key)s')}")
         for condition, name, value in (
@@ -889,7 +933,10 @@ class PostgresStorage(StorageBase):
         Returns the deleted StateRow, None when there was no row, or a VersionConflict.
         """
         params = {
-            "bot": bot_id, "key": key_hash, "account": account_id, "ticker": ticker_id,
+            "bot": bot_id,
+            "key": key_hash,
+            "account": account_id,
+            "ticker": ticker_id,
             "versions": expected_versions,
         }
 

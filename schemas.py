@@ -1,8 +1,6 @@
 """Request validation with marshmallow, reporting problems in the spec's wording."""
 
 import base64
-import calendar
-import datetime
 import hashlib
 import hmac
 import re
@@ -11,6 +9,7 @@ import uuid
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, pre_load, validate
 
+import clock
 from jsoncodec import depth_exceeds
 
 SLUG_PATTERN = re.compile(r"[a-zA-Z0-9_-]+")
@@ -21,9 +20,7 @@ UUID_PATTERN = re.compile(UUID_REGEX)
 UUID_DOC = {"type": "string", "pattern": f"^{UUID_REGEX}$"}
 SLUG_DOC = {"type": "string", "pattern": "^[a-zA-Z0-9_-]+$"}
 
-INVALID_SLUG = (
-    "Invalid slug format. Only alphanumeric characters, hyphens, and underscores are allowed."
-)
+INVALID_SLUG = "Invalid slug format. Only alphanumeric characters, hyphens, and underscores are allowed."
 STATES_NOT_ARRAY = "states must be an array"
 STATES_EMPTY = "states array cannot be empty"
 STATES_TOO_MANY = "states array cannot contain more than {max} items"
@@ -45,10 +42,6 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
 # ASCII digits only: \d would also take other scripts' digits, which int() reads.
-RFC3339 = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
-    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
-)
 # A page size as a client writes it: plain ASCII digits, no sign, spaces, underscores or leading zeros.
 PAGE_SIZE = re.compile(r"[1-9][0-9]{0,3}")
 MAX_SYMBOL_LENGTH = 32
@@ -65,17 +58,6 @@ def is_valid_slug(slug):
 def is_valid_bot_slug(slug):
     """Whether `flask bots create` takes the slug: the spec's pattern, at most MAX_SLUG_LENGTH."""
     return is_valid_slug(slug) and len(slug) <= MAX_SLUG_LENGTH
-
-
-def parse_stored_time(text):
-    """The aware UTC datetime of a time in the stored form; ValueError when it is not one."""
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
-
-
-def stored_time(moment):
-    """An aware UTC datetime in the stored form: 2024-01-15T10:30:00.123Z."""
-    # strftime's %Y writes year 999 as "999", which would sort after "2026".
-    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def is_valid_symbol(symbol):
@@ -178,13 +160,13 @@ class StateObject(LeanField, fields.Dict):
 class Version(LeanField, fields.Integer):
     """A row version: a JSON integer (5 or 5.0, not a boolean, fraction or string) from 0 up."""
 
-    default_error_messages = {
-        key: VERSION_INVALID.format(max=MAX_VERSION) for key in ("invalid", "null", "too_large")
-    }
+    default_error_messages = {key: VERSION_INVALID.format(max=MAX_VERSION) for key in ("invalid", "null", "too_large")}
 
     def __init__(self, **kwargs):
         super().__init__(
-            strict=True, validate=validate.Range(0, MAX_VERSION, error=VERSION_INVALID.format(max=MAX_VERSION)), **kwargs
+            strict=True,
+            validate=validate.Range(0, MAX_VERSION, error=VERSION_INVALID.format(max=MAX_VERSION)),
+            **kwargs,
         )
 
     def plainly_valid(self, value):
@@ -292,49 +274,10 @@ class Timestamp(fields.String):
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs)
-        match = RFC3339.fullmatch(value)
-        if match is None:
-            raise self.make_error("not_timestamp")
         try:
-            local, offset = _local_time(match), _utc_offset(match)
+            return clock.rfc3339_as_stored(value)
         except ValueError:
             raise self.make_error("not_timestamp") from None
-        try:
-            moment = local - offset
-        except OverflowError:  # beyond year 1..9999 in UTC: before or after every row
-            return "0000" if offset > datetime.timedelta(0) else "9999-99"
-        if match.group(6) == "60" and not _is_leap_second_minute(moment):
-            raise self.make_error("not_timestamp")
-        return stored_time(moment)
-
-
-def _local_time(match):
-    """The date and time of an RFC3339 match as an aware datetime, a leap second read as :59."""
-    year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
-    if second > 60:
-        raise ValueError("second must be 00-60")
-    fraction = match.group(7) or ".0"
-    return datetime.datetime(
-        year, month, day, hour, minute, min(second, 59), int(fraction[1:7].ljust(6, "0")),
-        tzinfo=datetime.timezone.utc,
-    )
-
-
-def _utc_offset(match):
-    """The time offset of an RFC3339 match (zero for Z): hours 00-23, minutes 00-59."""
-    if match.group(8) is not None:
-        return datetime.timedelta(0)
-    hours, minutes = int(match.group(10)), int(match.group(11))
-    if hours > 23 or minutes > 59:
-        raise ValueError("offset must be -23:59 to +23:59")
-    sign = 1 if match.group(9) == "+" else -1
-    return sign * datetime.timedelta(hours=hours, minutes=minutes)
-
-
-def _is_leap_second_minute(moment):
-    """Whether a UTC moment is in the last minute of a month, where leap seconds go (RFC 3339 5.7)."""
-    last_day = calendar.monthrange(moment.year, moment.month)[1]
-    return (moment.day, moment.hour, moment.minute) == (last_day, 23, 59)
 
 
 class PageSize(fields.Integer):
@@ -380,7 +323,7 @@ def decode_cursor(text):
     body, mac = raw[:_CURSOR_IDS_END], raw[_CURSOR_IDS_END:]
     if not body.startswith(CURSOR_VERSION) or not hmac.compare_digest(mac, _cursor_mac(body)):
         raise ValueError("not a cursor")
-    ids = body[len(CURSOR_VERSION):]
+    ids = body[len(CURSOR_VERSION) :]
     return str(uuid.UUID(bytes=ids[:16])), str(uuid.UUID(bytes=ids[16:]))
 
 
@@ -425,9 +368,7 @@ class StateQuerySchema(Schema):
         load_default=DEFAULT_PAGE_SIZE,
         validate=validate.Range(1, MAX_PAGE_SIZE, error=LIMIT_INVALID.format(min=1, max=MAX_PAGE_SIZE)),
     )
-    cursor = Cursor(
-        metadata={**Cursor.DOC, "description": "The nextCursor of the previous page."}
-    )
+    cursor = Cursor(metadata={**Cursor.DOC, "description": "The nextCursor of the previous page."})
 
     class Meta:
         unknown = EXCLUDE

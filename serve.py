@@ -31,7 +31,9 @@ def make_server(app):
     if connection_limit < config["CONNECTION_LIMIT"]:
         log.warning(
             "serving at most %d connections, not BOTSTATE_CONNECTION_LIMIT=%d: the open-file limit"
-            " (ulimit -n, systemd LimitNOFILE=) is too low", connection_limit, config["CONNECTION_LIMIT"],
+            " (ulimit -n, systemd LimitNOFILE=) is too low",
+            connection_limit,
+            config["CONNECTION_LIMIT"],
         )
     deadlines = connlimits.Deadlines(config["HEADER_TIMEOUT"], config["MIN_BODY_RATE"])
     return connlimits.create_server(

@@ -10,8 +10,8 @@ import logging
 import os
 import pathlib
 import sqlite3
-import time
 import threading
+import time
 import uuid
 
 import sqlite_utils
@@ -113,9 +113,7 @@ def _create_tables(db):
 def _index_state_foreign_keys(db):
     # Deleting an account or ticker cascades to its states: without these
     # indexes each such delete scans the whole state table.
-    db.execute(
-        "CREATE INDEX idx_user_bot_states_account ON user_bot_states (user_broker_account_id)"
-    )
+    db.execute("CREATE INDEX idx_user_bot_states_account ON user_bot_states (user_broker_account_id)")
     db.execute("CREATE INDEX idx_user_bot_states_ticker ON user_bot_states (ticker_id)")
 
 
@@ -242,9 +240,7 @@ _SELECT_BOTS = (
     " (SELECT count(*) FROM user_bot_states WHERE bot_id = bots.id) AS states FROM bots"
 )
 
-_STATE_COLUMNS = (
-    "id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at"
-)
+_STATE_COLUMNS = "id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at"
 # A page of states is counted as its states' bytes and this many more per row (its
 # ids, version and times as JSON); it ends past DEFAULT_PAGE_BYTES unless told otherwise.
 PAGE_ROW_OVERHEAD = 256
@@ -260,7 +256,6 @@ def page_of(rows, limit):
     return page, fetched > len(page)
 
 
-
 # A key past its grace period, as a condition on bot_keys.
 _EXPIRED = f"(expires_at IS NOT NULL AND expires_at <= {NOW})"
 
@@ -272,9 +267,7 @@ def _key_works(bot, key_hash):
     (keys.works); this is the check that the key still works, made again
     in the statement that reads or writes, so a rotation in between is seen.
     """
-    return (
-        f"EXISTS (SELECT 1 FROM bot_keys WHERE bot_id = {bot} AND key_hash = {key_hash} AND NOT {_EXPIRED})"
-    )
+    return f"EXISTS (SELECT 1 FROM bot_keys WHERE bot_id = {bot} AND key_hash = {key_hash} AND NOT {_EXPIRED})"
 
 
 # Whether the key works, and the bot's row, in one read. Parameters: key hash, account, ticker, bot.
@@ -346,7 +339,7 @@ _CHECKED_MERGE_STATE = _write_statement(merge=True, checked=True)
 _CHUNK_ROWS = 500
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _replace_many(rows):
     """The upsert of `rows` distinct items, RETURNING what identifies and versions each."""
     values = ", ".join([f"({NEW_UUID}, ?, ?, ?, ?, 1, {NOW}, {NOW})"] * rows)
@@ -364,7 +357,7 @@ def _replace_many(rows):
 _BATCH_ROWS = 1000
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _replace_many_checked(rows):
     """The upsert of `rows` distinct items that writes each only if the bot's key is
     still ?2 and its account and ticker exist; RETURNING the rows it wrote.
@@ -438,11 +431,15 @@ def refuse_foreign(db):
     """Raise StorageError when a SQLite database holds other tables and no botstate schema."""
     if holds_botstate_schema(db):
         return
-    query = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+    query = (
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+    )
     names = [name.encode("unicode_escape").decode() for (name,) in db.execute(query)]
     if names:
         listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        raise StorageError(f"it is a SQLite database of another program (tables: {listed}) and holds no botstate schema")
+        raise StorageError(
+            f"it is a SQLite database of another program (tables: {listed}) and holds no botstate schema"
+        )
 
 
 def _file_identity(path):
@@ -483,13 +480,21 @@ TRANSFER_KINDS = {
 }
 # Each field's column, where the names differ.
 TRANSFER_COLUMNS = {
-    "botId": "bot_id", "keyHash": "key_hash", "createdAt": "created_at", "expiresAt": "expires_at",
-    "lastUsedAt": "last_used_at", "accountId": "user_broker_account_id", "tickerId": "ticker_id",
+    "botId": "bot_id",
+    "keyHash": "key_hash",
+    "createdAt": "created_at",
+    "expiresAt": "expires_at",
+    "lastUsedAt": "last_used_at",
+    "accountId": "user_broker_account_id",
+    "tickerId": "ticker_id",
     "updatedAt": "updated_at",
 }
 # The key each kind is upserted by.
 TRANSFER_KEYS = {
-    "bot": ("id",), "key": ("botId", "keyHash"), "account": ("id",), "ticker": ("id",),
+    "bot": ("id",),
+    "key": ("botId", "keyHash"),
+    "account": ("id",),
+    "ticker": ("id",),
     "state": ("botId", "accountId", "tickerId"),
 }
 
@@ -522,7 +527,9 @@ def transfer_conflict(kind, record, foreign_key):
     """The Conflict for a record that a foreign or unique key refused."""
     name = record.get("slug") or record.get("symbol") or record.get("id") or record.get("keyHash", "")[:12]
     if foreign_key:
-        return Conflict(f"{kind} {name} names a bot, account or ticker that is neither before it in the file nor in the database")
+        return Conflict(
+            f"{kind} {name} names a bot, account or ticker that is neither before it in the file nor in the database"
+        )
     return Conflict(f"{kind} {name} clashes with another {kind} in the database (same slug or symbol, another id)")
 
 
@@ -777,9 +784,8 @@ class SQLiteStorage(StorageBase):
         # a short wait here (a tenth of the timeout at most) is not subtracted.
         timeout = (self.busy_timeout_ms if timeout_ms is None else timeout_ms) / 1000
         started = time.monotonic()
-        if not self._write_lock.acquire(blocking=False):
-            if not self._write_lock.acquire(timeout=timeout):
-                raise DatabaseBusy("timed out waiting for the write lock")
+        if not self._write_lock.acquire(blocking=False) and not self._write_lock.acquire(timeout=timeout):
+            raise DatabaseBusy("timed out waiting for the write lock")
         waited = time.monotonic() - started
         try:
             with self._errors_translated(writer=True):
@@ -1035,8 +1041,8 @@ class SQLiteStorage(StorageBase):
             self._forget_expired_keys(db, bot_id)
             if grace_seconds > 0:
                 db.execute(
-                    "UPDATE bot_keys SET expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)"
-                    " WHERE bot_id = ?2 AND (expires_at IS NULL OR expires_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1))",
+                    "UPDATE bot_keys SET expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1) WHERE bot_id = ?2"
+                    " AND (expires_at IS NULL OR expires_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1))",
                     [f"+{int(grace_seconds)} seconds", bot_id],
                 )
             else:
@@ -1156,7 +1162,7 @@ class SQLiteStorage(StorageBase):
                     cursor = db.conn.execute(export_query(kind))
                     names = [column[0] for column in cursor.description]
                     for row in cursor:
-                        yield kind, dict(zip(names, row))
+                        yield kind, dict(zip(names, row, strict=False))
             finally:
                 db.execute("ROLLBACK")
 
@@ -1189,8 +1195,7 @@ class SQLiteStorage(StorageBase):
         """Insert (id, name) rows, leaving existing ids as they are; returns how many were new."""
         with self._writing() as db:
             cursor = db.conn.executemany(
-                f"INSERT INTO accounts (id, name, created_at) VALUES (?, ?, {NOW})"
-                " ON CONFLICT (id) DO NOTHING",
+                f"INSERT INTO accounts (id, name, created_at) VALUES (?, ?, {NOW}) ON CONFLICT (id) DO NOTHING",
                 rows,
             )
             return cursor.rowcount
@@ -1198,9 +1203,7 @@ class SQLiteStorage(StorageBase):
     def list_accounts(self):
         """Every account, by id."""
         with self._reading() as db:
-            return list(
-                db.query("SELECT id, name, created_at AS createdAt FROM accounts ORDER BY id")
-            )
+            return list(db.query("SELECT id, name, created_at AS createdAt FROM accounts ORDER BY id"))
 
     def _write_transaction(self):
         return self._writing()
@@ -1208,8 +1211,7 @@ class SQLiteStorage(StorageBase):
     @staticmethod
     def _insert_ticker(db, symbol, ticker_id):
         cursor = db.execute(
-            f"INSERT INTO tickers (id, symbol, created_at) VALUES (?, ?, {NOW})"
-            " ON CONFLICT DO NOTHING",
+            f"INSERT INTO tickers (id, symbol, created_at) VALUES (?, ?, {NOW}) ON CONFLICT DO NOTHING",
             [ticker_id, symbol],
         )
         return cursor.rowcount == 1
@@ -1230,9 +1232,7 @@ class SQLiteStorage(StorageBase):
     def list_tickers(self):
         """Every ticker, by symbol."""
         with self._reading() as db:
-            return list(
-                db.query("SELECT id, symbol, created_at AS createdAt FROM tickers ORDER BY symbol")
-            )
+            return list(db.query("SELECT id, symbol, created_at AS createdAt FROM tickers ORDER BY symbol"))
 
     # States
 
@@ -1264,7 +1264,7 @@ class SQLiteStorage(StorageBase):
         left = [index for index, outcome in enumerate(outcomes) if outcome is None]
         if left:
             written = self._write_in_transaction(bot_id, key_hash, [writes[i] for i in left], merge, max_state_bytes)
-            for index, outcome in zip(left, written):
+            for index, outcome in zip(left, written, strict=False):
                 outcomes[index] = outcome
         return outcomes
 
@@ -1285,7 +1285,9 @@ class SQLiteStorage(StorageBase):
                 ]
         if failures:
             log.error(
-                "%d state write(s) failed for bot %s; the first:", len(failures), bot_id,
+                "%d state write(s) failed for bot %s; the first:",
+                len(failures),
+                bot_id,
                 exc_info=failures[0],
             )
         return outcomes
@@ -1316,7 +1318,8 @@ class SQLiteStorage(StorageBase):
         (_replace_many_checked): a StateRow per item written, None for the others."""
         outcomes = [None] * len(writes)
         ready = [
-            index for index, write in enumerate(writes)
+            index
+            for index, write in enumerate(writes)
             if max_state_bytes is None or len(write.state_json.encode()) <= max_state_bytes
         ]
         if not ready:
@@ -1345,7 +1348,7 @@ class SQLiteStorage(StorageBase):
 
     def _explain_refusals(self, bot_id, writes, outcomes, max_state_bytes):
         """Put in `outcomes`, for each item left None, the ItemError that refused it."""
-        left = [write for write, outcome in zip(writes, outcomes) if outcome is None]
+        left = [write for write, outcome in zip(writes, outcomes, strict=False) if outcome is None]
         with self._reading() as db:
             accounts, tickers = self._registered_ids(db, left)
             for index, write in enumerate(writes):
@@ -1432,8 +1435,7 @@ class SQLiteStorage(StorageBase):
     @staticmethod
     def _version(conn, bot_id, account_id, ticker_id):
         row = conn.execute(
-            "SELECT version FROM user_bot_states"
-            " WHERE bot_id = ? AND user_broker_account_id = ? AND ticker_id = ?",
+            "SELECT version FROM user_bot_states WHERE bot_id = ? AND user_broker_account_id = ? AND ticker_id = ?",
             [bot_id, account_id, ticker_id],
         ).fetchone()
         return 0 if row is None else row[0]
@@ -1474,7 +1476,14 @@ class SQLiteStorage(StorageBase):
         return None if row is None else StateRow(*row)
 
     def list_states(
-        self, bot_id, limit, account_id=None, ticker_id=None, updated_since=None, after=None, key_hash=None,
+        self,
+        bot_id,
+        limit,
+        account_id=None,
+        ticker_id=None,
+        updated_since=None,
+        after=None,
+        key_hash=None,
         max_bytes=DEFAULT_PAGE_BYTES,
     ):
         """Up to `limit` of the bot's StateRows in (account, ticker) order, and whether more follow.
@@ -1550,6 +1559,4 @@ class SQLiteStorage(StorageBase):
         with self._reading() as db:
             if bot_id is None:
                 return db.execute("SELECT count(*) FROM user_bot_states").fetchone()[0]
-            return db.execute(
-                "SELECT count(*) FROM user_bot_states WHERE bot_id = ?", [bot_id]
-            ).fetchone()[0]
+            return db.execute("SELECT count(*) FROM user_bot_states WHERE bot_id = ?", [bot_id]).fetchone()[0]

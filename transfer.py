@@ -2,8 +2,9 @@
 
 import re
 
+import clock
 import jsoncodec
-from schemas import is_uuid, is_valid_bot_slug, is_valid_name, is_valid_symbol, parse_stored_time, stored_time
+from schemas import is_uuid, is_valid_bot_slug, is_valid_name, is_valid_symbol
 from storage import TRANSFER_KINDS
 
 # Times as the databases give them out: UTC, milliseconds.
@@ -50,9 +51,10 @@ def parse_record(line):
     missing = [field for field in fields if field not in value]
     unknown = sorted(set(value) - set(fields))
     if missing or unknown:
-        raise BadRecord(f"a {kind} record has the fields {', '.join(fields)}" + (
-            f"; missing {', '.join(missing)}" if missing else f"; unknown {', '.join(unknown)}"
-        ))
+        raise BadRecord(
+            f"a {kind} record has the fields {', '.join(fields)}"
+            + (f"; missing {', '.join(missing)}" if missing else f"; unknown {', '.join(unknown)}")
+        )
     return kind, {field: _checked(kind, field, value[field]) for field in fields}
 
 
@@ -77,18 +79,9 @@ def _checked(kind, field, value):
         ok = is_uuid(value)
         value = value.lower()
     elif field.endswith("At"):
-        ok = _is_stored_time(value)
+        ok = clock.is_stored_time(value)
     else:
         ok = _VALIDATORS[field](value)
     if not ok:
         raise BadRecord(f"{field} {value[:80]!r} is not valid")
     return value
-
-
-def _is_stored_time(text):
-    """Whether `text` is a real moment in the stored form: 2024-01-15T10:30:00.123Z."""
-    try:
-        moment = parse_stored_time(text)
-    except ValueError:
-        return False
-    return moment.year >= 1000 and stored_time(moment) == text

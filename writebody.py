@@ -154,7 +154,7 @@ class Structure:
 
     def levels(self, frame):
         """How many levels the frame nests, itself being the first."""
-        return max(self.depths[frame.start:frame.end + 1]) - frame.depth + 1
+        return max(self.depths[frame.start : frame.end + 1]) - frame.depth + 1
 
     def elements(self, frame):
         """How many elements the array frame holds."""
@@ -164,6 +164,7 @@ class Structure:
 
     def brackets(self, frame):
         """The brackets of the frame and everything in it, outside strings."""
+
         def count(text, start=0, end=None):
             return sum(text.count(bracket, start, end) for bracket in (b"[", b"]", b"{", b"}"))
 
@@ -184,10 +185,10 @@ class PieceParser:
         data, kids = self.data, iter(frame.kids)
         kid = next(kids, None)
         starts = [frame.start + 1] + [comma + 1 for comma in frame.cuts]
-        for start, end in zip(starts, frame.cuts + [frame.end]):
+        for start, end in zip(starts, frame.cuts + [frame.end], strict=False):
             parts, position = [], start
             while kid is not None and kid.start < end:
-                parts += [data[position:kid.start], b'["%s",%d]' % (self.nonce.encode(), id(kid))]
+                parts += [data[position : kid.start], b'["%s",%d]' % (self.nonce.encode(), id(kid))]
                 position = kid.end + 1
                 kid = next(kids, None)
             parts.append(data[position:end])
@@ -287,7 +288,7 @@ class ChunkedBody:
         if self.lower_bound(frame) > self.max_state_bytes:
             return self.too_large
         self.checked.update(id(kid) for kid in self.descendants(frame))
-        return jsoncodec.loads(self.data[frame.start:frame.end + 1])
+        return jsoncodec.loads(self.data[frame.start : frame.end + 1])
 
     def lower_bound(self, frame):
         """Fewest bytes the state's stored text can have.

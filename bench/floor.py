@@ -37,21 +37,29 @@ def upsert(slug):
     """Parse a 1-state body and upsert it: one statement, writers queued on a lock."""
     item = json.loads(request.get_data())["states"][0]
     with write_lock:
-        row_id, version = connection().execute(
-            "INSERT INTO states VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (bot, account, ticker)"
-            " DO UPDATE SET state = excluded.state, version = version + 1 RETURNING id, version",
-            (str(uuid.uuid4()), slug, item["accountId"], item["tickerId"], json.dumps(item["state"])),
-        ).fetchone()
+        row_id, version = (
+            connection()
+            .execute(
+                "INSERT INTO states VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (bot, account, ticker)"
+                " DO UPDATE SET state = excluded.state, version = version + 1 RETURNING id, version",
+                (str(uuid.uuid4()), slug, item["accountId"], item["tickerId"], json.dumps(item["state"])),
+            )
+            .fetchone()
+        )
     return jsonify(success=True, id=row_id, version=version)
 
 
 @app.get("/api/bots/<slug>/state/<account>/<ticker>")
 def read(slug, account, ticker):
     """Read one row by key: one statement."""
-    row = connection().execute(
-        "SELECT id, state, version FROM states WHERE bot = ? AND account = ? AND ticker = ?",
-        (slug, account, ticker),
-    ).fetchone()
+    row = (
+        connection()
+        .execute(
+            "SELECT id, state, version FROM states WHERE bot = ? AND account = ? AND ticker = ?",
+            (slug, account, ticker),
+        )
+        .fetchone()
+    )
     return jsonify(data=None if row is None else {"id": row[0], "state": json.loads(row[1]), "version": row[2]})
 
 

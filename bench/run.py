@@ -46,7 +46,7 @@ BODIES_PER_CASE = 200
 # Reference rows, not targets: bench/floor.py, one bare SQLite call per request.
 FLOOR_POST = "reference: bare upsert route, 1 state"
 FLOOR_GET = "reference: bare read route, 1 row"
-NO_POSTGRES = "PostgreSQL column empty: no server (make bench starts one with scripts/with-postgres; see README)"
+NO_POSTGRES = "PostgreSQL column empty: no server (make bench starts one with scripts/with-postgres; see docs/performance.md)"
 
 
 def free_port():
@@ -84,8 +84,11 @@ def start_botstate(database):
     env.update({f"BOTSTATE_{key}": str(value) for key, value in database.items()})
     env.update(BOTSTATE_PORT=str(port), BOTSTATE_THREADS=str(THREADS))
     process = subprocess.Popen(
-        [sys.executable, "serve.py"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "serve.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     wait_for(port, process)
     return process, port
@@ -96,7 +99,8 @@ def start_reference(script, *args):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / script), str(port), str(THREADS), *map(str, args)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     wait_for(port, process)
     return process, port
@@ -213,18 +217,32 @@ def write_lines(path, lines):
 
 def run_wrk(url, method, duration, bodies="", paths=""):
     """Run wrk at the bench's connections; returns requests/s, p50 ms, p99 ms, errors."""
-    env = dict(
-        os.environ, BENCH_METHOD=method, BENCH_KEY=KEY, BENCH_BODIES=bodies, BENCH_PATHS=paths
-    )
+    env = dict(os.environ, BENCH_METHOD=method, BENCH_KEY=KEY, BENCH_BODIES=bodies, BENCH_PATHS=paths)
     result = subprocess.run(
-        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency", "--timeout", "10s",
-         "-s", str(ROOT / "bench" / "load.lua"), url],
-        env=env, capture_output=True, text=True, timeout=duration + 60,
+        [
+            "wrk",
+            "-t1",
+            f"-c{CONNECTIONS}",
+            f"-d{duration}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            str(ROOT / "bench" / "load.lua"),
+            url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
     )
     out = result.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = 0
-    for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
+    for pattern in (
+        r"Non-2xx or 3xx responses: (\d+)",
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+    ):
         match = re.search(pattern, out)
         if match:
             errors += sum(int(n) for n in match.groups())
@@ -244,7 +262,10 @@ def main():
     parser.add_argument("--prefill", type=int, default=1_000_000, help="rows for the full-table cases")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        sys.exit("make bench needs wrk: install it with `sudo apt-get install wrk` (Debian/Ubuntu) or `brew install wrk` (macOS)")
+        sys.exit(
+            "make bench needs wrk: install it with `sudo apt-get install wrk` (Debian/Ubuntu)"
+            " or `brew install wrk` (macOS)"
+        )
     server_url = os.environ.get("TEST_POSTGRES_URL", "").strip()
     with contextlib.ExitStack() as cleanup:
         work = Path(tempfile.mkdtemp(prefix="botstate-bench-"))
@@ -283,8 +304,11 @@ def make_cases(work, prefill):
     one = bodies(1, "one.txt")
     paths = write_lines(
         work / "paths.txt",
-        [f"/api/bots/bench/state/{item['accountId']}/{item['tickerId']}"
-         for line in Path(one).read_text().splitlines() for item in json.loads(line)["states"]],
+        [
+            f"/api/bots/bench/state/{item['accountId']}/{item['tickerId']}"
+            for line in Path(one).read_text().splitlines()
+            for item in json.loads(line)["states"]
+        ],
     )
     cases = [
         ("ceiling: trivial route, 1 state", "ceiling", "POST", 1, dict(bodies=one), None),
@@ -308,9 +332,12 @@ def measure(server, method, files, duration, one, database):
     url = f"http://127.0.0.1:{port}/api/bots/bench/state"
     try:
         if method == "GET":  # the rows it reads must exist
-            subprocess.run(["wrk", "-t1", "-c1", "-d1s", "-s", str(ROOT / "bench" / "load.lua"), url],
-                           env=dict(os.environ, BENCH_METHOD="POST", BENCH_KEY=KEY, BENCH_BODIES=one, BENCH_PATHS=""),
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                ["wrk", "-t1", "-c1", "-d1s", "-s", str(ROOT / "bench" / "load.lua"), url],
+                env=dict(os.environ, BENCH_METHOD="POST", BENCH_KEY=KEY, BENCH_BODIES=one, BENCH_PATHS=""),
+                capture_output=True,
+                timeout=60,
+            )
         rps, p50, p99, errors = run_wrk(url, method, duration, **{k: str(v) for k, v in files.items()})
         rss = memory_mb(process.pid, "VmHWM")
     finally:
@@ -361,20 +388,28 @@ def postgres_cell(figures, ceiling):
 def report(results, prefill, memory, postgres_note=None):
     """Print the table and whether each target is met; exit 1 if any is not."""
     ceiling = results[0]["rps"]
-    print(f"\nbotstate bench: waitress {THREADS} threads, wrk 1 thread {CONNECTIONS} connections, "
-          f"{os.cpu_count()} cores, Python {sys.version.split()[0]}\n")
-    print("| case | requests/s | states/s | p50 ms | p99 ms | errors | ratio to ceiling | peak RSS MB "
-          "| PostgreSQL requests/s (ratio to ceiling) |")
+    print(
+        f"\nbotstate bench: waitress {THREADS} threads, wrk 1 thread {CONNECTIONS} connections, "
+        f"{os.cpu_count()} cores, Python {sys.version.split()[0]}\n"
+    )
+    print(
+        "| case | requests/s | states/s | p50 ms | p99 ms | errors | ratio to ceiling | peak RSS MB "
+        "| PostgreSQL requests/s (ratio to ceiling) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['case']} | {r['rps']:,.0f} | {r['states']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
-              f"| {r['errors']} | {r['rps'] / ceiling:.2f} | {r['rss']:.0f} | {postgres_cell(r['postgres'], ceiling)} |")
+        print(
+            f"| {r['case']} | {r['rps']:,.0f} | {r['states']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
+            f"| {r['errors']} | {r['rps'] / ceiling:.2f} | {r['rss']:.0f} | {postgres_cell(r['postgres'], ceiling)} |"
+        )
     print()
     if postgres_note is None:
         print(NO_POSTGRES)
     else:
-        print(f"The PostgreSQL column is botstate on {postgres_note}, in the same run and against the same"
-              f" ceiling: informative only, the targets below are the other columns' (SQLite).")
+        print(
+            f"The PostgreSQL column is botstate on {postgres_note}, in the same run and against the same"
+            f" ceiling: informative only, the targets below are the other columns' (SQLite)."
+        )
     by = {r["case"]: r for r in results}
     post1, post10, post100, post1000 = (by[f"POST {n} state{'s' if n > 1 else ''}"] for n in (1, 10, 100, 1000))
     full1 = by[f"POST 1 state, {prefill:,} rows"]
@@ -393,11 +428,15 @@ def report(results, prefill, memory, postgres_note=None):
         ("no errors in any case", -sum(r["errors"] for r in results), 0.0),
         ("a request at the body limit holds at most 5x its size", 5 - memory[1] / memory[0], 0.0),
     ]
-    print(f"\nThe reference rows are bare Flask routes that make one SQLite call and nothing else"
-          f" (bench/floor.py): they reach {by[FLOOR_POST]['rps'] / ceiling:.2f}x (upsert) and"
-          f" {by[FLOOR_GET]['rps'] / ceiling:.2f}x (read) of the ceiling.")
-    print(f"\nOne {memory[0]:.1f} MB request at the body limit raised peak RSS by {memory[1]:.0f} MB"
-          f" ({memory[1] / memory[0]:.1f}x its size).")
+    print(
+        f"\nThe reference rows are bare Flask routes that make one SQLite call and nothing else"
+        f" (bench/floor.py): they reach {by[FLOOR_POST]['rps'] / ceiling:.2f}x (upsert) and"
+        f" {by[FLOOR_GET]['rps'] / ceiling:.2f}x (read) of the ceiling."
+    )
+    print(
+        f"\nOne {memory[0]:.1f} MB request at the body limit raised peak RSS by {memory[1]:.0f} MB"
+        f" ({memory[1] / memory[0]:.1f}x its size)."
+    )
     print()
     failed = 0
     for name, value, threshold in targets:

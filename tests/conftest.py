@@ -13,11 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
 
 import keys
-from keys import generate_key, hash_key
 from app import create_app
-from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
+from keys import generate_key, hash_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,10 +26,12 @@ RELIABILITY = collections.Counter()
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Print the reliability figures of this run (README, Reliability, quotes them)."""
+    """Print the reliability figures of this run (docs/reliability.md quotes them)."""
     if RELIABILITY:
         figures = ", ".join(f"{what}: {count:,}" for what, count in sorted(RELIABILITY.items()))
         terminalreporter.write_line(f"reliability figures (checks passed): {figures}")
+
+
 LISTENING = re.compile(r"listening on (http://\S+)")
 
 # A PostgreSQL server that tests may create databases on: `make test-pg` starts a
@@ -68,7 +70,11 @@ def pytest_runtest_makereport(item, call):
     """Give every PostgreSQL run skipped for want of a server the same place, so -ra sums them in one line."""
     report = (yield).get_result()
     if report.skipped and isinstance(report.longrepr, tuple) and report.longrepr[2].endswith(NO_POSTGRES):
-        report.longrepr = (str(Path(__file__).relative_to(ROOT)), backend.__wrapped__.__code__.co_firstlineno, report.longrepr[2])
+        report.longrepr = (
+            str(Path(__file__).relative_to(ROOT)),
+            backend.__wrapped__.__code__.co_firstlineno,
+            report.longrepr[2],
+        )
 
 
 @pytest.fixture(params=BACKENDS)
@@ -292,7 +298,7 @@ def start_server(database, log_path=None, **settings):
         beside = database.get("DATABASE")
         log_path = Path(f"{beside}.log") if beside else Path(tempfile.mkdtemp(prefix="botstate-")) / "server.log"
     log_path = Path(log_path)
-    log_file = open(log_path, "w")
+    log_file = open(log_path, "w")  # noqa: SIM115 - the server writes it until it stops
     process = subprocess.Popen(
         [sys.executable, "serve.py"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
     )

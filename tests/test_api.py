@@ -1,19 +1,16 @@
 import json
 import shutil
 
-
 import pytest
-
-from app import create_app
 from conftest import holding_write_lock, settings_of
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
+
+from app import create_app
 
 
 def post(client, bot, body, **headers):
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return client.post(
-        f"/api/bots/{bot['slug']}/state", data=data, headers={"x-api-key": bot["apiKey"], **headers}
-    )
+    return client.post(f"/api/bots/{bot['slug']}/state", data=data, headers={"x-api-key": bot["apiKey"], **headers})
 
 
 def nested(depth):
@@ -53,7 +50,12 @@ def test_hostile_json_is_refused_and_changes_nothing(client, bot, registered, st
 
 
 def test_an_escaped_surrogate_pair_is_one_valid_character(client, bot, registered, storage):
-    response = post(client, bot, b'{"states": [{"accountId": "%s", "tickerId": "%s", "state": {"e": "\\ud83d\\ude00"}}]}' % (ACCOUNT_0.encode(), TICKER_AAPL.encode()))
+    response = post(
+        client,
+        bot,
+        b'{"states": [{"accountId": "%s", "tickerId": "%s", "state": {"e": "\\ud83d\\ude00"}}]}'
+        % (ACCOUNT_0.encode(), TICKER_AAPL.encode()),
+    )
     assert response.get_json()["results"][0]["data"]["state"] == {"e": "\U0001f600"}
 
 
@@ -107,7 +109,9 @@ def test_response_keeps_state_key_order_and_unicode(client, bot, registered):
     assert '"state":{"z":1,"a":{"y":[3,2,1],"b":null},"m":"日本語 é"}' in raw
 
 
-def test_unexpected_error_is_the_spec_500_with_a_logged_traceback(client, bot, registered, storage, monkeypatch, caplog):
+def test_unexpected_error_is_the_spec_500_with_a_logged_traceback(
+    client, bot, registered, storage, monkeypatch, caplog
+):
     def explode(*args, **kwargs):
         raise RuntimeError("disk gremlin")
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 import requests
-
 from conftest import POSTGRES_ONLY, RELIABILITY, register_ids, run_botstate, start_server, stop_server, stored_rows
 from spec_data import ACCOUNT_0, TICKER_AAPL, item
+
 from storage import SQLiteStorage
 
 FLASK = ["-m", "flask", "--app", "app:create_app"]

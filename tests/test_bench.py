@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import POSTGRES_URL, ROOT
 
 CASES = (
@@ -28,10 +27,17 @@ CASES = (
 def test_bench_runs_every_case_without_errors():
     result = subprocess.run(
         [sys.executable, "bench/run.py", "--duration", "1", "--prefill", "2000"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode in (0, 1), result.stderr  # 1: a target missed, which is not for tests to judge
-    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line}
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and "---" not in line
+    }
     assert set(CASES) <= set(rows), result.stdout
     for case in CASES:
         errors = rows[case].split("|")[6].strip()

@@ -13,11 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import botstate_env, execute_sql, settings_of, stored_bytes
+from spec_data import ACCOUNT_0, ACCOUNT_1, ACCOUNT_2, TICKER_AAPL, TICKER_MSFT, item
 
 import keys
 from app import create_app
-from conftest import botstate_env, execute_sql, settings_of, stored_bytes
-from spec_data import ACCOUNT_0, ACCOUNT_1, ACCOUNT_2, TICKER_AAPL, TICKER_MSFT, item
 from storage import StateWrite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,9 +82,7 @@ def write(tmp_path, text, name="input.csv", encoding="utf-8"):
 
 
 def post_states(app, slug, api_key, items):
-    return app.test_client().post(
-        f"/api/bots/{slug}/state", json={"states": items}, headers={"x-api-key": api_key}
-    )
+    return app.test_client().post(f"/api/bots/{slug}/state", json={"states": items}, headers={"x-api-key": api_key})
 
 
 def stored_key_hash(storage, slug):
@@ -145,7 +143,7 @@ def test_bots_create_key_is_prefixed_long_and_unique(runner):
     api_keys = [bot["apiKey"] for bot in created]
     for api_key in api_keys:
         assert api_key.startswith("bsk_")
-        body = api_key[len("bsk_"):]
+        body = api_key[len("bsk_") :]
         assert re.fullmatch(r"[A-Za-z0-9_-]+", body)
         assert len(body) * 6 >= 128  # base64url: 6 bits per character
     assert len(set(api_keys)) == 3
@@ -245,7 +243,9 @@ def test_bots_rotate_key_unknown_slug_fails(runner, storage, bot, json_flag):
 
 def expire_old_keys(storage):
     """End every grace period now, as if its time had passed."""
-    execute_sql(settings_of(storage), "UPDATE bot_keys SET expires_at = '2000-01-01T00:00:00.000Z' WHERE expires_at IS NOT NULL")
+    execute_sql(
+        settings_of(storage), "UPDATE bot_keys SET expires_at = '2000-01-01T00:00:00.000Z' WHERE expires_at IS NOT NULL"
+    )
 
 
 def rotated_key(runner, *args):
@@ -263,7 +263,7 @@ def test_bots_rotate_key_with_grace_keeps_both_keys_until_it_ends(app, runner, s
     assert answers(app, [bot["apiKey"]]) == [200]  # the server remembers the old key
     new_key, rotated = rotated_key(runner, "--grace", "3600")
     expires_at = datetime.datetime.fromisoformat(rotated["oldKeysExpireAt"])
-    left = expires_at - datetime.datetime.now(datetime.timezone.utc)
+    left = expires_at - datetime.datetime.now(datetime.UTC)
     assert datetime.timedelta(minutes=59) < left <= datetime.timedelta(hours=1)
     assert answers(app, [bot["apiKey"], new_key]) == [200, 200]
     expire_old_keys(storage)
@@ -273,7 +273,7 @@ def test_bots_rotate_key_with_grace_keeps_both_keys_until_it_ends(app, runner, s
 def test_bots_rotate_key_text_says_when_the_old_key_stops(runner, bot):
     output = text_output(cli(runner, "bots", "rotate-key", "my-bot", "--grace", "90"))
     [until] = re.findall(r"The old key keeps working until (20\d\d-\d\d-\d\dT[\d:.]+Z);", output)
-    left = datetime.datetime.fromisoformat(until) - datetime.datetime.now(datetime.timezone.utc)
+    left = datetime.datetime.fromisoformat(until) - datetime.datetime.now(datetime.UTC)
     assert datetime.timedelta(seconds=80) < left <= datetime.timedelta(seconds=90)
 
 
@@ -290,7 +290,9 @@ def test_bots_rotate_key_reports_when_the_last_old_key_stops(runner, bot, before
     if before:
         assert cli(runner, "bots", before[0], "my-bot", *before[1:]).exit_code == 0
     _, rotated = rotated_key(runner, "--grace", grace)
-    ends = sorted(k["expiresAt"] for k in json_output(cli(runner, "bots", "keys", "my-bot", "--json")) if k["expiresAt"])
+    ends = sorted(
+        k["expiresAt"] for k in json_output(cli(runner, "bots", "keys", "my-bot", "--json")) if k["expiresAt"]
+    )
     assert rotated["oldKeysExpireAt"] == (ends[-1] if old_keys_stop else None)
     assert len(ends) == (2 if old_keys_stop else 0)
 
@@ -383,9 +385,7 @@ def test_bots_delete_yes_removes_the_bot_and_only_its_states(
     assert post_states(app, "my-bot", bot["apiKey"], [item()]).status_code == 404
 
 
-@pytest.mark.parametrize(
-    "json_flag", [["--json"], []], ids=["json", "text-without-terminal"]
-)
+@pytest.mark.parametrize("json_flag", [["--json"], []], ids=["json", "text-without-terminal"])
 def test_bots_delete_without_yes_refuses(runner, storage, bot, two_bots_with_states, json_flag):
     """With --json, or when stdin is not a terminal, a missing --yes deletes nothing."""
     assert_error(cli(runner, "bots", "delete", "my-bot", *json_flag), "--yes")
@@ -518,8 +518,17 @@ def test_accounts_import_reads_stdin_for_dash(runner, storage, json_flag):
         (f'id,name,note\n{ACCOUNT_0},Alice,"a\nlong\nnote"\nnot-a-uuid,Bob\n', 5),
         (f'id,name\n"{ACCOUNT_0}\n",Alice\n"not\na uuid",Carol\n', 4),
     ],
-    ids=["garbage", "braces-after-comment", "no-hyphens", "urn-in-csv", "empty-id-cell", "control-character-in-name", "name-too-long",
-         "after-a-multi-line-cell", "multi-line-records"],
+    ids=[
+        "garbage",
+        "braces-after-comment",
+        "no-hyphens",
+        "urn-in-csv",
+        "empty-id-cell",
+        "control-character-in-name",
+        "name-too-long",
+        "after-a-multi-line-cell",
+        "multi-line-records",
+    ],
 )
 def test_accounts_import_bad_line_names_it_and_imports_nothing(runner, storage, tmp_path, text, line, json_flag):
     path = write(tmp_path, text)
@@ -535,7 +544,12 @@ def test_accounts_import_bad_line_on_real_stdin(storage):
     env = {k: v for k, v in botstate_env(**settings_of(storage)).items() if not k.startswith("FLASK_")}
     completed = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app:create_app", "accounts", "import", "-", "--json"],
-        input=f"{ACCOUNT_0}\nbad\n", capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
+        input=f"{ACCOUNT_0}\nbad\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
     )
     assert completed.returncode != 0
     assert completed.stdout == ""
@@ -780,12 +794,23 @@ def leaf_commands(group, path=()):
 
 
 EXPECTED_COMMANDS = {
-    ("bots", "create"), ("bots", "list"), ("bots", "rotate-key"), ("bots", "revoke-key"),
-    ("bots", "keys"), ("bots", "delete"),
-    ("accounts", "add"), ("accounts", "import"), ("accounts", "list"),
-    ("tickers", "add"), ("tickers", "import"), ("tickers", "list"),
-    ("states", "export"), ("states", "import"), ("states", "show"),
-    ("db", "backup"), ("db", "restore"),
+    ("bots", "create"),
+    ("bots", "list"),
+    ("bots", "rotate-key"),
+    ("bots", "revoke-key"),
+    ("bots", "keys"),
+    ("bots", "delete"),
+    ("accounts", "add"),
+    ("accounts", "import"),
+    ("accounts", "list"),
+    ("tickers", "add"),
+    ("tickers", "import"),
+    ("tickers", "list"),
+    ("states", "export"),
+    ("states", "import"),
+    ("states", "show"),
+    ("db", "backup"),
+    ("db", "restore"),
     ("init-db",),
 }
 
@@ -901,7 +926,9 @@ def test_states_show_filters_by_account_and_ticker(runner, shown, args, expected
 
 def test_states_show_json_gives_each_row_as_the_api_does_with_names(runner, shown):
     rows = json_output(cli(runner, "states", "show", "my-bot", "--ticker", "MSFT", "--json"))
-    assert [(r["accountName"], r["tickerSymbol"], r["state"], r["version"]) for r in rows] == [("Alice", "MSFT", shown, 1)]
+    assert [(r["accountName"], r["tickerSymbol"], r["state"], r["version"]) for r in rows] == [
+        ("Alice", "MSFT", shown, 1)
+    ]
     assert set(rows[0]) >= {"id", "botId", "userBrokerAccountId", "tickerId", "createdAt", "updatedAt"}
 
 
@@ -942,7 +969,15 @@ def test_states_show_with_nothing_stored_says_so(runner, bot):
 
 @pytest.mark.parametrize(
     "seconds,shown_as",
-    ((0, "just now"), (0.9, "just now"), (42, "42s ago"), (60, "1m ago"), (3599, "59m ago"), (7200, "2h ago"), (3 * 86400 + 5, "3d ago")),
+    (
+        (0, "just now"),
+        (0.9, "just now"),
+        (42, "42s ago"),
+        (60, "1m ago"),
+        (3599, "59m ago"),
+        (7200, "2h ago"),
+        (3 * 86400 + 5, "3d ago"),
+    ),
 )
 def test_ages_are_in_the_largest_whole_unit(seconds, shown_as):
     from cli import age

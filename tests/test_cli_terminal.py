@@ -7,7 +7,6 @@ import sys
 import uuid
 
 import pytest
-
 from conftest import ROOT
 
 FLASK = [sys.executable, "-m", "flask"]
@@ -21,7 +20,9 @@ def run_flask(args, database, stderr_tty):
         result = subprocess.run(FLASK + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         return result.returncode, result.stdout, result.stderr
     controller, terminal = pty.openpty()
-    with subprocess.Popen(FLASK + args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=terminal, text=True) as process:
+    with subprocess.Popen(
+        FLASK + args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=terminal, text=True
+    ) as process:
         os.close(terminal)
         # Drain the terminal first (the child blocks if it fills); stdout is small enough to wait in its pipe.
         chunks = []

@@ -7,7 +7,6 @@ import threading
 
 import pytest
 import requests
-
 from conftest import RELIABILITY, register_ids, run_in_threads, start_server, stop_server
 
 ACCOUNTS = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(3)]
@@ -47,7 +46,7 @@ def check(answers, storage, bot):
     for states, status, body in answers:
         assert status == 200, body
         assert body["summary"]["failed"] == 0, body
-        for state, result in zip(states, body["results"]):
+        for state in states:
             acknowledged[(state["accountId"], state["tickerId"])].append(state["state"])
     assert storage.count_states(bot["id"]) == len(KEYS)
     for (account, ticker), written in acknowledged.items():
@@ -91,7 +90,9 @@ def mixed_load(urls, api_key, threads=16, requests_per_thread=200, seed=5):
                 picks = rng.sample(KEYS, 1 if method == "PATCH" else rng.choice((1, 2)))
                 state = {f"w{number}": step} if method == "PATCH" else {"writer": number, "step": step}
                 states = [{"accountId": a, "tickerId": t, "state": state} for a, t in picks]
-                response = session.request(method, url, json={"states": states}, headers={"x-api-key": api_key}, timeout=30)
+                response = session.request(
+                    method, url, json={"states": states}, headers={"x-api-key": api_key}, timeout=30
+                )
                 sent = states
             with lock:
                 answers.append((method, sent, response.status_code, response.json()))
@@ -104,7 +105,7 @@ def check_versions(answers, storage, bot):
     """No 5xx; every write item succeeded; per row, acknowledged versions are 1..n exactly once,
     and the stored row is the one acknowledged last."""
     versions = {key: {} for key in KEYS}
-    for method, sent, status, body in answers:
+    for method, _sent, status, body in answers:
         assert status in ((200, 404) if method == "GET" else (200,)), (method, status, body)
         if method == "GET":
             continue

@@ -4,10 +4,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, start_server, stop_server
 
 import config
 from app import create_app
-from conftest import ROOT, start_server, stop_server
 
 
 def test_defaults(tmp_path, monkeypatch):
@@ -36,7 +36,16 @@ def test_default_database_is_in_the_instance_folder(tmp_path, monkeypatch):
 def test_waitress_limits_are_set_deliberately(tmp_path):
     from serve import BODY_LIMIT_SLACK, make_server
 
-    app = create_app({"DATABASE": str(tmp_path / "x.db"), "PORT": 0, "MAX_BODY_BYTES": 4096, "CHANNEL_TIMEOUT": 7, "CONNECTION_LIMIT": 9, "THREADS": 3})
+    app = create_app(
+        {
+            "DATABASE": str(tmp_path / "x.db"),
+            "PORT": 0,
+            "MAX_BODY_BYTES": 4096,
+            "CHANNEL_TIMEOUT": 7,
+            "CONNECTION_LIMIT": 9,
+            "THREADS": 3,
+        }
+    )
     server = make_server(app)
     server.close()
     app.extensions["botstate.storage"].close()

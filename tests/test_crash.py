@@ -9,7 +9,6 @@ import time
 
 import pytest
 import requests
-
 from conftest import RELIABILITY, register_ids, start_server, stored_rows
 
 ACCOUNTS = [f"20000000-0000-4000-8000-00000000000{i}" for i in range(4)]
@@ -39,7 +38,7 @@ def write_until_refused(url, api_key, writer, acknowledged, lock, rng):
             return  # killed mid-request: that write was never acknowledged
         assert response.status_code == 200, body
         with lock:
-            for sent, result in zip(states, body["results"]):
+            for sent, result in zip(states, body["results"], strict=False):
                 assert result["status"] == "success", result
                 key = (sent["accountId"], sent["tickerId"])
                 acknowledged.setdefault(key, {})[result["data"]["version"]] = sent["state"]
@@ -85,10 +84,16 @@ def test_kill_9_while_writing_loses_no_acknowledged_write(database, storage, see
 
 def big_body(size=1000, blob=2000):
     """`size` items on distinct registered-looking keys that need registering first."""
-    return {"states": [
-        {"accountId": f"40000000-0000-4000-8000-{n:012d}", "tickerId": TICKERS[0], "state": {"n": n, "blob": "x" * blob}}
-        for n in range(size)
-    ]}
+    return {
+        "states": [
+            {
+                "accountId": f"40000000-0000-4000-8000-{n:012d}",
+                "tickerId": TICKERS[0],
+                "state": {"n": n, "blob": "x" * blob},
+            }
+            for n in range(size)
+        ]
+    }
 
 
 @pytest.mark.parametrize("delay", (0.0, 0.005, 0.01, 0.02, 0.05, 0.1))
@@ -102,8 +107,9 @@ def test_sigterm_lets_a_request_in_flight_finish_and_leaves_nothing_half_written
 
     def send():
         try:
-            response = requests.post(f"{base_url}/api/bots/my-bot/state", json=body,
-                                     headers={"x-api-key": seeded["apiKey"]}, timeout=30)
+            response = requests.post(
+                f"{base_url}/api/bots/my-bot/state", json=body, headers={"x-api-key": seeded["apiKey"]}, timeout=30
+            )
             answer["status"], answer["body"] = response.status_code, response.json()
         except (requests.RequestException, ValueError) as error:
             answer["error"] = error

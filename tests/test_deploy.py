@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 import requests
-
 from conftest import ROOT, start_server, stop_server
 from spec_data import item
 
@@ -23,10 +22,26 @@ def proxied(tmp_path, storage, bot, registered):
     process, url, _ = start_server(storage.path)
     port = url.rsplit(":", 1)[1]
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=botstate.example.com",
-         "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", tmp_path / "privkey.pem", "-out", tmp_path / "fullchain.pem"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=botstate.example.com",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            tmp_path / "privkey.pem",
+            "-out",
+            tmp_path / "fullchain.pem",
+        ],
+        check=True,
+        capture_output=True,
     )
     site = (ROOT / "deploy" / "nginx.conf").read_text()
     site = site.replace("listen 443 ssl;", "listen 127.0.0.1:0 ssl;").replace("/etc/ssl/botstate", str(tmp_path))
@@ -37,7 +52,8 @@ def proxied(tmp_path, storage, bot, registered):
         # As root, nginx's workers would run as nobody, who cannot write the body's temp file here.
         ("user root;\n" if os.geteuid() == 0 else "")
         + f"pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log; events {{}}\n"
-        f"http {{ access_log off; client_body_temp_path {tmp_path}/body; proxy_temp_path {tmp_path}/proxy;\n{site}\n}}\n"
+        f"http {{ access_log off; client_body_temp_path {tmp_path}/body;"
+        f" proxy_temp_path {tmp_path}/proxy;\n{site}\n}}\n"
     )
     subprocess.run(["nginx", "-c", str(tmp_path / "nginx.conf")], check=True, capture_output=True)
     try:
@@ -61,12 +77,21 @@ def test_the_nginx_site_proxies_tls_and_lets_botstate_answer_an_oversized_body(p
     base, bot, certificate = proxied
     headers = {"x-api-key": bot["apiKey"]}
     assert requests.get(f"{base}/healthz", verify=certificate, timeout=10).json() == {"status": "ok"}
-    written = requests.post(f"{base}/api/bots/my-bot/state", json={"states": [item()]}, headers=headers, verify=certificate, timeout=10)
+    written = requests.post(
+        f"{base}/api/bots/my-bot/state", json={"states": [item()]}, headers=headers, verify=certificate, timeout=10
+    )
     assert written.status_code == 200 and written.json()["summary"]["succeeded"] == 1
     too_big = requests.post(
-        f"{base}/api/bots/my-bot/state", data=b"x" * (10 * 1024 * 1024 + 1), headers=headers, verify=certificate, timeout=30
+        f"{base}/api/bots/my-bot/state",
+        data=b"x" * (10 * 1024 * 1024 + 1),
+        headers=headers,
+        verify=certificate,
+        timeout=30,
     )
-    assert (too_big.status_code, too_big.json()["code"]) == (413, "PAYLOAD_TOO_LARGE")  # botstate's JSON, not nginx's page
+    assert (too_big.status_code, too_big.json()["code"]) == (
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )  # botstate's JSON, not nginx's page
 
 
 def test_the_systemd_unit_serves_as_its_own_user_from_its_environment_file():
@@ -74,11 +99,16 @@ def test_the_systemd_unit_serves_as_its_own_user_from_its_environment_file():
     unit.optionxform = str
     unit.read(ROOT / "deploy" / "botstate.service")
     service = unit["Service"]
-    assert (service["User"], service["EnvironmentFile"], service["Restart"]) == ("botstate", "/etc/botstate.env", "on-failure")
+    assert (service["User"], service["EnvironmentFile"], service["Restart"]) == (
+        "botstate",
+        "/etc/botstate.env",
+        "on-failure",
+    )
     assert service["ExecStart"].endswith("serve.py") and "init-db" in service["ExecStartPre"]
     assert service["ReadWritePaths"] == "/var/lib/botstate"
     environment = dict(
-        line.split("=", 1) for line in (ROOT / "deploy" / "botstate.env").read_text().splitlines()
+        line.split("=", 1)
+        for line in (ROOT / "deploy" / "botstate.env").read_text().splitlines()
         if line and not line.startswith("#")
     )
     assert environment["BOTSTATE_HOST"] == "127.0.0.1"  # loopback: the proxy faces the network

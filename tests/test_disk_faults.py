@@ -20,10 +20,10 @@ import time
 
 import pytest
 import requests
+from conftest import RELIABILITY, register_ids, run_botstate, start_server, stop_server, stored_rows
 
 import keys
 from app import create_app
-from conftest import RELIABILITY, register_ids, run_botstate, start_server, stop_server, stored_rows
 
 ACCOUNTS = [f"40000000-0000-4000-8000-00000000000{i}" for i in range(2)]
 TICKERS = [f"50000000-0000-4000-8000-00000000000{i}" for i in range(3)]
@@ -190,7 +190,7 @@ class Bot:
         states = [{"accountId": a, "tickerId": t, "state": state} for a, t in pairs]
         response = self.request(method, "/api/bots/disk-bot/state", json={"states": states})
         if response.status_code == 200:
-            for pair, result in zip(pairs, response.json()["results"]):
+            for pair, result in zip(pairs, response.json()["results"], strict=False):
                 assert result["status"] == "success", result
                 self.acknowledged[pair] = (result["data"]["version"], result["data"]["state"])
         return response.status_code

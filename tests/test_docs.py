@@ -1,16 +1,44 @@
+"""The docs (README.md and docs/*.md) against the code: commands, settings, messages, links, and examples that run."""
+
+import collections
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
+from conftest import ROOT, botstate_env
 
 import config
-from conftest import ROOT
-from spec_data import ACCOUNT_0, TICKER_AAPL
 
-README = (ROOT / "README.md").read_text()
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+
+FENCED = re.compile(r"^ *```.*?^ *```[^\n]*$", re.M | re.S)
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+LINK = re.compile(r"\[[^\]]*\]\(<?([^)\s>]+)>?(?: \"[^\"]*\")?\)")
+REFERENCE = re.compile(r"^ {0,3}\[[^\]]+\]: *<?([^\s>]+)", re.M)
+CURL_EXAMPLES = re.compile(r"<!-- curl-examples -->(.*?)<!-- /curl-examples -->", re.S)
+BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
+
+
+def doc_files():
+    """README.md and every docs/*.md."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def all_docs():
+    """The text of README.md and every docs/*.md, together."""
+    return "\n".join(path.read_text() for path in doc_files())
+
+
+def page(name):
+    """The text of one page of docs/."""
+    return (DOCS / name).read_text()
 
 
 def all_commands(app):
@@ -22,28 +50,65 @@ def all_commands(app):
             yield name, command
 
 
+def anchors(text):
+    """The #anchors GitHub gives the headings of a Markdown text (a repeated one gets -1, -2, ...)."""
+    seen = collections.Counter()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#* *$", FENCED.sub("", text), re.M):
+        text_only = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)
+        slug = re.sub(r"[^\w\- ]", "", text_only.lower()).replace(" ", "-")
+        yield f"{slug}-{seen[slug]}" if seen[slug] else slug
+        seen[slug] += 1
+
+
+def relative_links(path):
+    """(link as written, file it points to, anchor or "") of every link of a Markdown file that is not a URL."""
+    prose = INLINE_CODE.sub("", FENCED.sub("", path.read_text()))
+    for target in LINK.findall(prose) + REFERENCE.findall(prose):
+        parts = urlsplit(target)
+        if parts.scheme or parts.netloc:
+            continue
+        file = (path.parent / unquote(parts.path)).resolve() if parts.path else path
+        yield target, file, unquote(parts.fragment)
+
+
 def test_readme_starts_with_the_two_commands():
-    first_block = README.split("```bash", 1)[1].split("```", 1)[0]
+    first_block = README.read_text().split("```bash", 1)[1].split("```", 1)[0]
     assert [line.split()[:2] for line in first_block.strip().splitlines()] == [["make", "run"], ["make", "test"]]
 
 
-def test_every_cli_command_is_in_readme_with_help(app):
+def test_every_cli_command_is_in_the_cli_page_with_help(app):
     commands = dict(all_commands(app))
-    assert len(commands) == 18
+    table = re.findall(r"^\| `flask ((?:[a-z][a-z-]* ?)+)", page("cli.md"), re.M)
+    assert commands and sorted(commands) == sorted(row.strip() for row in table)
     for name, command in commands.items():
-        assert f"`flask {name}" in README, name
         assert command.help, name
         assert "--json" in [opt for param in command.params for opt in param.opts], name
 
 
-def test_every_setting_is_in_readme():
-    for key in config.DEFAULTS:
-        assert f"`{config.ENV_PREFIX}_{key}`" in README, key
+def test_every_flask_command_the_docs_name_exists(app):
+    commands = dict(all_commands(app))
+    groups = {name.split()[0] for name in commands if " " in name}
+    named = re.findall(r"\bflask (?:--app app )?([a-z][a-z-]*)(?: ([a-z][a-z-]*))?", all_docs())
+    assert named
+    for first, second in named:
+        if first in groups:
+            assert not second or f"{first} {second}" in commands, f"flask {first} {second}"
+        else:
+            assert first in commands, f"flask {first}"
 
 
-def test_every_validation_message_is_in_readme():
+def test_every_setting_is_in_the_configuration_page():
+    settings = {f"{config.ENV_PREFIX}_{key}" for key in config.DEFAULTS}
+    table = re.findall(rf"^\| `({config.ENV_PREFIX}_\w+)` \|", page("configuration.md"), re.M)
+    assert sorted(table) == sorted(settings)
+    named = set(re.findall(rf"\b{config.ENV_PREFIX}_[A-Z][A-Z0-9_]*", all_docs()))
+    assert named <= settings, sorted(named - settings)
+
+
+def test_every_validation_message_is_in_the_api_page():
     import schemas
 
+    api = page("api.md")
     messages = (
         schemas.STATES_NOT_ARRAY,
         schemas.STATES_EMPTY,
@@ -60,28 +125,65 @@ def test_every_validation_message_is_in_readme():
         schemas.INVALID_SLUG,
     )
     for message in messages:
-        assert message in README, message
+        assert message in api, message
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=lambda path: path.relative_to(ROOT).as_posix())
+def test_every_relative_link_resolves(path):
+    for target, file, anchor in relative_links(path):
+        assert file.exists(), f"{target}: no such file"
+        if anchor and file.suffix == ".md":
+            assert anchor in set(anchors(file.read_text())), f"{target}: no such heading"
+
+
+def test_every_docs_page_is_linked_from_readme():
+    pages = set(DOCS.glob("*.md"))
+    linked = {file for _, file, _ in relative_links(README)}
+    assert pages and pages <= linked, sorted(path.name for path in pages - linked)
+
+
+def test_every_curl_example_is_one_the_walkthrough_runs():
+    """Only README's curl-examples section is run (below), so no curl example may stand anywhere else."""
+    for path in doc_files():
+        text = path.read_text()
+        if path == README:
+            before, _, after = CURL_EXAMPLES.split(text)  # exactly one section
+            text = before + after
+        code = "\n".join(FENCED.findall(text))
+        assert not re.search(r"^\s*curl\b", code, re.M), path.name
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_readme_curl_examples_work_in_order(live_server, bot, storage):
-    storage.add_account(ACCOUNT_0, None)
-    storage.add_ticker("AAPL", TICKER_AAPL)
-    section = re.search(r"<!-- curl-examples -->(.*?)<!-- /curl-examples -->", README, re.S).group(1)
-    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+def test_readme_first_bot_works_in_order(live_server, database, storage):
+    walkthrough = README.read_text().split("## First bot in a minute", 1)[1]
+    setup, section = CURL_EXAMPLES.search(walkthrough).group(0, 1)
+    [commands] = BASH_BLOCK.findall(walkthrough.split(setup, 1)[0])
+    flask = str(Path(sys.executable).with_name("flask"))
+    created = subprocess.run(
+        ["bash", "-e", "-c", commands.replace(".venv/bin/flask", flask)],
+        cwd=ROOT,
+        env=botstate_env(**database),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    bot_key = re.search(r"\bbsk_\S+", created.stdout).group()
     answers = []
-    for block in blocks:
+    for block in BASH_BLOCK.findall(section):
         result = subprocess.run(
             ["bash", "-c", block.replace("http://127.0.0.1:8080", live_server.url)],
-            env=dict(os.environ, BOT_KEY=bot["apiKey"]),
-            capture_output=True, text=True, timeout=30,
+            env=dict(os.environ, BOT_KEY=bot_key),
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         answers.append(json.loads(result.stdout))
-    written, merged, read, page, deleted = answers
+    written, merged, read, listed, deleted = answers
     assert written["summary"] == {"total": 1, "succeeded": 1, "failed": 0}
     assert written["results"][0]["data"]["state"] == {"position": "long", "entryPrice": 145.0, "stopLoss": 140.0}
     assert merged["results"][0]["data"]["state"] == {"position": "long", "entryPrice": 145.0, "endOfDayPrice": 150.25}
     assert read["data"]["version"] == 2
-    assert [row["version"] for row in page["data"]] == [2] and page["nextCursor"] is None
+    assert [row["version"] for row in listed["data"]] == [2] and listed["nextCursor"] is None
     assert deleted["data"]["state"] == merged["results"][0]["data"]["state"]
     assert storage.count_states() == 0

@@ -14,9 +14,6 @@ import uuid
 
 import pytest
 import requests
-
-import keys
-from app import create_app
 from conftest import start_server, stop_server
 from spec_data import (
     ACCOUNT_0,
@@ -29,6 +26,9 @@ from spec_data import (
     item,
 )
 
+import keys
+from app import create_app
+
 TIMEOUT = 10
 ISO_MILLIS_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 JSON_TYPE = {"Content-Type": "application/json"}
@@ -37,9 +37,7 @@ JSON_TYPE = {"Content-Type": "application/json"}
 GOOD_KEY = "<the bot's api key>"
 STATE_PATH = "/api/bots/my-bot/state"
 
-INVALID_SLUG = (
-    "Invalid slug format. Only alphanumeric characters, hyphens, and underscores are allowed."
-)
+INVALID_SLUG = "Invalid slug format. Only alphanumeric characters, hyphens, and underscores are allowed."
 
 
 def bad_request(message):
@@ -107,9 +105,7 @@ def assert_alive(base_url):
 
 
 def post_state(base_url, api_key, data, path=STATE_PATH, headers=JSON_TYPE):
-    return requests.post(
-        base_url + path, data=data, headers={**headers, "x-api-key": api_key}, timeout=TIMEOUT
-    )
+    return requests.post(base_url + path, data=data, headers={**headers, "x-api-key": api_key}, timeout=TIMEOUT)
 
 
 # 1. The spec's 3-item example
@@ -137,7 +133,14 @@ def test_three_item_example_has_the_spec_shape(live_server, bot, registered, sto
         assert result["tickerId"] == sent["tickerId"]
         data = result["data"]
         assert list(data) == [
-            "id", "botId", "userBrokerAccountId", "tickerId", "state", "version", "createdAt", "updatedAt",
+            "id",
+            "botId",
+            "userBrokerAccountId",
+            "tickerId",
+            "state",
+            "version",
+            "createdAt",
+            "updatedAt",
         ]
         assert str(uuid.UUID(data["id"])) == data["id"]
         assert data["botId"] == bot["id"]
@@ -164,9 +167,7 @@ def test_three_item_example_has_the_spec_shape(live_server, bot, registered, sto
 
 def test_posting_the_same_item_again_upserts(live_server, bot, registered, storage):
     def send(state):
-        response = post_state(
-            live_server.url, bot["apiKey"], body(item(state=state)), headers=JSON_TYPE
-        )
+        response = post_state(live_server.url, bot["apiKey"], body(item(state=state)), headers=JSON_TYPE)
         return assert_json(response, 200)["results"][0]["data"]
 
     first = send({"position": "long", "entryPrice": 145.0})
@@ -183,9 +184,7 @@ def test_posting_the_same_item_again_upserts(live_server, bot, registered, stora
     assert storage.count_states(bot["id"]) == 1
 
 
-def test_the_same_pair_twice_in_one_request_keeps_the_last_state(
-    live_server, bot, registered, storage
-):
+def test_the_same_pair_twice_in_one_request_keeps_the_last_state(live_server, bot, registered, storage):
     response = post_state(
         live_server.url,
         bot["apiKey"],
@@ -210,47 +209,175 @@ ERRORS = [
     ("invalid-json-trailing-comma", STATE_PATH, {"x-api-key": GOOD_KEY}, '{"states": [],}', 400, INVALID_JSON),
     ("invalid-json-trailing-garbage", STATE_PATH, {"x-api-key": GOOD_KEY}, '{"states": []} x', 400, INVALID_JSON),
     ("missing-states", STATE_PATH, {"x-api-key": GOOD_KEY}, "{}", 400, bad_request("states must be an array")),
-    ("states-null", STATE_PATH, {"x-api-key": GOOD_KEY}, '{"states": null}', 400, bad_request("states must be an array")),
-    ("states-object", STATE_PATH, {"x-api-key": GOOD_KEY}, '{"states": {}}', 400, bad_request("states must be an array")),
-    ("states-string", STATE_PATH, {"x-api-key": GOOD_KEY}, '{"states": "[]"}', 400, bad_request("states must be an array")),
-    ("body-is-array", STATE_PATH, {"x-api-key": GOOD_KEY}, json.dumps([item()]), 400, bad_request("states must be an array")),
+    (
+        "states-null",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        '{"states": null}',
+        400,
+        bad_request("states must be an array"),
+    ),
+    (
+        "states-object",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        '{"states": {}}',
+        400,
+        bad_request("states must be an array"),
+    ),
+    (
+        "states-string",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        '{"states": "[]"}',
+        400,
+        bad_request("states must be an array"),
+    ),
+    (
+        "body-is-array",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        json.dumps([item()]),
+        400,
+        bad_request("states must be an array"),
+    ),
     ("body-is-null", STATE_PATH, {"x-api-key": GOOD_KEY}, "null", 400, bad_request("states must be an array")),
-    ("empty-states", STATE_PATH, {"x-api-key": GOOD_KEY}, '{"states": []}', 400, bad_request("states array cannot be empty")),
-    ("accountId-missing", STATE_PATH, {"x-api-key": GOOD_KEY}, body(without(item(), "accountId")), 400,
-     bad_request("states[0].accountId is required and must be a string")),
-    ("accountId-number", STATE_PATH, {"x-api-key": GOOD_KEY}, body(replaced(item(), accountId=42)), 400,
-     bad_request("states[0].accountId is required and must be a string")),
-    ("accountId-null", STATE_PATH, {"x-api-key": GOOD_KEY}, body(replaced(item(), accountId=None)), 400,
-     bad_request("states[0].accountId is required and must be a string")),
-    ("accountId-empty", STATE_PATH, {"x-api-key": GOOD_KEY}, body(replaced(item(), accountId="")), 400,
-     bad_request("states[0].accountId is required and must be a string")),
-    ("accountId-before-tickerId", STATE_PATH, {"x-api-key": GOOD_KEY},
-     body(replaced(item(), accountId=None, tickerId=None)), 400,
-     bad_request("states[0].accountId is required and must be a string")),
-    ("tickerId-missing", STATE_PATH, {"x-api-key": GOOD_KEY}, body(without(item(), "tickerId")), 400,
-     bad_request("states[0].tickerId is required and must be a string")),
-    ("tickerId-number", STATE_PATH, {"x-api-key": GOOD_KEY}, body(replaced(item(), tickerId=7)), 400,
-     bad_request("states[0].tickerId is required and must be a string")),
-    ("tickerId-null", STATE_PATH, {"x-api-key": GOOD_KEY}, body(replaced(item(), tickerId=None)), 400,
-     bad_request("states[0].tickerId is required and must be a string")),
-    ("tickerId-of-second-item", STATE_PATH, {"x-api-key": GOOD_KEY},
-     body(item(), replaced(item(), tickerId=[])), 400,
-     bad_request("states[1].tickerId is required and must be a string")),
-    ("state-null", STATE_PATH, {"x-api-key": GOOD_KEY}, body(replaced(item(), state=None)), 400,
-     bad_request("states[0].state is required and must be an object")),
-    ("state-array", STATE_PATH, {"x-api-key": GOOD_KEY}, body(replaced(item(), state=[1, 2])), 400,
-     bad_request("states[0].state is required and must be an object")),
-    ("state-string", STATE_PATH, {"x-api-key": GOOD_KEY}, body(replaced(item(), state="long")), 400,
-     bad_request("states[0].state is required and must be an object")),
-    ("state-number", STATE_PATH, {"x-api-key": GOOD_KEY}, body(replaced(item(), state=150.25)), 400,
-     bad_request("states[0].state is required and must be an object")),
-    ("state-boolean", STATE_PATH, {"x-api-key": GOOD_KEY}, body(replaced(item(), state=True)), 400,
-     bad_request("states[0].state is required and must be an object")),
-    ("state-missing", STATE_PATH, {"x-api-key": GOOD_KEY}, body(without(item(), "state")), 400,
-     bad_request("states[0].state is required and must be an object")),
-    ("state-of-second-item", STATE_PATH, {"x-api-key": GOOD_KEY},
-     body(item(), replaced(item(), state=[])), 400,
-     bad_request("states[1].state is required and must be an object")),
+    (
+        "empty-states",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        '{"states": []}',
+        400,
+        bad_request("states array cannot be empty"),
+    ),
+    (
+        "accountId-missing",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(without(item(), "accountId")),
+        400,
+        bad_request("states[0].accountId is required and must be a string"),
+    ),
+    (
+        "accountId-number",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(replaced(item(), accountId=42)),
+        400,
+        bad_request("states[0].accountId is required and must be a string"),
+    ),
+    (
+        "accountId-null",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(replaced(item(), accountId=None)),
+        400,
+        bad_request("states[0].accountId is required and must be a string"),
+    ),
+    (
+        "accountId-empty",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(replaced(item(), accountId="")),
+        400,
+        bad_request("states[0].accountId is required and must be a string"),
+    ),
+    (
+        "accountId-before-tickerId",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(replaced(item(), accountId=None, tickerId=None)),
+        400,
+        bad_request("states[0].accountId is required and must be a string"),
+    ),
+    (
+        "tickerId-missing",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(without(item(), "tickerId")),
+        400,
+        bad_request("states[0].tickerId is required and must be a string"),
+    ),
+    (
+        "tickerId-number",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(replaced(item(), tickerId=7)),
+        400,
+        bad_request("states[0].tickerId is required and must be a string"),
+    ),
+    (
+        "tickerId-null",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(replaced(item(), tickerId=None)),
+        400,
+        bad_request("states[0].tickerId is required and must be a string"),
+    ),
+    (
+        "tickerId-of-second-item",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(item(), replaced(item(), tickerId=[])),
+        400,
+        bad_request("states[1].tickerId is required and must be a string"),
+    ),
+    (
+        "state-null",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(replaced(item(), state=None)),
+        400,
+        bad_request("states[0].state is required and must be an object"),
+    ),
+    (
+        "state-array",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(replaced(item(), state=[1, 2])),
+        400,
+        bad_request("states[0].state is required and must be an object"),
+    ),
+    (
+        "state-string",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(replaced(item(), state="long")),
+        400,
+        bad_request("states[0].state is required and must be an object"),
+    ),
+    (
+        "state-number",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(replaced(item(), state=150.25)),
+        400,
+        bad_request("states[0].state is required and must be an object"),
+    ),
+    (
+        "state-boolean",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(replaced(item(), state=True)),
+        400,
+        bad_request("states[0].state is required and must be an object"),
+    ),
+    (
+        "state-missing",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(without(item(), "state")),
+        400,
+        bad_request("states[0].state is required and must be an object"),
+    ),
+    (
+        "state-of-second-item",
+        STATE_PATH,
+        {"x-api-key": GOOD_KEY},
+        body(item(), replaced(item(), state=[])),
+        400,
+        bad_request("states[1].state is required and must be an object"),
+    ),
     ("slug-with-space", "/api/bots/my%20bot/state", {"x-api-key": GOOD_KEY}, body(item()), 400, SLUG_ERROR),
     ("slug-with-bang", "/api/bots/bot!/state", {"x-api-key": GOOD_KEY}, body(item()), 400, SLUG_ERROR),
     ("slug-with-trailing-newline", "/api/bots/bot%0A/state", {"x-api-key": GOOD_KEY}, body(item()), 400, SLUG_ERROR),
@@ -259,8 +386,14 @@ ERRORS = [
     ("missing-api-key", STATE_PATH, {}, body(item()), 401, KEY_REQUIRED),
     ("empty-api-key", STATE_PATH, {"x-api-key": ""}, body(item()), 401, KEY_REQUIRED),
     ("invalid-api-key", STATE_PATH, {"x-api-key": "your-api-key"}, body(item()), 403, KEY_INVALID),
-    ("bot-not-found", "/api/bots/my-trading-bot/state", {"x-api-key": GOOD_KEY}, body(item()), 404,
-     {"error": "Bot with slug 'my-trading-bot' not found", "code": "NOT_FOUND"}),
+    (
+        "bot-not-found",
+        "/api/bots/my-trading-bot/state",
+        {"x-api-key": GOOD_KEY},
+        body(item()),
+        404,
+        {"error": "Bot with slug 'my-trading-bot' not found", "code": "NOT_FOUND"},
+    ),
 ]
 
 
@@ -280,8 +413,14 @@ PRECEDENCE = [
     ("bad-slug-before-wrong-key", "/api/bots/my%20bot/state", {"x-api-key": "wrong"}, "{", 400, SLUG_ERROR),
     ("missing-key-before-unknown-bot", "/api/bots/ghost/state", {}, body(item()), 401, KEY_REQUIRED),
     ("missing-key-before-invalid-json", STATE_PATH, {}, "{", 401, KEY_REQUIRED),
-    ("unknown-bot-before-wrong-key", "/api/bots/ghost/state", {"x-api-key": "wrong"}, "{", 404,
-     {"error": "Bot with slug 'ghost' not found", "code": "NOT_FOUND"}),
+    (
+        "unknown-bot-before-wrong-key",
+        "/api/bots/ghost/state",
+        {"x-api-key": "wrong"},
+        "{",
+        404,
+        {"error": "Bot with slug 'ghost' not found", "code": "NOT_FOUND"},
+    ),
     ("wrong-key-before-invalid-json", STATE_PATH, {"x-api-key": "wrong"}, "{", 403, KEY_INVALID),
     ("wrong-key-before-invalid-body", STATE_PATH, {"x-api-key": "wrong"}, '{"states": []}', 403, KEY_INVALID),
     ("invalid-json-before-validation", STATE_PATH, {"x-api-key": GOOD_KEY}, '{"states": [] ', 400, INVALID_JSON),
@@ -330,7 +469,7 @@ def test_spec_python_client(live_server, bot, registered, storage):
     message = f"Updated {result['summary']['succeeded']} of {result['summary']['total']} states"
     assert message == "Updated 2 of 2 states"
     assert [r for r in result["results"] if r["status"] == "error"] == []
-    for sent, result_item in zip(SPEC_EXAMPLE_STATES, result["results"]):
+    for sent, result_item in zip(SPEC_EXAMPLE_STATES, result["results"], strict=False):
         assert canonical(result_item["data"]["state"]) == canonical(sent["state"])
         stored = storage.get_state(bot["id"], sent["accountId"], sent["tickerId"])
         assert canonical(json.loads(stored.state_json)) == canonical(sent["state"])
@@ -379,25 +518,44 @@ def test_body_is_json_whatever_the_content_type(live_server, bot, registered, st
 ROUND_TRIPS = [
     # (id, state as raw JSON text, the value it must come back as)
     ("key-order", b'{"z":1,"a":2,"m":3}', {"z": 1, "a": 2, "m": 3}),
-    ("nested-key-order", b'{"b":{"y":1,"x":[{"q":1,"p":2}]},"a":null}', {"b": {"y": 1, "x": [{"q": 1, "p": 2}]}, "a": None}),
-    ("unicode", '{"café":"é","emoji":"🚀📈","cjk":"株式会社","rtl":"שלום"}'.encode(),
-     {"café": "é", "emoji": "🚀📈", "cjk": "株式会社", "rtl": "שלום"}),
+    (
+        "nested-key-order",
+        b'{"b":{"y":1,"x":[{"q":1,"p":2}]},"a":null}',
+        {"b": {"y": 1, "x": [{"q": 1, "p": 2}]}, "a": None},
+    ),
+    (
+        "unicode",
+        '{"café":"é","emoji":"🚀📈","cjk":"株式会社","rtl":"שלום"}'.encode(),
+        {"café": "é", "emoji": "🚀📈", "cjk": "株式会社", "rtl": "שלום"},
+    ),
     ("escaped-surrogate-pair", b'{"e":"\\ud83d\\ude80","k":"\\u00e9"}', {"e": "🚀", "k": "é"}),
     ("control-characters", b'{"s":"line\\nbreak\\t\\u0000end"}', {"s": "line\nbreak\t\x00end"}),
-    ("big-integer", b'{"n":' + str(10**299 + 7).encode() + b',"neg":-' + str(10**299).encode() + b"}",
-     {"n": 10**299 + 7, "neg": -(10**299)}),
-    ("floats", b'{"a":0.1,"b":150.25,"c":-0.0,"d":1e-300,"e":1.7976931348623157e308,"f":5e-324,"g":0.30000000000000004}',
-     {"a": 0.1, "b": 150.25, "c": -0.0, "d": 1e-300, "e": 1.7976931348623157e308, "f": 5e-324, "g": 0.1 + 0.2}),
+    (
+        "big-integer",
+        b'{"n":' + str(10**299 + 7).encode() + b',"neg":-' + str(10**299).encode() + b"}",
+        {"n": 10**299 + 7, "neg": -(10**299)},
+    ),
+    (
+        "floats",
+        b'{"a":0.1,"b":150.25,"c":-0.0,"d":1e-300,"e":1.7976931348623157e308,"f":5e-324,"g":0.30000000000000004}',
+        {"a": 0.1, "b": 150.25, "c": -0.0, "d": 1e-300, "e": 1.7976931348623157e308, "f": 5e-324, "g": 0.1 + 0.2},
+    ),
     ("int-vs-float", b'{"i":145,"f":145.0}', {"i": 145, "f": 145.0}),
-    ("nested", b'{"indicators":{"rsi":65.5,"macd":{"line":1.2,"hist":[-0.1,0.2]}},"signals":["buy",[],{}],"ok":true,"none":null}',
-     {"indicators": {"rsi": 65.5, "macd": {"line": 1.2, "hist": [-0.1, 0.2]}}, "signals": ["buy", [], {}], "ok": True, "none": None}),
+    (
+        "nested",
+        b'{"indicators":{"rsi":65.5,"macd":{"line":1.2,"hist":[-0.1,0.2]}},"signals":["buy",[],{}],"ok":true,"none":null}',
+        {
+            "indicators": {"rsi": 65.5, "macd": {"line": 1.2, "hist": [-0.1, 0.2]}},
+            "signals": ["buy", [], {}],
+            "ok": True,
+            "none": None,
+        },
+    ),
     ("empty-object", b"{}", {}),
 ]
 
 
-@pytest.mark.parametrize(
-    "state_text, expected", [row[1:] for row in ROUND_TRIPS], ids=[row[0] for row in ROUND_TRIPS]
-)
+@pytest.mark.parametrize("state_text, expected", [row[1:] for row in ROUND_TRIPS], ids=[row[0] for row in ROUND_TRIPS])
 def test_state_round_trips_over_http(live_server, bot, registered, storage, state_text, expected):
     response = post_state(live_server.url, bot["apiKey"], raw_state_body(state_text))
     payload = assert_json(response, 200)
@@ -470,9 +628,7 @@ def limited(tmp_path_factory):
         MAX_STATES=LIMIT_STATES,
         MAX_STATE_BYTES=LIMIT_STATE_BYTES,
     )
-    yield types.SimpleNamespace(
-        url=url, api_key=api_key, bot_id=created["id"], storage=storage, log_path=log_path
-    )
+    yield types.SimpleNamespace(url=url, api_key=api_key, bot_id=created["id"], storage=storage, log_path=log_path)
     stop_server(process)
     storage.close()
 
@@ -480,9 +636,7 @@ def limited(tmp_path_factory):
 def padded_body(size):
     """A valid one-item request of exactly `size` bytes (padding in an ignored top-level key)."""
     empty = json.dumps({"pad": "", "states": [item()]}, separators=(",", ":")).encode()
-    result = json.dumps(
-        {"pad": "x" * (size - len(empty)), "states": [item()]}, separators=(",", ":")
-    ).encode()
+    result = json.dumps({"pad": "x" * (size - len(empty)), "states": [item()]}, separators=(",", ":")).encode()
     assert len(result) == size
     return result
 
@@ -510,7 +664,7 @@ def test_chunked_body_over_the_limit_is_413(limited):
 
     def chunks():
         for start in range(0, len(data), 4096):
-            yield data[start:start + 4096]
+            yield data[start : start + 4096]
 
     response = post_state(limited.url, limited.api_key, chunks())
     assert response.request.headers.get("Transfer-Encoding") == "chunked"
@@ -536,7 +690,7 @@ def test_enormous_body_is_cut_off_and_the_server_survives(limited, transfer):
     whole = b"[" + b" " * (size - 2) + b"]"
     data = whole
     if transfer == "chunked":
-        data = (whole[start:start + 65536] for start in range(0, size, 65536))
+        data = (whole[start : start + 65536] for start in range(0, size, 65536))
     try:
         response = post_state(limited.url, limited.api_key, data)
     except requests.ConnectionError:
@@ -564,12 +718,9 @@ def test_state_over_the_byte_limit_fails_alone(limited):
     ]
     storage = limited.storage
     before = {
-        (i["accountId"], i["tickerId"]): storage.get_state(limited.bot_id, i["accountId"], i["tickerId"])
-        for i in items
+        (i["accountId"], i["tickerId"]): storage.get_state(limited.bot_id, i["accountId"], i["tickerId"]) for i in items
     }
-    response = post_state(
-        limited.url, limited.api_key, json.dumps({"states": items}, separators=(",", ":"))
-    )
+    response = post_state(limited.url, limited.api_key, json.dumps({"states": items}, separators=(",", ":")))
     payload = assert_json(response, 200)
     assert payload["summary"] == {"total": 4, "succeeded": 2, "failed": 2}
     results = payload["results"]
@@ -608,9 +759,7 @@ ROUTING = [
 
 @pytest.mark.parametrize("method, path, status, code", ROUTING)
 def test_routing_errors_are_json(live_server, bot, method, path, status, code):
-    response = requests.request(
-        method, live_server.url + path, headers={"x-api-key": bot["apiKey"]}, timeout=TIMEOUT
-    )
+    response = requests.request(method, live_server.url + path, headers={"x-api-key": bot["apiKey"]}, timeout=TIMEOUT)
     payload = assert_json(response, status)
     assert list(payload) == ["error", "code"]
     assert isinstance(payload["error"], str) and payload["error"]
@@ -635,7 +784,7 @@ def test_healthz(live_server):
     [
         pytest.param(lambda real: "k" * 10_240, id="10KB-key"),
         pytest.param(lambda real: "clé".encode("latin-1"), id="latin-1-bytes"),
-        pytest.param(lambda real: "clé🔑".encode("utf-8"), id="utf-8-bytes"),
+        pytest.param(lambda real: "clé🔑".encode(), id="utf-8-bytes"),
         pytest.param(lambda real: b"\xff\xfe\x80", id="high-bytes"),
         pytest.param(lambda real: real + "x", id="real-key-plus-one"),
         pytest.param(lambda real: real[:-1], id="real-key-minus-one"),
@@ -670,21 +819,23 @@ def test_log_has_one_line_per_request_and_no_secrets(live_server, bot, registere
     calls = [
         # (method, path, headers, body, expected status, path as logged)
         ("POST", STATE_PATH, {"x-api-key": good}, body(item(state={"secret": marker})), 200, STATE_PATH),
-        ("POST", STATE_PATH, {"x-api-key": good},
-         body(item(ticker=TICKER_UNKNOWN, state={"secret": marker})), 200, STATE_PATH),
+        (
+            "POST",
+            STATE_PATH,
+            {"x-api-key": good},
+            body(item(ticker=TICKER_UNKNOWN, state={"secret": marker})),
+            200,
+            STATE_PATH,
+        ),
         ("POST", STATE_PATH, {}, body(item(state={"secret": marker})), 401, STATE_PATH),
         ("POST", STATE_PATH, {"x-api-key": wrong_key}, body(item(state={"secret": marker})), 403, STATE_PATH),
         ("POST", STATE_PATH, {"x-api-key": good}, '{"secret": "' + marker + '"', 400, STATE_PATH),
-        ("POST", STATE_PATH, {"x-api-key": good},
-         body(replaced(item(), state=[marker])), 400, STATE_PATH),
-        ("POST", "/api/bots/bot%0A/state", {"x-api-key": good}, body(item()), 400,
-         "/api/bots/bot\\n/state"),
+        ("POST", STATE_PATH, {"x-api-key": good}, body(replaced(item(), state=[marker])), 400, STATE_PATH),
+        ("POST", "/api/bots/bot%0A/state", {"x-api-key": good}, body(item()), 400, "/api/bots/bot\\n/state"),
         ("GET", "/healthz", {}, None, 200, "/healthz"),
     ]
     for method, path, headers, data, status, _ in calls:
-        response = requests.request(
-            method, url + path, data=data, headers={**JSON_TYPE, **headers}, timeout=TIMEOUT
-        )
+        response = requests.request(method, url + path, data=data, headers={**JSON_TYPE, **headers}, timeout=TIMEOUT)
         assert response.status_code == status, response.text
 
     expected = collections.Counter((m, logged, str(s)) for m, _, _, _, s, logged in calls)

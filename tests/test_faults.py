@@ -6,9 +6,9 @@ import threading
 import time
 
 import pytest
+from spec_data import ACCOUNT_0, TICKER_AAPL, TICKER_UNKNOWN, item
 
 from keys import generate_key, hash_key
-from spec_data import ACCOUNT_0, TICKER_AAPL, TICKER_UNKNOWN, item
 
 
 def post(client, bot, states):
@@ -108,11 +108,17 @@ def test_a_key_rotated_or_bot_deleted_mid_request_writes_nothing(
     if method in ("DELETE", "GET"):
         response = client.open(path, method=method, headers={"x-api-key": bot["apiKey"]})
     else:
-        response = client.open("/api/bots/b/state", method=method, json={"states": [item(state={"v": 2})]}, headers={"x-api-key": bot["apiKey"]})
+        response = client.open(
+            "/api/bots/b/state",
+            method=method,
+            json={"states": [item(state={"v": 2})]},
+            headers={"x-api-key": bot["apiKey"]},
+        )
     assert (response.status_code, response.get_json()) == (status, body)
     bot_now = storage.get_bot("b")
     rows = storage.list_states(bot_now["id"], 10)[0] if bot_now else []
     assert [row.state_json for row in rows] == rows_left
+
 
 @pytest.mark.parametrize(
     "method,path,data",
@@ -131,7 +137,10 @@ def test_a_remembered_login_of_a_deleted_bot_answers_404_before_400(configured, 
     assert post(client, bot, [item()]).status_code == 200
     storage.delete_bot("b")
     response = client.open(path, method=method, data=data, headers={"x-api-key": bot["apiKey"]})
-    assert (response.status_code, response.get_json()) == (404, {"error": "Bot with slug 'b' not found", "code": "NOT_FOUND"})
+    assert (response.status_code, response.get_json()) == (
+        404,
+        {"error": "Bot with slug 'b' not found", "code": "NOT_FOUND"},
+    )
 
 
 @pytest.mark.sqlite_only("SQLite's file and write lock")

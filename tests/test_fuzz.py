@@ -4,7 +4,6 @@ import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from spec_data import ACCOUNT_0, TICKER_AAPL
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -15,17 +14,18 @@ json_values = st.recursive(
     max_leaves=20,
 )
 uuid_like = st.sampled_from([ACCOUNT_0, TICKER_AAPL, ACCOUNT_0.upper(), "", "x", None, 7]) | st.text(max_size=40)
-items = st.fixed_dictionaries(
-    {},
-    optional={"accountId": uuid_like, "tickerId": uuid_like, "state": json_values},
-) | json_values
+items = (
+    st.fixed_dictionaries(
+        {},
+        optional={"accountId": uuid_like, "tickerId": uuid_like, "state": json_values},
+    )
+    | json_values
+)
 bodies = st.fixed_dictionaries({}, optional={"states": st.lists(items, max_size=5) | json_values}) | json_values
 
 
 def post(client, bot, data, **headers):
-    return client.post(
-        f"/api/bots/{bot['slug']}/state", data=data, headers={"x-api-key": bot["apiKey"], **headers}
-    )
+    return client.post(f"/api/bots/{bot['slug']}/state", data=data, headers={"x-api-key": bot["apiKey"], **headers})
 
 
 @FUZZ
@@ -48,7 +48,9 @@ def test_arbitrary_bytes_get_a_json_answer_below_500(client, bot, registered, st
 
 
 @FUZZ
-@given(key=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=300), slug=st.text(max_size=40))
+@given(
+    key=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=300), slug=st.text(max_size=40)
+)
 def test_arbitrary_keys_and_slugs_never_get_in(client, bot, registered, storage, key, slug):
     # A valid body, so that a key wrongly accepted would show as a 200 and a stored row.
     slug = slug.replace("/", "").replace("?", "").replace("#", "").replace("%", "") or "x"
@@ -63,12 +65,28 @@ def test_arbitrary_keys_and_slugs_never_get_in(client, bot, registered, storage,
 
 
 header_names = st.sampled_from(
-    ["If-Match", "If-None-Match", "Content-Type", "Accept", "Accept-Encoding", "Content-Encoding",
-     "X-Forwarded-For", "X-Forwarded-Proto", "Host", "Origin", "Range", "Authorization", "x-api-key", "Cookie"]
+    [
+        "If-Match",
+        "If-None-Match",
+        "Content-Type",
+        "Accept",
+        "Accept-Encoding",
+        "Content-Encoding",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "Host",
+        "Origin",
+        "Range",
+        "Authorization",
+        "x-api-key",
+        "Cookie",
+    ]
 ) | st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,20}", fullmatch=True).filter(
     lambda name: name.lower() not in ("content-length", "transfer-encoding")
 )
-header_values = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255, blacklist_characters="\x7f"), max_size=100)
+header_values = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=255, blacklist_characters="\x7f"), max_size=100
+)
 # Lists of entity-tags, well formed or nearly, so that If-Match and If-None-Match get parsed deep.
 entity_tags = st.lists(
     st.tuples(st.sampled_from(["", "W/", " ", "w/"]), st.text(alphabet='0123456789xX"-, ', max_size=25)),
@@ -89,7 +107,9 @@ def test_arbitrary_headers_get_an_answer_below_500(client, bot, registered, meth
         path += f"/{ACCOUNT_0}/{TICKER_AAPL}"
     body = json.dumps({"states": [{"accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": {"v": 1}}]})
     response = client.open(
-        path, method=method, data=body if method in ("POST", "PATCH") else None,
+        path,
+        method=method,
+        data=body if method in ("POST", "PATCH") else None,
         headers={"x-api-key": bot["apiKey"], **headers},
     )
     assert response.status_code < 500, response.get_data(as_text=True)

@@ -12,9 +12,9 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT, botstate_env, run_botstate
 
 import cli
-from conftest import ROOT, botstate_env, run_botstate
 from storage import SQLiteStorage
 
 FLASK_EXE = str(Path(sys.executable).parent / "flask")
@@ -53,13 +53,26 @@ def umask(value):
         (["bots", "create", "x", "--nam", "y"], "No such option '--nam'. Did you mean '--name'?", "bots create"),
         (["bots", "bogus"], "No such command 'bogus'.", "bots"),
         (["bots", "--bogus"], "No such option '--bogus'.", "bots"),
-        (["bots", "rotate-key", "x", "--grace", "abc"],
-         "Invalid value for '--grace': 'abc' is not a valid integer range.", "bots rotate-key"),
-        (["db", "restore", "/nonexistent/x.db"],
-         "Invalid value for 'PATH': File '/nonexistent/x.db' does not exist.", "db restore"),
-        (["tickers", "import", "/nonexistent.csv"],
-         "Invalid value for 'FILE': '/nonexistent.csv': No such file or directory.", "tickers import"),
-        (["states", "export", "--json"], "--json needs --output FILE: standard output carries the rows.", "states export"),
+        (
+            ["bots", "rotate-key", "x", "--grace", "abc"],
+            "Invalid value for '--grace': 'abc' is not a valid integer range.",
+            "bots rotate-key",
+        ),
+        (
+            ["db", "restore", "/nonexistent/x.db"],
+            "Invalid value for 'PATH': File '/nonexistent/x.db' does not exist.",
+            "db restore",
+        ),
+        (
+            ["tickers", "import", "/nonexistent.csv"],
+            "Invalid value for 'FILE': '/nonexistent.csv': No such file or directory.",
+            "tickers import",
+        ),
+        (
+            ["states", "export", "--json"],
+            "--json needs --output FILE: standard output carries the rows.",
+            "states export",
+        ),
         (["init-db", "--bogus"], "No such option '--bogus'.", "init-db"),
     ),
 )
@@ -76,6 +89,7 @@ def test_a_group_without_a_command_still_shows_its_help(tmp_path):
 
 def test_every_botstate_command_and_group_shows_usage_errors_as_one_line(app):
     """So that a command added later, or a new root command, cannot forget it."""
+
     def walk(command):
         yield command
         for sub in getattr(command, "commands", {}).values():
@@ -206,7 +220,12 @@ def foreign_database(path, *tables):
 
 @SQLITE_FILE
 @pytest.mark.parametrize(
-    "command, prefix", ((["-m", "flask", "init-db"], "Error: "), (["-m", "flask", "bots", "list"], "Error: "), (["serve.py"], "botstate: "))
+    "command, prefix",
+    (
+        (["-m", "flask", "init-db"], "Error: "),
+        (["-m", "flask", "bots", "list"], "Error: "),
+        (["serve.py"], "botstate: "),
+    ),
 )
 def test_a_sqlite_file_of_another_program_is_refused_and_left_alone(tmp_path, command, prefix):
     path = tmp_path / "other.db"

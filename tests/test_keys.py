@@ -8,10 +8,10 @@ import time
 
 import pytest
 import requests
-
-import keys
 from conftest import ROOT, botstate_env, execute_sql, holding_write_lock, start_server, stop_server
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, item
+
+import keys
 from storage import DatabaseBusy, StaleKey, StateWrite, open_storage
 
 LATER, EARLIER = time.time() + 3600, time.time() - 1
@@ -39,7 +39,11 @@ def flask_cli(database, *args):
     env = {k: v for k, v in botstate_env(**database).items() if not k.startswith("FLASK_")}
     completed = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app:create_app", *args, "--json"],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
     )
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout)
@@ -89,9 +93,8 @@ def stored_last_use(database, key_hash):
 
 def test_a_last_use_that_cannot_be_stored_is_kept_for_the_next_flush(database, storage, bot):
     storage.record_key_use(bot["id"], bot["keyHash"])
-    with holding_write_lock(database):
-        with pytest.raises(DatabaseBusy):
-            storage.flush_key_uses()
+    with holding_write_lock(database), pytest.raises(DatabaseBusy):
+        storage.flush_key_uses()
     assert stored_last_use(database, bot["keyHash"]) is None
     storage.flush_key_uses()
     assert stored_last_use(database, bot["keyHash"]) is not None

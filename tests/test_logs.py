@@ -4,10 +4,10 @@ import json
 
 import pytest
 import requests
-
 from conftest import start_server, stop_server
 from spec_data import ACCOUNT_0, TICKER_AAPL, TICKER_UNKNOWN, item
-from logs import utc_time
+
+from clock import stored_time_of
 
 
 def test_json_logs_give_one_object_per_line_with_each_requests_fields(database, bot, registered):
@@ -15,8 +15,12 @@ def test_json_logs_give_one_object_per_line_with_each_requests_fields(database, 
     headers = {"x-api-key": bot["apiKey"]}
     states = [item(state={"secret-state": 1}), item(ACCOUNT_0, TICKER_UNKNOWN)]
     try:
-        assert requests.post(f"{url}/api/bots/my-bot/state", json={"states": states}, headers=headers).status_code == 200
-        assert requests.get(f"{url}/api/bots/my-bot/state/{ACCOUNT_0}/{TICKER_AAPL}", headers=headers).status_code == 200
+        assert (
+            requests.post(f"{url}/api/bots/my-bot/state", json={"states": states}, headers=headers).status_code == 200
+        )
+        assert (
+            requests.get(f"{url}/api/bots/my-bot/state/{ACCOUNT_0}/{TICKER_AAPL}", headers=headers).status_code == 200
+        )
         assert requests.get(f"{url}/no/such\tpath").status_code == 404
     finally:
         stop_server(process)
@@ -24,13 +28,25 @@ def test_json_logs_give_one_object_per_line_with_each_requests_fields(database, 
     assert all(set(entry) >= {"time", "level"} for entry in entries)
     assert entries[0]["message"].startswith("botstate listening on http://127.0.0.1:")
     assert entries[-1]["message"] == "botstate stopped"
-    requests_logged = [{k: v for k, v in e.items() if k not in ("time", "duration_ms")} for e in entries if "method" in e]
+    requests_logged = [
+        {k: v for k, v in e.items() if k not in ("time", "duration_ms")} for e in entries if "method" in e
+    ]
     assert requests_logged == [
         {
-            "level": "INFO", "method": "POST", "path": "/api/bots/my-bot/state", "status": 200, "bot": "my-bot",
+            "level": "INFO",
+            "method": "POST",
+            "path": "/api/bots/my-bot/state",
+            "status": 200,
+            "bot": "my-bot",
             "summary": {"total": 2, "succeeded": 1, "failed": 1, "errors": {"Ticker not found": 1}},
         },
-        {"level": "INFO", "method": "GET", "path": f"/api/bots/my-bot/state/{ACCOUNT_0}/{TICKER_AAPL}", "status": 200, "bot": "my-bot"},
+        {
+            "level": "INFO",
+            "method": "GET",
+            "path": f"/api/bots/my-bot/state/{ACCOUNT_0}/{TICKER_AAPL}",
+            "status": 200,
+            "bot": "my-bot",
+        },
         {"level": "INFO", "method": "GET", "path": "/no/such\tpath", "status": 404},
     ]
     assert all(isinstance(e["duration_ms"], float) and e["duration_ms"] >= 0 for e in entries if "method" in e)
@@ -43,4 +59,4 @@ def test_json_logs_give_one_object_per_line_with_each_requests_fields(database, 
     ((0, "1970-01-01T00:00:00.000Z"), (1764043800.1239, "2025-11-25T04:10:00.123Z")),
 )
 def test_times_are_utc_to_the_millisecond(unix_time, text):
-    assert utc_time(unix_time) == text
+    assert stored_time_of(unix_time) == text

@@ -5,7 +5,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-
 from conftest import start_server, stop_server
 from spec_data import ACCOUNT_0, TICKER_AAPL
 

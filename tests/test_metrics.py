@@ -3,11 +3,11 @@
 import re
 
 import pytest
+from conftest import holding_write_lock, settings_of
+from spec_data import ACCOUNT_0, TICKER_AAPL, TICKER_UNKNOWN, item
 
 import config
 from app import create_app
-from conftest import holding_write_lock, settings_of
-from spec_data import ACCOUNT_0, TICKER_AAPL, TICKER_UNKNOWN, item
 
 
 def sample(text, name, **labels):
@@ -36,7 +36,10 @@ def test_metrics_count_requests_by_route_items_by_outcome_and_never_name_who(con
     text = response.get_data(as_text=True)
     route = "/api/bots/<slug>/state"
     assert sample(text, "botstate_requests_total", method="POST", route=route, status="200") == 1
-    assert sample(text, "botstate_requests_total", method="GET", route=route + "/<account_id>/<ticker_id>", status="200") == 1
+    assert (
+        sample(text, "botstate_requests_total", method="GET", route=route + "/<account_id>/<ticker_id>", status="200")
+        == 1
+    )
     assert sample(text, "botstate_requests_total", method="GET", route="(no route)", status="404") == 1
     assert sample(text, "botstate_request_duration_seconds_count", method="PATCH", route=route) == 1
     assert sample(text, "botstate_state_items_total", outcome="succeeded") == 1

@@ -7,9 +7,9 @@ import requests
 import schemathesis
 from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
+from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
 
 import schemas
-from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
 
 SEED = 20261124
 EXAMPLES_PER_OPERATION = 150
@@ -25,7 +25,13 @@ def api_schema(live_server, bot, registered, storage):
     # Rows to read, merge and delete, so generated requests reach stored data too.
     requests.post(
         f"{live_server.url}/api/bots/my-bot/state",
-        json={"states": [{"accountId": a, "tickerId": t, "state": {"n": 1}} for a in (ACCOUNT_0, ACCOUNT_1) for t in (TICKER_AAPL, TICKER_MSFT)]},
+        json={
+            "states": [
+                {"accountId": a, "tickerId": t, "state": {"n": 1}}
+                for a in (ACCOUNT_0, ACCOUNT_1)
+                for t in (TICKER_AAPL, TICKER_MSFT)
+            ]
+        },
         headers={"x-api-key": bot["apiKey"]},
         timeout=10,
     ).raise_for_status()
@@ -53,7 +59,11 @@ def test_server_conforms_to_its_openapi_document(case):
 def test_document_is_openapi_3_1_with_the_key_scheme(client):
     document = client.get("/openapi.json").get_json()
     assert document["openapi"] == "3.1.0"
-    assert document["components"]["securitySchemes"]["ApiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
+    assert document["components"]["securitySchemes"]["ApiKey"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-api-key",
+    }
     operations = {(path, method) for path, item in document["paths"].items() for method in item}
     assert operations == {
         ("/api/bots/{slug}/state", "post"),

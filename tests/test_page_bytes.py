@@ -4,7 +4,6 @@ import itertools
 
 import pytest
 import requests
-
 from conftest import start_server, stop_server
 from test_paging import get_page, ids, post, register, walk
 
@@ -21,7 +20,7 @@ def paged_server(request, database, storage, bot):
     register(storage, accounts, tickers)
     keys_ = list(itertools.product(accounts, tickers))
     for start in range(0, count, 100):
-        post(server, bot["apiKey"], [(key, {"pad": "x" * (state_bytes - 11)}) for key in keys_[start:start + 100]])
+        post(server, bot["apiKey"], [(key, {"pad": "x" * (state_bytes - 11)}) for key in keys_[start : start + 100]])
     yield server, bot["apiKey"], max_page_bytes, state_bytes
     stop_server(process)
 
@@ -59,8 +58,9 @@ def test_a_row_larger_than_the_byte_limit_is_a_page_of_its_own(paged_server):
 def test_a_thousand_large_states_answer_a_few_mib_not_sixty(paged_server):
     # Issue 13: 1,000 rows of 64 KiB states answered GET ?limit=1000 with 65.8 MB.
     server, api_key, max_page_bytes, state_bytes = paged_server
-    response = requests.get(f"{server.url}/api/bots/my-bot/state", params={"limit": 1000},
-                            headers={"x-api-key": api_key}, timeout=30)
+    response = requests.get(
+        f"{server.url}/api/bots/my-bot/state", params={"limit": 1000}, headers={"x-api-key": api_key}, timeout=30
+    )
     assert response.status_code == 200
     assert len(response.content) <= max_page_bytes + state_bytes + 1000
     assert response.json()["nextCursor"] is not None
@@ -83,7 +83,10 @@ def test_the_byte_limit_is_counted_exactly(storage, bot, sizes, max_bytes, rows)
 
     accounts, tickers = ids(len(sizes), "exact"), ids(1, "exact-ticker")
     register(storage, accounts, tickers)
-    writes = [StateWrite(account, tickers[0], '{"p":"%s"}' % ("x" * (size - 8))) for account, size in zip(sorted(accounts), sizes)]
+    writes = [
+        StateWrite(account, tickers[0], '{"p":"%s"}' % ("x" * (size - 8)))
+        for account, size in zip(sorted(accounts), sizes, strict=False)
+    ]
     storage.write_states(bot["id"], bot["keyHash"], writes, max_state_bytes=65536)
     page, more = storage.list_states(bot["id"], 50, key_hash=bot["keyHash"], max_bytes=max_bytes)
     assert [len(row.state_json) for row in page] == sizes[:rows]

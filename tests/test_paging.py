@@ -83,8 +83,12 @@ def grid(storage, bot, live_server):
     random.Random(1).shuffle(keys_)  # written in no particular order
     written = post(live_server, bot["apiKey"], [(key, {"n": n, "key": list(key)}) for n, key in enumerate(keys_)])
     return {
-        "server": live_server, "storage": storage, "bot": bot,
-        "accounts": accounts, "tickers": tickers, "rows": written,
+        "server": live_server,
+        "storage": storage,
+        "bot": bot,
+        "accounts": accounts,
+        "tickers": tickers,
+        "rows": written,
     }
 
 
@@ -244,7 +248,7 @@ def test_paging_while_rows_are_written_skips_and_repeats_nothing(busy):
                 break
             # Half the writes land next to where the reader is, where a cursor would slip.
             position = busy["all"].index(reader_at["key"])
-            near = busy["all"][max(0, position - 2): position + 3]
+            near = busy["all"][max(0, position - 2) : position + 3]
             pool = near if rng.random() < 0.5 else busy["all"]
             key = rng.choice(pool)
             try:
@@ -259,7 +263,11 @@ def test_paging_while_rows_are_written_skips_and_repeats_nothing(busy):
                     ok = response.status_code == 200
                     existing_new.remove(key)
                 else:
-                    body = {"states": [{"accountId": key[0], "tickerId": key[1], "state": {"new": step}, "expectedVersion": 0}]}
+                    body = {
+                        "states": [
+                            {"accountId": key[0], "tickerId": key[1], "state": {"new": step}, "expectedVersion": 0}
+                        ]
+                    }
                     response = session.post(state_url(server), json=body, headers=headers, timeout=TIMEOUT)
                     ok = response.status_code == 200 and response.json()["summary"]["failed"] == 0
                     existing_new.append(key)
@@ -289,7 +297,9 @@ def test_paging_while_rows_are_written_skips_and_repeats_nothing(busy):
             # Let at least three writes happen before the next page (bounded wait).
             with progress:
                 seen_writes = writes["count"]
-                progress.wait_for(lambda: writes["count"] >= seen_writes + 3 or not thread.is_alive(), timeout=10)
+                progress.wait_for(
+                    lambda seen=seen_writes: writes["count"] >= seen + 3 or not thread.is_alive(), timeout=10
+                )
                 writes_between.append(writes["count"] - seen_writes)
         else:
             raise AssertionError("paging did not end")
@@ -330,8 +340,14 @@ def two_bots(storage, bot, live_server):
         "my-bot": post(live_server, bot["apiKey"], [(key, {"owner": "my-bot"}) for key in mine]),
         "other-bot": post(live_server, other_key, [(key, {"owner": "other-bot"}) for key in theirs], slug="other-bot"),
     }
-    return {"server": live_server, "bots": {"my-bot": bot, "other-bot": other}, "rows": rows,
-            "accounts": accounts, "tickers": tickers, "all": all_keys}
+    return {
+        "server": live_server,
+        "bots": {"my-bot": bot, "other-bot": other},
+        "rows": rows,
+        "accounts": accounts,
+        "tickers": tickers,
+        "all": all_keys,
+    }
 
 
 def test_a_bot_lists_only_its_own_rows_whatever_the_filters(two_bots):

@@ -7,20 +7,23 @@ import urllib.parse
 
 import psycopg
 import pytest
+from conftest import POSTGRES_ONLY, POSTGRES_URL, execute_sql, run_botstate, run_in_threads, start_server, stop_server
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
 
 import config
 import jsoncodec
 from app import create_app
-from conftest import POSTGRES_ONLY, POSTGRES_URL, execute_sql, run_botstate, run_in_threads, start_server, stop_server
 from keys import hash_key
 from pgstorage import MIGRATIONS, merge_patch, redacted
-from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
 from storage import StateWrite
 
 JSON_LEAVES = (
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=5)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.text(max_size=5)
     | st.floats(allow_nan=False, allow_infinity=False)
 )
 JSON_VALUES = st.recursive(
@@ -47,8 +50,14 @@ def test_the_merge_is_sqlites_json_patch_to_the_byte(target, patch):
     (
         ("postgresql://bot:s3cret@db.example:5432/botstate", "postgresql://bot@db.example:5432/botstate"),
         ("postgresql://bot:s3cret@db.example/botstate?sslmode=require", "postgresql://bot@db.example/botstate"),
-        ("postgresql://botstate@/postgres?host=/tmp/sock&port=5432", "postgresql://botstate@/postgres?host=/tmp/sock&port=5432"),
-        ("postgresql://bot:s3cret@db.example:5432/botstate?password=other", "postgresql://bot@db.example:5432/botstate"),
+        (
+            "postgresql://botstate@/postgres?host=/tmp/sock&port=5432",
+            "postgresql://botstate@/postgres?host=/tmp/sock&port=5432",
+        ),
+        (
+            "postgresql://bot:s3cret@db.example:5432/botstate?password=other",
+            "postgresql://bot@db.example:5432/botstate",
+        ),
     ),
 )
 def test_messages_name_the_database_without_its_password(url, shown):
@@ -98,8 +107,13 @@ def test_connections_cut_by_the_server_cost_503s_then_the_pool_reconnects(new_da
     headers = {"x-api-key": bot["apiKey"]}
     assert client.post("/api/bots/b/state", json={"states": [item()]}, headers=headers).status_code == 200
     dbname = dbname_of(storage.url)
-    execute_sql({"DATABASE_URL": POSTGRES_URL}, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'")
-    statuses = [client.post("/api/bots/b/state", json={"states": [item()]}, headers=headers).status_code for _ in range(8)]
+    execute_sql(
+        {"DATABASE_URL": POSTGRES_URL},
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'",
+    )
+    statuses = [
+        client.post("/api/bots/b/state", json={"states": [item()]}, headers=headers).status_code for _ in range(8)
+    ]
     assert set(statuses) <= {200, 503} and statuses[-1] == 200, statuses
     assert 500 not in statuses
 
@@ -169,8 +183,14 @@ def test_a_rotation_waits_for_a_write_that_its_old_key_began(configured, backend
     done = {}
     with psycopg.connect(storage.url) as holder:
         holder.execute("SELECT 1 FROM user_bot_states WHERE id = %s FOR UPDATE", [row.id])
-        writer = threading.Thread(target=lambda: done.setdefault("write", client.post(
-            "/api/bots/b/state", json={"states": items}, headers={"x-api-key": bot["apiKey"]}).status_code))
+        writer = threading.Thread(
+            target=lambda: done.setdefault(
+                "write",
+                client.post(
+                    "/api/bots/b/state", json={"states": items}, headers={"x-api-key": bot["apiKey"]}
+                ).status_code,
+            )
+        )
         rotation = threading.Thread(target=lambda: done.setdefault("rotation", storage.replace_bot_key("b", "0" * 64)))
         writer.start()
         time.sleep(0.3)
@@ -195,8 +215,11 @@ def test_a_write_that_waited_on_a_lock_is_dated_when_it_wrote(configured, backen
     outcome = {}
     with psycopg.connect(storage.url) as holder:
         holder.execute("SELECT 1 FROM user_bot_states WHERE id = %s FOR UPDATE", [waited_on.id])
-        writer = threading.Thread(target=lambda: outcome.setdefault("rows", storage.write_states(
-            bot_id, key, [write_of(item()), write_of(item(ACCOUNT_0, TICKER_MSFT))])))
+        writer = threading.Thread(
+            target=lambda: outcome.setdefault(
+                "rows", storage.write_states(bot_id, key, [write_of(item()), write_of(item(ACCOUNT_0, TICKER_MSFT))])
+            )
+        )
         writer.start()
         time.sleep(0.3)
         [meanwhile] = storage.write_states(bot_id, key, [write_of(item(ACCOUNT_1, TICKER_MSFT))])

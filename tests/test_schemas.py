@@ -2,6 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError, fields, missing
+from spec_data import ACCOUNT_0, TICKER_AAPL, item
 
 from schemas import (
     StateQuerySchema,
@@ -11,7 +12,6 @@ from schemas import (
     is_uuid,
     is_valid_slug,
 )
-from spec_data import ACCOUNT_0, TICKER_AAPL, item
 
 schema = StateUpdatesSchema(max_states=3)
 
@@ -46,9 +46,15 @@ def load_error(body):
         ({"states": [{"accountId": ACCOUNT_0, "state": {}}]}, "states[0].tickerId is required and must be a string"),
         ({"states": [item(ticker=["x"])]}, "states[0].tickerId is required and must be a string"),
         ({"states": [item(ticker="{" + TICKER_AAPL + "}")]}, "states[0].tickerId must be a valid UUID"),
-        ({"states": [{"accountId": ACCOUNT_0, "tickerId": TICKER_AAPL}]}, "states[0].state is required and must be an object"),
+        (
+            {"states": [{"accountId": ACCOUNT_0, "tickerId": TICKER_AAPL}]},
+            "states[0].state is required and must be an object",
+        ),
         ({"states": [item(state=[])]}, "states[0].state is required and must be an object"),
-        ({"states": [{"accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": None}]}, "states[0].state is required and must be an object"),
+        (
+            {"states": [{"accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": None}]},
+            "states[0].state is required and must be an object",
+        ),
         ({"states": [item(state="long")]}, "states[0].state is required and must be an object"),
         ({"states": [item(state=1)]}, "states[0].state is required and must be an object"),
         ({"states": [item(state=True)]}, "states[0].state is required and must be an object"),
@@ -138,8 +144,14 @@ def lean_load(field, value):
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**65), max_value=2**65) | st.floats(allow_nan=False)
-    | st.text(max_size=40) | st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper()) | st.just(missing),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**65), max_value=2**65)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40)
+    | st.uuids().map(str)
+    | st.uuids().map(lambda u: str(u).upper())
+    | st.just(missing),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
     max_leaves=30,
 )

@@ -1,11 +1,10 @@
 """The plaintext API key is nowhere: not in the database file, its WAL, or the server's log."""
 
-
 import requests
-
 from conftest import stored_bytes
-from keys import generate_key, hash_key
 from spec_data import ACCOUNT_0, TICKER_AAPL, item
+
+from keys import generate_key, hash_key
 
 
 def test_no_plaintext_key_in_the_database_wal_or_log(live_server, database, storage, bot, registered):

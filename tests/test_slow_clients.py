@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-
-import connlimits
 from conftest import LISTENING, ROOT, botstate_env, start_server, stop_server
 from spec_data import item
+
+import connlimits
 
 # What a slow client sends before it starts to trickle, and what it trickles, one piece at a time.
 SLOW_CLIENTS = {
@@ -151,7 +151,7 @@ def test_a_client_above_the_body_rate_is_served(bot_server):
             + f"x-api-key: {api_key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         )
         for start in range(0, len(body), 2048):
-            sock.sendall(body[start:start + 2048])
+            sock.sendall(body[start : start + 2048])
             time.sleep(0.1)
         answer = sock.recv(200)
     assert answer.startswith(b"HTTP/1.1 400")  # served: the empty array's message, not a dropped connection
@@ -172,10 +172,14 @@ def test_idle_and_trickling_clients_leave_room_for_a_normal_one(bot_server):
         answers = []
         for _ in range(20):
             trickle(slow, "body")
-            answers.append(requests.post(
-                f"{base_url}/api/bots/my-bot/state", json={"states": [item()]},
-                headers={"x-api-key": api_key}, timeout=20,
-            ).status_code)
+            answers.append(
+                requests.post(
+                    f"{base_url}/api/bots/my-bot/state",
+                    json={"states": [item()]},
+                    headers={"x-api-key": api_key},
+                    timeout=20,
+                ).status_code
+            )
     finally:
         for sock in slow:
             sock.close()
@@ -232,7 +236,10 @@ def start_with_file_limit(tmp_path, soft, hard, **settings):
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "serve.py"], cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+            [sys.executable, "serve.py"],
+            cwd=ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
             env=botstate_env(DATABASE=tmp_path / "botstate.db", PORT=0, **settings),
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
         )

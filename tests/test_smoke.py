@@ -2,9 +2,7 @@ from spec_data import THREE_ITEMS
 
 
 def test_three_item_example_over_the_test_client(client, bot, registered):
-    response = client.post(
-        "/api/bots/my-bot/state", json={"states": THREE_ITEMS}, headers={"x-api-key": bot["apiKey"]}
-    )
+    response = client.post("/api/bots/my-bot/state", json={"states": THREE_ITEMS}, headers={"x-api-key": bot["apiKey"]})
     assert response.status_code == 200
     assert response.get_json()["summary"] == {"total": 3, "succeeded": 2, "failed": 1}
 

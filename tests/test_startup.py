@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 import sqlite_utils
-
 from conftest import run_botstate, start_server, stop_server
+
 from storage import migrations
 
 
@@ -18,7 +18,10 @@ from storage import migrations
         ({"PORT": "abc"}, "BOTSTATE_PORT must be an integer from 0 to 65535, got 'abc'"),
         ({"PORT": "--5"}, "BOTSTATE_PORT must be an integer from 0 to 65535, got '--5'"),
         ({"SYNCHRONOUS": "maybe"}, "BOTSTATE_SYNCHRONOUS must be one of OFF, NORMAL, FULL, EXTRA, got 'maybe'"),
-        ({"RATE_LIMIT": "lots"}, "BOTSTATE_RATE_LIMIT must be a rate such as 600/minute (or several: 10/second;600/minute), got 'lots'"),
+        (
+            {"RATE_LIMIT": "lots"},
+            "BOTSTATE_RATE_LIMIT must be a rate such as 600/minute (or several: 10/second;600/minute), got 'lots'",
+        ),
     ),
 )
 @pytest.mark.parametrize("command", (["-m", "flask", "bots", "list", "--json"], ["serve.py"]))

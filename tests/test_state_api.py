@@ -5,14 +5,12 @@ GET and DELETE of one state row, PATCH (RFC 7396 merge), versions, ETags and exp
 import json
 
 import pytest
+from spec_data import ACCOUNT_0, ACCOUNT_1, RFC7396_EXAMPLES, TICKER_AAPL, TICKER_MSFT, item
 
 import keys
-from spec_data import RFC7396_EXAMPLES, ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
 
 ROW_KEYS = ["id", "botId", "userBrokerAccountId", "tickerId", "state", "version", "createdAt", "updatedAt"]
-INVALID_SLUG = (
-    "Invalid slug format. Only alphanumeric characters, hyphens, and underscores are allowed."
-)
+INVALID_SLUG = "Invalid slug format. Only alphanumeric characters, hyphens, and underscores are allowed."
 KEY_REQUIRED = {"message": "API key required. Include x-api-key header."}
 KEY_INVALID = {"message": "Invalid API key for this bot"}
 STATE_NOT_FOUND = {"error": "State not found", "code": "NOT_FOUND"}
@@ -204,9 +202,7 @@ AUTH_TARGETS = {
         ("other-bot", "good", 403, KEY_INVALID),  # my-bot's key does not open another bot
     ),
 )
-def test_auth_errors_are_the_same_as_for_post(
-    client, bot, other_bot, registered, method, slug, key, status, expected
-):
+def test_auth_errors_are_the_same_as_for_post(client, bot, other_bot, registered, method, slug, key, status, expected):
     before = write_one(client, bot, {"n": 1})
     headers = {} if key is None else {"x-api-key": bot["apiKey"] if key == "good" else key}
     response = client.open(
@@ -264,8 +260,6 @@ def test_another_bots_row_is_invisible(client, bot, other_bot, registered):
 
 
 # PATCH: RFC 7396 merge
-
-
 
 
 @pytest.mark.parametrize("original,patch,result", RFC7396_EXAMPLES)
@@ -342,9 +336,7 @@ def test_post_and_patch_answer_the_same_shape_with_versions(client, bot, registe
         assert body == {
             "success": True,
             "summary": {"total": 1, "succeeded": 1, "failed": 0},
-            "results": [
-                {"status": "success", "data": data, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL}
-            ],
+            "results": [{"status": "success", "data": data, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL}],
         }
         assert list(data) == ROW_KEYS
         assert data["version"] == version

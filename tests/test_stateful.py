@@ -16,11 +16,11 @@ import tempfile
 from hypothesis import Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from spec_data import ACCOUNT_0, ACCOUNT_1, ACCOUNT_2, RFC7396_EXAMPLES, TICKER_AAPL, TICKER_MSFT, TICKER_UNKNOWN
 
 import jsoncodec
 import keys
 from app import create_app
-from spec_data import RFC7396_EXAMPLES, ACCOUNT_0, ACCOUNT_1, ACCOUNT_2, TICKER_AAPL, TICKER_MSFT, TICKER_UNKNOWN
 
 SLUG = "model-bot"
 MAX_STATE_BYTES = 65536
@@ -101,7 +101,11 @@ class StateMachine(RuleBasedStateMachine):
         super().__init__()
         self.folder = tempfile.mkdtemp(prefix="botstate-stateful-")
         self.app = create_app(
-            {"DATABASE": os.path.join(self.folder, "botstate.db"), "MAX_STATE_BYTES": MAX_STATE_BYTES, "LOG_LEVEL": "WARNING"}
+            {
+                "DATABASE": os.path.join(self.folder, "botstate.db"),
+                "MAX_STATE_BYTES": MAX_STATE_BYTES,
+                "LOG_LEVEL": "WARNING",
+            }
         )
         self.storage = self.app.extensions["botstate.storage"]
         self.client = self.app.test_client()
@@ -180,7 +184,9 @@ class StateMachine(RuleBasedStateMachine):
             elif expected_version is not None and expected_version != current:
                 expectations.append(("error", f"Version conflict: expected {expected_version}, found {current}"))
             else:
-                new_state = merge_patch(self.model[key]["state"] if current else {}, state) if method == "PATCH" else state
+                new_state = (
+                    merge_patch(self.model[key]["state"] if current else {}, state) if method == "PATCH" else state
+                )
                 if len(jsoncodec.dumps(new_state).encode("utf-8")) > MAX_STATE_BYTES:
                     expectations.append(("error", f"State exceeds {MAX_STATE_BYTES} bytes"))
                     continue
@@ -194,7 +200,9 @@ class StateMachine(RuleBasedStateMachine):
         assert answer["success"] is True
         assert answer["summary"] == {"total": len(body), "succeeded": len(body) - failed, "failed": failed}
         assert len(answer["results"]) == len(body)
-        for index, (item, (outcome, detail), result) in enumerate(zip(body, expectations, answer["results"])):
+        for index, (item, (outcome, detail), result) in enumerate(
+            zip(body, expectations, answer["results"], strict=False)
+        ):
             assert result["accountId"] == item["accountId"]
             assert result["tickerId"] == item["tickerId"]
             assert result["status"] == outcome, (item, result)
@@ -231,17 +239,13 @@ class StateMachine(RuleBasedStateMachine):
         self.meta[key] = {name: row[name] for name in ("id", "createdAt", "updatedAt")}
 
     @rule(
-        items=st.lists(
-            st.tuples(ITEM_ACCOUNTS, ITEM_TICKERS, OBJECTS, VERSION_CHOICES, CASES), min_size=1, max_size=3
-        )
+        items=st.lists(st.tuples(ITEM_ACCOUNTS, ITEM_TICKERS, OBJECTS, VERSION_CHOICES, CASES), min_size=1, max_size=3)
     )
     def post(self, items):
         self.write("POST", items)
 
     @rule(
-        items=st.lists(
-            st.tuples(ITEM_ACCOUNTS, ITEM_TICKERS, OBJECTS, VERSION_CHOICES, CASES), min_size=1, max_size=3
-        )
+        items=st.lists(st.tuples(ITEM_ACCOUNTS, ITEM_TICKERS, OBJECTS, VERSION_CHOICES, CASES), min_size=1, max_size=3)
     )
     def patch(self, items):
         self.write("PATCH", items)
@@ -291,10 +295,7 @@ class StateMachine(RuleBasedStateMachine):
             query["accountId"] = case(account)
         if ticker is not None:
             query["tickerId"] = case(ticker)
-        expected = [
-            key for key in sorted(self.model)
-            if account in (None, key[0]) and ticker in (None, key[1])
-        ]
+        expected = [key for key in sorted(self.model) if account in (None, key[0]) and ticker in (None, key[1])]
         seen = []
         for _ in range(len(expected) // limit + 2):
             response = self.client.get(self.url(), query_string=query, headers=self.headers)
@@ -353,7 +354,7 @@ class StateMachine(RuleBasedStateMachine):
         assert page["nextCursor"] is None
         listed = [(row["userBrokerAccountId"], row["tickerId"]) for row in page["data"]]
         assert listed == sorted(self.model)
-        for key, row in zip(listed, page["data"]):
+        for key, row in zip(listed, page["data"], strict=False):
             self.check_row(row, key, self.model[key])
         assert self.storage.count_states(self.bot_id) == len(self.model)
 

@@ -4,9 +4,9 @@ import time
 
 import pytest
 import sqlite_utils
-
 from conftest import execute_sql
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, TICKER_UNKNOWN
+
 from storage import (
     Conflict,
     DatabaseBusy,
@@ -237,10 +237,22 @@ REFUSALS = (
     ("new row, expected version 1", dict(write=StateWrite(ACCOUNT_1, TICKER_MSFT, "{}", 1))),
     ("stored row, expected version 0", dict(write=StateWrite(ACCOUNT_0, TICKER_AAPL, "{}", 0))),
     ("stored row, expected version 2", dict(write=StateWrite(ACCOUNT_0, TICKER_AAPL, "{}", 2))),
-    ("replacement too large", dict(write=StateWrite(ACCOUNT_0, TICKER_AAPL, json.dumps({"a": "é" * 20})), max_state_bytes=30)),
-    ("new row too large", dict(write=StateWrite(ACCOUNT_1, TICKER_MSFT, json.dumps({"a": "x" * 40})), max_state_bytes=30)),
-    ("merge too large once merged", dict(write=StateWrite(ACCOUNT_0, TICKER_AAPL, '{"more": 1}'), merge=True, max_state_bytes=58)),
-    ("merge into a new row too large", dict(write=StateWrite(ACCOUNT_1, TICKER_MSFT, json.dumps({"a": "x" * 40})), merge=True, max_state_bytes=30)),
+    (
+        "replacement too large",
+        dict(write=StateWrite(ACCOUNT_0, TICKER_AAPL, json.dumps({"a": "é" * 20})), max_state_bytes=30),
+    ),
+    (
+        "new row too large",
+        dict(write=StateWrite(ACCOUNT_1, TICKER_MSFT, json.dumps({"a": "x" * 40})), max_state_bytes=30),
+    ),
+    (
+        "merge too large once merged",
+        dict(write=StateWrite(ACCOUNT_0, TICKER_AAPL, '{"more": 1}'), merge=True, max_state_bytes=58),
+    ),
+    (
+        "merge into a new row too large",
+        dict(write=StateWrite(ACCOUNT_1, TICKER_MSFT, json.dumps({"a": "x" * 40})), merge=True, max_state_bytes=30),
+    ),
 )
 
 
@@ -249,16 +261,26 @@ def test_the_one_statement_write_refuses_what_a_check_would(storage, bot, regist
     storage.write_states(bot["id"], bot["keyHash"], [write(state=STORED)])
     before = storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)
     args = dict(key_hash=bot["keyHash"], write=write(), merge=False, max_state_bytes=None) | case
-    assert storage._write_checked(bot["id"], args["key_hash"], args["write"], args["merge"], args["max_state_bytes"]) is None
+    assert (
+        storage._write_checked(bot["id"], args["key_hash"], args["write"], args["merge"], args["max_state_bytes"])
+        is None
+    )
     assert storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL) == before
     assert storage.count_states() == 1
 
 
 @pytest.mark.parametrize(
     "merge,max_state_bytes,stored",
-    ((False, None, {"v": 2}), (False, 8, {"v": 2}), (True, None, {"keep": "x" * 40, "v": 2}), (True, 57, {"keep": "x" * 40, "v": 2})),
+    (
+        (False, None, {"v": 2}),
+        (False, 8, {"v": 2}),
+        (True, None, {"keep": "x" * 40, "v": 2}),
+        (True, 57, {"keep": "x" * 40, "v": 2}),
+    ),
 )
-def test_the_one_statement_write_writes_when_every_check_passes(backend, storage, bot, registered, merge, max_state_bytes, stored):
+def test_the_one_statement_write_writes_when_every_check_passes(
+    backend, storage, bot, registered, merge, max_state_bytes, stored
+):
     if merge and backend == "postgresql":
         pytest.skip("PostgreSQL has no json_patch: a merge always takes the transaction")
     storage.write_states(bot["id"], bot["keyHash"], [write(state=STORED)])
@@ -369,7 +391,13 @@ def test_the_checked_bulk_replace_writes_what_passes_and_leaves_the_rest(storage
         StateWrite(ACCOUNT_1, TICKER_MSFT, json.dumps({"a": "x" * 40})),  # over max_state_bytes
     ]
     outcomes = storage._replace_checked(bot["id"], bot["keyHash"], items, max_state_bytes=30)
-    assert [(o.state_json, o.version) if o else None for o in outcomes] == [('{"v":2}', 2), ('{"v":3}', 1), None, None, None]
+    assert [(o.state_json, o.version) if o else None for o in outcomes] == [
+        ('{"v":2}', 2),
+        ('{"v":3}', 1),
+        None,
+        None,
+        None,
+    ]
     assert outcomes[0] == storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)
     assert outcomes[1] == storage.get_state(bot["id"], ACCOUNT_1, TICKER_AAPL)
     assert storage.count_states() == 2
@@ -407,7 +435,8 @@ def test_a_refusal_is_decided_when_its_item_comes_not_before_the_request(storage
     # The second item's expected version is checked against what the first wrote.
     big = json.dumps({"a": "x" * 100})
     outcomes = storage.write_states(
-        bot["id"], bot["keyHash"],
+        bot["id"],
+        bot["keyHash"],
         [StateWrite(ACCOUNT_0, TICKER_AAPL, '{"a":1}'), StateWrite(ACCOUNT_0, TICKER_AAPL, big, 0)],
         max_state_bytes=50,
     )

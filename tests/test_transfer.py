@@ -5,7 +5,6 @@ import os
 
 import pytest
 import requests
-
 from conftest import run_botstate, start_server, stop_server
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
 
@@ -13,7 +12,7 @@ FLASK = ["-m", "flask", "--app", "app:create_app"]
 
 # States that a careless copy would change: key order, unicode, escapes, big and tiny numbers.
 STATES = [
-    {"z": 1, "a": {"y": [3, 2, 1], "b": None}, "m": "日本語 é \u0000 \"quoted\" \\ /"},
+    {"z": 1, "a": {"y": [3, 2, 1], "b": None}, "m": '日本語 é \u0000 "quoted" \\ /'},
     {"big": 123456789012345678901234567890, "tiny": 1e-300, "neg": -0.0, "f": 1.5, "e": 2.5e20},
     {"nested": [[[{"deep": True}]], []], "empty": {}, "emoji": "📈"},
 ]
@@ -25,7 +24,12 @@ WRITES = [
     [(ACCOUNT_1, TICKER_AAPL, 2), (ACCOUNT_1, TICKER_MSFT, 0)],
     [(ACCOUNT_0, TICKER_AAPL, 2)],
 ]
-STORED = {(ACCOUNT_0, TICKER_AAPL): 2, (ACCOUNT_0, TICKER_MSFT): 1, (ACCOUNT_1, TICKER_AAPL): 2, (ACCOUNT_1, TICKER_MSFT): 0}
+STORED = {
+    (ACCOUNT_0, TICKER_AAPL): 2,
+    (ACCOUNT_0, TICKER_MSFT): 1,
+    (ACCOUNT_1, TICKER_AAPL): 2,
+    (ACCOUNT_1, TICKER_MSFT): 0,
+}
 
 
 def flask(database, *args):
@@ -39,7 +43,7 @@ def populate(database):
     """Two bots (one mid-rotation, so with two keys), accounts, tickers and states written over HTTP."""
     bot = json.loads(flask(database, "bots", "create", "alpha", "--name", "Alpha Ünïcode", "--json").stdout)
     flask(database, "bots", "create", "beta", "--json")
-    flask(database, "accounts", "add", "--id", ACCOUNT_0, "--name", "Alice, \"the\" trader")
+    flask(database, "accounts", "add", "--id", ACCOUNT_0, "--name", 'Alice, "the" trader')
     flask(database, "accounts", "add", "--id", ACCOUNT_1)
     flask(database, "tickers", "add", "AAPL", "--id", TICKER_AAPL)
     flask(database, "tickers", "add", "MSFT", "--id", TICKER_MSFT)
@@ -111,7 +115,11 @@ def test_an_export_file_is_private_and_stdout_gets_the_same_lines(tmp_path, data
     assert "Exported 2 rows (1 bot, 1 key, 0 accounts, 0 tickers, 0 states)" in completed.stderr
     assert flask(database, "states", "export").stdout.encode() == path.read_bytes()
     summary = json.loads(flask(database, "states", "export", "-o", str(path), "--json").stdout)
-    assert summary == {"exported": {"bot": 1, "key": 1, "account": 0, "ticker": 0, "state": 0}, "total": 2, "file": str(path)}
+    assert summary == {
+        "exported": {"bot": 1, "key": 1, "account": 0, "ticker": 0, "state": 0},
+        "total": 2,
+        "file": str(path),
+    }
     refused = run_botstate([*FLASK, "states", "export", "--json"], **database)
     assert refused.returncode == 2 and "--json needs --output FILE" in refused.stderr
 
@@ -129,21 +137,115 @@ BOT = {"kind": "bot", "id": ACCOUNT_0, "slug": "alpha", "name": "Alpha", "create
 BAD_LINES = [
     ("not json", b"{nope", "line 2: not JSON"),
     ("not an object", b"[1]", "line 2: not a JSON object"),
-    ("unknown kind", json.dumps({**BOT, "kind": "robot"}).encode(), "line 2: kind must be one of bot, key, account, ticker, state, got 'robot'"),
-    ("missing field", json.dumps({k: v for k, v in BOT.items() if k != "name"}).encode(), "line 2: a bot record has the fields id, slug, name, createdAt; missing name"),
-    ("unknown field", json.dumps({**BOT, "colour": "red"}).encode(), "line 2: a bot record has the fields id, slug, name, createdAt; unknown colour"),
+    (
+        "unknown kind",
+        json.dumps({**BOT, "kind": "robot"}).encode(),
+        "line 2: kind must be one of bot, key, account, ticker, state, got 'robot'",
+    ),
+    (
+        "missing field",
+        json.dumps({k: v for k, v in BOT.items() if k != "name"}).encode(),
+        "line 2: a bot record has the fields id, slug, name, createdAt; missing name",
+    ),
+    (
+        "unknown field",
+        json.dumps({**BOT, "colour": "red"}).encode(),
+        "line 2: a bot record has the fields id, slug, name, createdAt; unknown colour",
+    ),
     ("bad uuid", json.dumps({**BOT, "id": "42"}).encode(), "line 2: id '42' is not valid"),
     ("bad time", json.dumps({**BOT, "createdAt": "yesterday"}).encode(), "line 2: createdAt 'yesterday' is not valid"),
     ("bad slug", json.dumps({**BOT, "slug": "a b"}).encode(), "line 2: slug 'a b' is not valid"),
-    ("bad version", json.dumps({"kind": "state", "id": ACCOUNT_0, "botId": ACCOUNT_0, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": {}, "version": 0, "createdAt": BOT["createdAt"], "updatedAt": BOT["createdAt"]}).encode(), "line 2: version must be an integer from 1 to 9007199254740992, got 0"),
-    ("no such day", json.dumps({**BOT, "createdAt": "2026-02-30T10:00:00.000Z"}).encode(), "line 2: createdAt '2026-02-30T10:00:00.000Z' is not valid"),
-    ("hour 24", json.dumps({**BOT, "createdAt": "2026-01-01T24:00:00.000Z"}).encode(), "line 2: createdAt '2026-01-01T24:00:00.000Z' is not valid"),
-    ("control character in a name", json.dumps({**BOT, "name": "a\u0000b"}).encode(), "line 2: name 'a\\x00b' is not valid"),
+    (
+        "bad version",
+        json.dumps(
+            {
+                "kind": "state",
+                "id": ACCOUNT_0,
+                "botId": ACCOUNT_0,
+                "accountId": ACCOUNT_0,
+                "tickerId": TICKER_AAPL,
+                "state": {},
+                "version": 0,
+                "createdAt": BOT["createdAt"],
+                "updatedAt": BOT["createdAt"],
+            }
+        ).encode(),
+        "line 2: version must be an integer from 1 to 9007199254740992, got 0",
+    ),
+    (
+        "no such day",
+        json.dumps({**BOT, "createdAt": "2026-02-30T10:00:00.000Z"}).encode(),
+        "line 2: createdAt '2026-02-30T10:00:00.000Z' is not valid",
+    ),
+    (
+        "hour 24",
+        json.dumps({**BOT, "createdAt": "2026-01-01T24:00:00.000Z"}).encode(),
+        "line 2: createdAt '2026-01-01T24:00:00.000Z' is not valid",
+    ),
+    (
+        "control character in a name",
+        json.dumps({**BOT, "name": "a\u0000b"}).encode(),
+        "line 2: name 'a\\x00b' is not valid",
+    ),
     ("slug too long", json.dumps({**BOT, "slug": "s" * 101}).encode(), f"line 2: slug '{'s' * 80}' is not valid"),
-    ("state not an object", json.dumps({"kind": "state", "id": ACCOUNT_0, "botId": ACCOUNT_0, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": [1], "version": 1, "createdAt": BOT["createdAt"], "updatedAt": BOT["createdAt"]}).encode(), "line 2: state must be a JSON object"),
-    ("state too deep", json.dumps({"kind": "state", "id": ACCOUNT_0, "botId": ACCOUNT_0, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": nested(300), "version": 1, "createdAt": BOT["createdAt"], "updatedAt": BOT["createdAt"]}).encode(), "line 2: state is nested more than 254 levels deep"),
-    ("missing references", json.dumps({"kind": "state", "id": ACCOUNT_0, "botId": ACCOUNT_0, "accountId": ACCOUNT_1, "tickerId": TICKER_AAPL, "state": {}, "version": 1, "createdAt": BOT["createdAt"], "updatedAt": BOT["createdAt"]}).encode(), "state " + ACCOUNT_0 + " names a bot, account or ticker that is neither before it in the file nor in the database"),
-    ("slug taken by another bot", json.dumps({**BOT, "id": ACCOUNT_1}).encode(), "bot alpha clashes with another bot in the database (same slug or symbol, another id)"),
+    (
+        "state not an object",
+        json.dumps(
+            {
+                "kind": "state",
+                "id": ACCOUNT_0,
+                "botId": ACCOUNT_0,
+                "accountId": ACCOUNT_0,
+                "tickerId": TICKER_AAPL,
+                "state": [1],
+                "version": 1,
+                "createdAt": BOT["createdAt"],
+                "updatedAt": BOT["createdAt"],
+            }
+        ).encode(),
+        "line 2: state must be a JSON object",
+    ),
+    (
+        "state too deep",
+        json.dumps(
+            {
+                "kind": "state",
+                "id": ACCOUNT_0,
+                "botId": ACCOUNT_0,
+                "accountId": ACCOUNT_0,
+                "tickerId": TICKER_AAPL,
+                "state": nested(300),
+                "version": 1,
+                "createdAt": BOT["createdAt"],
+                "updatedAt": BOT["createdAt"],
+            }
+        ).encode(),
+        "line 2: state is nested more than 254 levels deep",
+    ),
+    (
+        "missing references",
+        json.dumps(
+            {
+                "kind": "state",
+                "id": ACCOUNT_0,
+                "botId": ACCOUNT_0,
+                "accountId": ACCOUNT_1,
+                "tickerId": TICKER_AAPL,
+                "state": {},
+                "version": 1,
+                "createdAt": BOT["createdAt"],
+                "updatedAt": BOT["createdAt"],
+            }
+        ).encode(),
+        "state "
+        + ACCOUNT_0
+        + " names a bot, account or ticker that is neither before it in the file nor in the database",
+    ),
+    (
+        "slug taken by another bot",
+        json.dumps({**BOT, "id": ACCOUNT_1}).encode(),
+        "bot alpha clashes with another bot in the database (same slug or symbol, another id)",
+    ),
 ]
 
 

@@ -1,0 +1,97 @@
+"""The values storage takes and gives, and the errors it raises: shared by the interface and its backends."""
+
+import dataclasses
+import enum
+
+# Hex digits of a key's hash shown to tell keys apart (`bots keys`).
+KEY_FINGERPRINT_LENGTH = 12
+# A page of states is counted as its states' bytes and this many more per row (its
+# ids, version and times as JSON); it ends past DEFAULT_PAGE_BYTES unless told otherwise.
+PAGE_ROW_OVERHEAD = 256
+DEFAULT_PAGE_BYTES = 4 * 1024 * 1024
+
+
+class StorageError(Exception):
+    """Base class of the errors the storage layer raises."""
+
+
+class DatabaseBusy(StorageError):
+    """The write lock could not be had within the busy timeout."""
+
+
+class DatabaseUnavailable(StorageError):
+    """The database file cannot be opened, read or written."""
+
+
+class Conflict(StorageError):
+    """A unique key (slug, id, symbol) is already taken."""
+
+
+class NotFound(StorageError):
+    """The named row does not exist."""
+
+
+class StaleKey(StorageError):
+    """The bot's key changed after the request authenticated with the old one."""
+
+
+class ItemError(enum.Enum):
+    """Why one item of a bulk write failed; the value is the client-facing message."""
+
+    TICKER_NOT_FOUND = "Ticker not found"
+    ACCOUNT_NOT_FOUND = "Account not found"
+    STATE_TOO_LARGE = "State exceeds {max_state_bytes} bytes"
+    FAILED = "Failed to update state"
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionConflict:
+    """A write or delete whose expected version is not the stored one (0: no row)."""
+
+    expected: object
+    found: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """A bot and the hash of the key a request proved it holds: what storage acts for a bot with.
+
+    Only authentication makes one (api.authenticated); every storage call that
+    reads or writes a bot's states checks again that the key still works.
+    """
+
+    bot_id: str
+    key_hash: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StateWrite:
+    """One state to write: canonical lowercase ids, the state (or merge patch) as JSON text,
+    and the version the row must have (0: must not exist; None: any)."""
+
+    account_id: str
+    ticker_id: str
+    state_json: str
+    expected_version: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StateRow:
+    """A stored state row; the state is the stored JSON text."""
+
+    id: str
+    bot_id: str
+    account_id: str
+    ticker_id: str
+    state_json: str
+    version: int
+    created_at: str
+    updated_at: str
+
+
+def state_row(columns):
+    """The StateRow of a row read as a mapping of STATE_COLUMNS' names."""
+    return StateRow(**{name: columns[name] for name in STATE_ROW_FIELDS})
+
+
+STATE_ROW_FIELDS = tuple(field.name for field in dataclasses.fields(StateRow))
