@@ -1,36 +1,19 @@
 """The HTTP API blueprint: write, merge, read, page and delete bot state; the health check."""
 
-import contextlib
 import logging
 import re
 from collections import Counter
 
 from flask import Blueprint, current_app, g, jsonify, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException
 
 import jsoncodec
-import keys
-import ratelimit
 import writebody
+from auth import bot_endpoint, storage
 from errors import APIError, bad_request
-from schemas import (
-    INVALID_SLUG,
-    StateKeySchema,
-    StateQuerySchema,
-    encode_cursor,
-    first_param_error,
-    is_valid_slug,
-)
-from storage import (
-    ItemError,
-    NotFound,
-    StaleKey,
-    StateRow,
-    StateWrite,
-    StorageError,
-    VersionConflict,
-)
+from schemas import StateKeySchema, StateQuerySchema, encode_cursor, first_param_error
+from storage import ItemError, StateRow, StateWrite, StorageError, VersionConflict
+from views import row_json
 
 log = logging.getLogger("botstate")
 
@@ -38,100 +21,6 @@ bp = Blueprint("api", __name__)
 
 STATE_QUERY = StateQuerySchema()
 STATE_KEY = StateKeySchema()
-
-
-def storage():
-    """The storage backend of the running app."""
-    return current_app.extensions["botstate.storage"]
-
-
-def bot_not_found(slug):
-    """The spec's 404 for an unknown bot."""
-    return APIError(404, f"Bot with slug '{slug}' not found", "NOT_FOUND")
-
-
-def invalid_key():
-    """The spec's 403 for a key that is not the bot's."""
-    return APIError(403, "Invalid API key for this bot")
-
-
-# Bots remembered per slug: (bot id, its working keys) as last read. A remembered
-# login saves a read per request; it is never the last word, since every storage
-# call made with it checks the key again (see as_bot).
-REMEMBERED_BOTS_MAX = 10_000
-
-
-def remembered_bots():
-    """The app's slug -> (bot id, keys) memory, keys as storage.find_bot_credentials gives them."""
-    return current_app.extensions.setdefault("botstate.bots", {})
-
-
-def authenticate(slug, fresh=False):
-    """(bot id, key hash) of the bot `slug` names, once the x-api-key header proves the caller is it.
-
-    Without `fresh`, a bot remembered from an earlier request is not read again.
-    """
-    if not is_valid_slug(slug):
-        raise bad_request(INVALID_SLUG)
-    g.bot_slug = slug
-    api_key = request.headers.get("x-api-key", "")
-    if not api_key.strip():
-        raise APIError(401, "API key required. Include x-api-key header.")
-    key_hash = keys.hash_key(api_key)
-    bots = remembered_bots()
-    remembered = None if fresh else bots.get(slug)
-    if remembered is None or not keys.works(key_hash, remembered[1]):
-        remembered = storage().find_bot_credentials(slug)
-        if remembered is None:
-            bots.pop(slug, None)
-            raise bot_not_found(slug)
-        if len(bots) >= REMEMBERED_BOTS_MAX:
-            bots.clear()
-        bots[slug] = remembered
-        if not keys.works(key_hash, remembered[1]):
-            raise invalid_key()
-    storage().record_key_use(remembered[0], key_hash)
-    return remembered[0], key_hash
-
-
-def as_bot(slug, bot_id, key_hash, call, *args, **kwargs):
-    """call(bot_id, key_hash, ...), a storage call that checks the key itself; should it
-    find the bot gone or re-keyed, answer what a fresh authentication says."""
-    try:
-        return call(bot_id, key_hash, *args, **kwargs)
-    except (NotFound, StaleKey):
-        pass
-    bot_id, key_hash = authenticate(slug, fresh=True)  # 404 or 403, unless it changed back
-    try:
-        return call(bot_id, key_hash, *args, **kwargs)
-    except NotFound:
-        raise bot_not_found(slug) from None
-    except StaleKey:
-        raise invalid_key() from None
-
-
-@contextlib.contextmanager
-def outranked_by_authentication(slug):
-    """Let a bad request through only once a fresh read confirms the key: 404 and 403 come first."""
-    try:
-        yield
-    except (APIError, HTTPException):
-        authenticate(slug, fresh=True)
-        raise
-
-
-def admit(slug):
-    """What authenticate(slug) returns, once the request is counted against the bot's rate limit.
-
-    Only a request that proved its key counts, so nobody else can use up a bot's budget.
-    """
-    bot_id, key_hash = authenticate(slug)
-    try:
-        ratelimit.count_request()
-    except HTTPException:  # the 429; a key rotated away since the bot was remembered gets its 403
-        authenticate(slug, fresh=True)
-        raise
-    return bot_id, key_hash
 
 
 def state_updates(merge):
@@ -163,20 +52,6 @@ def load_params(schema, data):
         raise bad_request(first_param_error(error.messages, schema)) from None
 
 
-def row_json(row):
-    """A stored state row as the API shows it: the state is the stored JSON text, as is."""
-    return {
-        "id": row.id,
-        "botId": row.bot_id,
-        "userBrokerAccountId": row.account_id,
-        "tickerId": row.ticker_id,
-        "state": jsoncodec.Raw(row.state_json),
-        "version": row.version,
-        "createdAt": row.created_at,
-        "updatedAt": row.updated_at,
-    }
-
-
 def etag(version):
     """The strong validator of a row: its quoted version."""
     return f'"{version}"'
@@ -199,11 +74,9 @@ def item_error(account_id, ticker_id, index, outcome):
     }
 
 
-def write_states(slug, merge):
+def write_states(bot, merge):
     """Validate the items, write each independently, and answer the spec's bulk response."""
-    bot_id, key_hash = admit(slug)
-    with outranked_by_authentication(slug):
-        updates = state_updates(merge)
+    updates = state_updates(merge)
     max_state_bytes = current_app.config["MAX_STATE_BYTES"]
     too_large = None
     if any(update["state"] is None for update in updates):
@@ -218,15 +91,7 @@ def write_states(slug, merge):
         for update in updates
     ]
     updates = [(update["accountId"], update["tickerId"]) for update in updates]
-    outcomes = as_bot(
-        slug,
-        bot_id,
-        key_hash,
-        storage().write_states,
-        writes,
-        merge=merge,
-        max_state_bytes=max_state_bytes,
-    )
+    outcomes = bot.call(storage().write_states, writes, merge=merge, max_state_bytes=max_state_bytes)
     results = []
     for index, ((account_id, ticker_id), outcome) in enumerate(zip(updates, outcomes, strict=False)):
         if not isinstance(outcome, StateRow):
@@ -248,38 +113,39 @@ def write_states(slug, merge):
 
 
 @bp.post("/api/bots/<slug>/state", provide_automatic_options=False)
-def replace_states(slug):
+@bot_endpoint
+def replace_states(bot):
     """Upsert each (account, ticker) state, replacing what was stored."""
-    return write_states(slug, merge=False)
+    return write_states(bot, merge=False)
 
 
 @bp.patch("/api/bots/<slug>/state", provide_automatic_options=False)
-def merge_states(slug):
+@bot_endpoint
+def merge_states(bot):
     """Apply each state as an RFC 7396 merge patch to what was stored (or to {})."""
-    return write_states(slug, merge=True)
+    return write_states(bot, merge=True)
 
 
 @bp.get("/api/bots/<slug>/state", provide_automatic_options=False)
-def list_states(slug):
+@bot_endpoint
+def list_states(bot):
     """A page of the bot's states, filtered, in a stable order, with the cursor of the next."""
-    bot_id, key_hash = admit(slug)
-    with outranked_by_authentication(slug):
-        query = load_params(STATE_QUERY, request.args.to_dict(flat=True))
-    rows, more = as_bot(slug, bot_id, key_hash, list_own_states, query)
+    query = load_params(STATE_QUERY, request.args.to_dict(flat=True))
+    rows, more = bot.call(list_own_states, query)
     next_cursor = encode_cursor(rows[-1].account_id, rows[-1].ticker_id) if more else None
     return jsonify(data=[row_json(row) for row in rows], nextCursor=next_cursor)
 
 
-def list_own_states(bot_id, key_hash, query):
+def list_own_states(credentials, query):
     """storage.list_states() for the bot's loaded query, while its key works."""
     return storage().list_states(
-        bot_id,
+        None,
         query["limit"],
         account_id=query.get("accountId"),
         ticker_id=query.get("tickerId"),
         updated_since=query.get("updatedSince"),
         after=query.get("cursor"),
-        key_hash=key_hash,
+        credentials=credentials,
         max_bytes=current_app.config["MAX_PAGE_BYTES"],
     )
 
@@ -296,12 +162,11 @@ def state_not_found():
 
 
 @bp.get("/api/bots/<slug>/state/<account_id>/<ticker_id>", provide_automatic_options=False)
-def get_state(slug, account_id, ticker_id):
+@bot_endpoint
+def get_state(bot, account_id, ticker_id):
     """One state row, with its version as ETag; 304 when If-None-Match has it."""
-    bot_id, key_hash = admit(slug)
-    with outranked_by_authentication(slug):
-        key = state_key(account_id, ticker_id)
-    row = as_bot(slug, bot_id, key_hash, storage().read_state, *key)
+    key = state_key(account_id, ticker_id)
+    row = bot.call(storage().read_state, *key)
     if row is None:
         raise state_not_found()
     if if_none_match_names(request.headers.get("If-None-Match"), row.version):
@@ -371,13 +236,12 @@ def expected_by_if_match(header, found):
 
 
 @bp.delete("/api/bots/<slug>/state/<account_id>/<ticker_id>", provide_automatic_options=False)
-def delete_state(slug, account_id, ticker_id):
+@bot_endpoint
+def delete_state(bot, account_id, ticker_id):
     """Delete one state row; with If-Match, only while its version is one of those given."""
-    bot_id, key_hash = admit(slug)
-    with outranked_by_authentication(slug):
-        key = state_key(account_id, ticker_id)
+    key = state_key(account_id, ticker_id)
     expected = if_match_versions(request.headers.get("If-Match"))
-    outcome = as_bot(slug, bot_id, key_hash, storage().delete_state, *key, expected_versions=expected)
+    outcome = bot.call(storage().delete_state, *key, expected_versions=expected)
     if outcome is None:
         raise state_not_found()
     if isinstance(outcome, VersionConflict):

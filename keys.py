@@ -19,9 +19,9 @@ def hash_key(key):
 
 
 def works(key_hash, bot_keys):
-    """Whether `key_hash` is one of `bot_keys`, (hash, expiry as Unix time or None)
-    pairs, and not expired. Every hash is compared, each in constant time."""
-    now = time.time()
+    """Whether `key_hash` is one of `bot_keys`, (hash, expiry on time.monotonic()'s clock
+    or None) pairs, and not expired. Every hash is compared, each in constant time."""
+    now = time.monotonic()
     found = False
     for stored_hash, expires in bot_keys:
         if hmac.compare_digest(key_hash, stored_hash) and (expires is None or expires > now):

@@ -43,7 +43,7 @@ def count_request():
 
 
 def _bot_slug():
-    # api.authenticate sets it before count_request runs.
+    # auth.authenticate sets it before count_request runs.
     return g.bot_slug
 
 

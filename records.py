@@ -56,7 +56,7 @@ class VersionConflict:
 class Credentials:
     """A bot and the hash of the key a request proved it holds: what storage acts for a bot with.
 
-    Only authentication makes one (api.authenticated); every storage call that
+    Only authentication makes one (auth.authenticate); every storage call that
     reads or writes a bot's states checks again that the key still works.
     """
 
@@ -88,10 +88,3 @@ class StateRow:
     created_at: str
     updated_at: str
 
-
-def state_row(columns):
-    """The StateRow of a row read as a mapping of STATE_COLUMNS' names."""
-    return StateRow(**{name: columns[name] for name in STATE_ROW_FIELDS})
-
-
-STATE_ROW_FIELDS = tuple(field.name for field in dataclasses.fields(StateRow))

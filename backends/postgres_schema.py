@@ -3,6 +3,8 @@
 # Every function takes a psycopg 3 connection already inside a transaction, and leaves
 # the commit (or the rollback, after an error) to its caller.
 
+from records import StorageError
+
 # Any fixed number: held while migrating, so hosts starting together migrate once.
 MIGRATION_LOCK = 0x626F7473
 
@@ -140,7 +142,7 @@ _RECORD = "INSERT INTO botstate_migrations (name, applied_at) VALUES (%s, now())
 _NEW, _LEGACY, _CURRENT = "new", "legacy", "current"
 
 
-class SchemaError(RuntimeError):
+class SchemaError(StorageError):
     """A database whose schema botstate cannot carry forward; the message says why in one line."""
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import config  # noqa: E402
 import keys  # noqa: E402
 from app import create_app  # noqa: E402
-from storage import StateWrite  # noqa: E402
+from storage import Credentials, StateWrite  # noqa: E402
 
 THREADS = 4
 CONNECTIONS = 8
@@ -143,7 +143,7 @@ def make_database(database, prefill_rows=0):
                 StateWrite(a, t, json.dumps({"position": "long", "entryPrice": 145.0, "n": n}))
                 for n, (a, t) in enumerate(pairs[start : min(start + 1000, rows)], start)
             ]
-            storage.write_states(bot["id"], filler_hash, writes)
+            storage.write_states(Credentials(bot["id"], filler_hash), writes)
         prefill_rows -= rows
         filler += 1
     storage.close()

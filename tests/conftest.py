@@ -25,6 +25,19 @@ ROOT = Path(__file__).resolve().parent.parent
 RELIABILITY = collections.Counter()
 
 
+def pytest_sessionfinish(session):
+    """On a pytest-xdist worker: hand this worker's figures to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["reliability"] = dict(RELIABILITY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """On the pytest-xdist controller: add each worker's figures to the run's."""
+    RELIABILITY.update(getattr(node, "workeroutput", {}).get("reliability", {}))
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print the reliability figures of this run (docs/reliability.md quotes them)."""
     if RELIABILITY:
@@ -48,6 +61,10 @@ BACKENDS = [
 
 # For tests of what only PostgreSQL does: the backend fixture's PostgreSQL run alone (skipped without a server).
 POSTGRES_ONLY = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+
+# For tests whose answer does not depend on the backend (CLI arguments, help and output that no row
+# changes, the OpenAPI document): the backend fixture's SQLite run alone, under `make test-pg` too.
+BACKEND_INDEPENDENT = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 
 def pytest_configure(config):
@@ -259,7 +276,7 @@ def holding_write_lock(database):
 
 def settings_of(storage):
     """The database settings (as the `database` fixture gives them) of a storage object."""
-    return {"DATABASE_URL": storage.url} if hasattr(storage, "url") else {"DATABASE": storage.path}
+    return {"DATABASE_URL": storage.url} if storage.dialect.name == "postgresql" else {"DATABASE": storage.path}
 
 
 def stored_bytes(database):

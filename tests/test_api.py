@@ -2,7 +2,7 @@ import json
 import shutil
 
 import pytest
-from conftest import holding_write_lock, settings_of
+from conftest import BACKEND_INDEPENDENT, holding_write_lock, settings_of
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
 
 from app import create_app
@@ -158,6 +158,7 @@ def test_healthz_reports_a_database_that_cannot_be_opened(tmp_path):
         ("POST", "/api/bots//state", 404, "NOT_FOUND"),
     ),
 )
+@BACKEND_INDEPENDENT
 def test_routing_errors_are_json(client, method, path, status, code):
     response = client.open(path, method=method)
     assert response.status_code == status

@@ -11,7 +11,7 @@ import requests
 from conftest import POSTGRES_ONLY, RELIABILITY, register_ids, run_botstate, start_server, stop_server, stored_rows
 from spec_data import ACCOUNT_0, TICKER_AAPL, item
 
-from storage import SQLiteStorage
+from backends.sqlite import SQLiteStorage
 
 FLASK = ["-m", "flask", "--app", "app:create_app"]
 SQLITE_FILE = pytest.mark.sqlite_only("backups copy SQLite's file; on PostgreSQL they are pg_dump's job")

@@ -13,12 +13,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import botstate_env, execute_sql, settings_of, stored_bytes
+from conftest import BACKEND_INDEPENDENT, botstate_env, execute_sql, settings_of, stored_bytes
 from spec_data import ACCOUNT_0, ACCOUNT_1, ACCOUNT_2, TICKER_AAPL, TICKER_MSFT, item
 
 import keys
 from app import create_app
-from storage import StateWrite
+from storage import Credentials, StateWrite
 
 ROOT = Path(__file__).resolve().parent.parent
 OTHER_UUID = "123e4567-e89b-12d3-a456-426614174999"
@@ -98,7 +98,7 @@ def database_bytes(storage):
 
 def database_dump(storage):
     """Every row of every table, as text."""
-    if hasattr(storage, "path"):
+    if storage.dialect.name == "sqlite":
         with contextlib.closing(sqlite3.connect(storage.path)) as conn:
             return "\n".join(conn.iterdump())
     return stored_bytes(settings_of(storage)).decode()
@@ -178,6 +178,7 @@ def test_bots_create_duplicate_slug_fails(runner, storage, bot, json_flag):
 
 @JSON_OR_TEXT
 @pytest.mark.parametrize("slug", ["bad slug", "a/b", "", "dot.ted", "new\nline", "caf\u00e9", "s" * 101])
+@BACKEND_INDEPENDENT
 def test_bots_create_invalid_slug_fails(runner, storage, slug, json_flag):
     assert_error(cli(runner, "bots", "create", slug, *json_flag))
     assert storage.count_bots() == 0
@@ -185,6 +186,7 @@ def test_bots_create_invalid_slug_fails(runner, storage, slug, json_flag):
 
 @JSON_OR_TEXT
 @pytest.mark.parametrize("name", ["bell\x07", "n" * 201])
+@BACKEND_INDEPENDENT
 def test_bots_create_invalid_name_fails(runner, storage, name, json_flag):
     assert_error(cli(runner, "bots", "create", "alpha", "--name", name, *json_flag), "name")
     assert storage.count_bots() == 0
@@ -297,6 +299,7 @@ def test_bots_rotate_key_reports_when_the_last_old_key_stops(runner, bot, before
     assert len(ends) == (2 if old_keys_stop else 0)
 
 
+@BACKEND_INDEPENDENT
 def test_bots_rotate_key_refuses_a_negative_grace(runner, storage, bot):
     result = cli(runner, "bots", "rotate-key", "my-bot", "--grace", "-1")
     assert result.exit_code == 2 and "--grace" in result.stderr
@@ -440,6 +443,7 @@ def test_accounts_add_stores_uppercase_id_lowercase(runner, storage, json_flag):
 
 @JSON_OR_TEXT
 @pytest.mark.parametrize("bad_id", BAD_UUIDS)
+@BACKEND_INDEPENDENT
 def test_accounts_add_invalid_id_fails(runner, storage, bad_id, json_flag):
     assert_error(cli(runner, "accounts", "add", "--id", bad_id, *json_flag), "--id")
     assert account_ids(storage) == []
@@ -530,12 +534,14 @@ def test_accounts_import_reads_stdin_for_dash(runner, storage, json_flag):
         "multi-line-records",
     ],
 )
+@BACKEND_INDEPENDENT
 def test_accounts_import_bad_line_names_it_and_imports_nothing(runner, storage, tmp_path, text, line, json_flag):
     path = write(tmp_path, text)
     assert_error(cli(runner, "accounts", "import", path, *json_flag), f"line {line}")
     assert account_ids(storage) == []
 
 
+@BACKEND_INDEPENDENT
 def test_accounts_import_bad_line_on_real_stdin(storage):
     """`flask accounts import -` in a real process names the bad stdin line and imports nothing.
 
@@ -654,6 +660,7 @@ def test_tickers_add_duplicate_fails(runner, storage, symbol, ticker_id, json_fl
 
 @JSON_OR_TEXT
 @pytest.mark.parametrize("symbol", ["", "A B", "A,B", "X" * 33, "TAB\tX"])
+@BACKEND_INDEPENDENT
 def test_tickers_add_invalid_symbol_fails(runner, storage, symbol, json_flag):
     assert_error(cli(runner, "tickers", "add", symbol, *json_flag), "symbol")
     assert tickers_by_symbol(storage) == {}
@@ -661,6 +668,7 @@ def test_tickers_add_invalid_symbol_fails(runner, storage, symbol, json_flag):
 
 @JSON_OR_TEXT
 @pytest.mark.parametrize("bad_id", BAD_UUIDS)
+@BACKEND_INDEPENDENT
 def test_tickers_add_invalid_id_fails(runner, storage, bad_id, json_flag):
     assert_error(cli(runner, "tickers", "add", "AAPL", "--id", bad_id, *json_flag), "--id")
     assert tickers_by_symbol(storage) == {}
@@ -747,6 +755,7 @@ def test_tickers_import_conflict_after_many_rows_imports_nothing(runner, storage
     ],
     ids=["bad-id", "bad-symbol", "same-symbol-two-ids", "empty-symbol", "after-a-multi-line-cell"],
 )
+@BACKEND_INDEPENDENT
 def test_tickers_import_bad_line_names_it_and_imports_nothing(runner, storage, tmp_path, text, line, json_flag):
     assert_error(cli(runner, "tickers", "import", write(tmp_path, text), *json_flag), f"line {line}")
     assert tickers_by_symbol(storage) == {}
@@ -815,10 +824,12 @@ EXPECTED_COMMANDS = {
 }
 
 
+@BACKEND_INDEPENDENT
 def test_every_documented_command_is_registered(app):
     assert {path for path, _ in leaf_commands(app.cli)} == EXPECTED_COMMANDS
 
 
+@BACKEND_INDEPENDENT
 def test_every_command_has_help_mentioning_json(app, runner):
     for path, command in leaf_commands(app.cli):
         result = cli(runner, *path, "--help")
@@ -830,6 +841,7 @@ def test_every_command_has_help_mentioning_json(app, runner):
 
 
 @pytest.mark.parametrize("group", ["bots", "accounts", "tickers", "states"])
+@BACKEND_INDEPENDENT
 def test_every_group_has_help_listing_its_commands(app, runner, group):
     result = cli(runner, group, "--help")
     assert result.exit_code == 0
@@ -873,6 +885,7 @@ def test_errors_are_one_line_on_stderr(runner, tmp_path, bot, registered, args, 
 
 
 @pytest.mark.parametrize("group", ("accounts", "tickers"))
+@BACKEND_INDEPENDENT
 def test_import_of_a_file_that_is_not_utf8_is_one_line(runner, tmp_path, group):
     # Regression: a UnicodeDecodeError traceback instead of an error line.
     path = tmp_path / "latin1.csv"
@@ -945,7 +958,7 @@ def test_states_show_is_bounded_by_its_limit_not_by_the_api_page_bytes(runner, s
         storage.add_account(account, None)
     storage.add_ticker("AAPL", TICKER_AAPL)
     writes = [StateWrite(account, TICKER_AAPL, '{"p":"%s"}' % ("x" * 60_000)) for account in accounts]
-    storage.write_states(bot["id"], bot["keyHash"], writes, max_state_bytes=65536)
+    storage.write_states(Credentials(bot["id"], bot["keyHash"]), writes, max_state_bytes=65536)
     assert len(json_output(cli(runner, "states", "show", "my-bot", "--limit", "100", "--json"))) == 100
 
 
@@ -980,6 +993,6 @@ def test_states_show_with_nothing_stored_says_so(runner, bot):
     ),
 )
 def test_ages_are_in_the_largest_whole_unit(seconds, shown_as):
-    from cli import age
+    from cli.states import age
 
     assert age("2026-01-01T00:00:00.000Z", 1767225600 + seconds) == shown_as

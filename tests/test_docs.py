@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from conftest import ROOT, botstate_env
+from conftest import BACKEND_INDEPENDENT, ROOT, botstate_env
 
 import config
 
@@ -76,6 +76,7 @@ def test_readme_starts_with_the_two_commands():
     assert [line.split()[:2] for line in first_block.strip().splitlines()] == [["make", "run"], ["make", "test"]]
 
 
+@BACKEND_INDEPENDENT
 def test_every_cli_command_is_in_the_cli_page_with_help(app):
     commands = dict(all_commands(app))
     table = re.findall(r"^\| `flask ((?:[a-z][a-z-]* ?)+)", page("cli.md"), re.M)
@@ -85,6 +86,7 @@ def test_every_cli_command_is_in_the_cli_page_with_help(app):
         assert "--json" in [opt for param in command.params for opt in param.opts], name
 
 
+@BACKEND_INDEPENDENT
 def test_every_flask_command_the_docs_name_exists(app):
     commands = dict(all_commands(app))
     groups = {name.split()[0] for name in commands if " " in name}

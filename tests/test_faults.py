@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from spec_data import ACCOUNT_0, TICKER_AAPL, TICKER_UNKNOWN, item
+from spec_data import ACCOUNT_0, TICKER_AAPL, item
 
 from keys import generate_key, hash_key
 
@@ -141,38 +141,6 @@ def test_a_remembered_login_of_a_deleted_bot_answers_404_before_400(configured, 
         404,
         {"error": "Bot with slug 'b' not found", "code": "NOT_FOUND"},
     )
-
-
-@pytest.mark.sqlite_only("SQLite's file and write lock")
-@pytest.mark.parametrize("gap", ("key rotated", "database locked elsewhere"))
-def test_a_bulk_write_that_stored_some_items_answers_for_all_of_them(configured, monkeypatch, gap):
-    # Regression: items the one-statement bulk write left went to a transaction of
-    # their own, which could answer 403 or 503 after the others were stored.
-    client, bot, storage = configured(BUSY_TIMEOUT_MS=200)
-    holder = sqlite3.connect(storage.path, isolation_level=None)
-    bulk_write = storage._replace_checked
-
-    def then_gap(*args, **kwargs):
-        outcomes = bulk_write(*args, **kwargs)
-        if gap == "key rotated":
-            storage.replace_bot_key("b", hash_key(generate_key()))
-        else:
-            holder.execute("BEGIN IMMEDIATE")
-        return outcomes
-
-    monkeypatch.setattr(storage, "_replace_checked", then_gap)
-    try:
-        response = post(client, bot, [item(state={"v": 1}), item(ticker=TICKER_UNKNOWN)])
-    finally:
-        if holder.in_transaction:
-            holder.execute("ROLLBACK")
-        holder.close()
-    results = response.get_json()["results"]
-    assert response.status_code == 200
-    assert [r["status"] for r in results] == ["success", "error"]
-    assert results[1]["error"] == "Ticker not found"
-    rows = storage.list_states(storage.get_bot("b")["id"], 10)[0]
-    assert [row.state_json for row in rows] == ['{"v":1}']
 
 
 def wait_for_status(client, bot, status, seconds=10):

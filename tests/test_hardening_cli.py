@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, botstate_env, run_botstate
+from conftest import BACKEND_INDEPENDENT, ROOT, botstate_env, run_botstate
 
-import cli
-from storage import SQLiteStorage
+from backends.sqlite import SQLiteStorage
+from cli import common as cli
 
 FLASK_EXE = str(Path(sys.executable).parent / "flask")
 SQLITE_FILE = pytest.mark.sqlite_only("about SQLite's own files")
@@ -87,6 +87,7 @@ def test_a_group_without_a_command_still_shows_its_help(tmp_path):
     assert "rotate-key" in done.stderr + done.stdout
 
 
+@BACKEND_INDEPENDENT
 def test_every_botstate_command_and_group_shows_usage_errors_as_one_line(app):
     """So that a command added later, or a new root command, cannot forget it."""
 

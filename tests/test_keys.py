@@ -1,5 +1,6 @@
 """Key rotation with a grace period, revocation, and each key's last use, against a real server."""
 
+import inspect
 import json
 import sqlite3
 import subprocess
@@ -12,9 +13,10 @@ from conftest import ROOT, botstate_env, execute_sql, holding_write_lock, start_
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, item
 
 import keys
-from storage import DatabaseBusy, StaleKey, StateWrite, open_storage
+import storage as storage_interface
+from storage import Credentials, DatabaseBusy, StaleKey, StateWrite, open_storage
 
-LATER, EARLIER = time.time() + 3600, time.time() - 1
+LATER, EARLIER = time.monotonic() + 3600, time.monotonic() - 1
 
 
 @pytest.mark.parametrize(
@@ -56,27 +58,34 @@ def expire_old_keys(database):
 
 # Every storage call that takes the key a request authenticated with, and so checks it in SQL.
 KEY_CHECKED_CALLS = {
-    "replace one": lambda s, bot, key: s.write_states(bot, key, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}")]),
-    "merge one": lambda s, bot, key: s.write_states(bot, key, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}")], merge=True),
+    "replace one": lambda s, bot, key: s.write_states(
+        Credentials(bot, key), [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}")]
+    ),
+    "merge one": lambda s, bot, key: s.write_states(
+        Credentials(bot, key), [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}")], merge=True
+    ),
     "replace many": lambda s, bot, key: s.write_states(
-        bot, key, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}"), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}")]
+        Credentials(bot, key), [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}"), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}")]
     ),
     "merge many": lambda s, bot, key: s.write_states(
-        bot, key, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}"), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}")], merge=True
+        Credentials(bot, key),
+        [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}"), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}")],
+        merge=True,
     ),
     "replace with versions": lambda s, bot, key: s.write_states(
-        bot, key, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}", 1), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}", 1)]
+        Credentials(bot, key),
+        [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}", 1), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}", 1)],
     ),
-    "read one": lambda s, bot, key: s.read_state(bot, key, ACCOUNT_0, TICKER_AAPL),
-    "list": lambda s, bot, key: s.list_states(bot, 10, key_hash=key),
-    "list empty": lambda s, bot, key: s.list_states(bot, 10, account_id=ACCOUNT_1, key_hash=key),
-    "delete": lambda s, bot, key: s.delete_state(bot, key, ACCOUNT_0, TICKER_AAPL),
+    "read one": lambda s, bot, key: s.read_state(Credentials(bot, key), ACCOUNT_0, TICKER_AAPL),
+    "list": lambda s, bot, key: s.list_states(None, 10, credentials=Credentials(bot, key)),
+    "list empty": lambda s, bot, key: s.list_states(None, 10, account_id=ACCOUNT_1, credentials=Credentials(bot, key)),
+    "delete": lambda s, bot, key: s.delete_state(Credentials(bot, key), ACCOUNT_0, TICKER_AAPL),
 }
 
 
 @pytest.mark.parametrize("call", KEY_CHECKED_CALLS.values(), ids=KEY_CHECKED_CALLS.keys())
 def test_every_key_check_refuses_a_key_past_its_grace(database, storage, bot, registered, call):
-    storage.write_states(bot["id"], bot["keyHash"], [StateWrite(ACCOUNT_0, TICKER_AAPL, '{"v":1}')])
+    storage.write_states(Credentials(bot["id"], bot["keyHash"]), [StateWrite(ACCOUNT_0, TICKER_AAPL, '{"v":1}')])
     storage.replace_bot_key("my-bot", keys.hash_key(keys.generate_key()), grace_seconds=3600)
     call(storage, bot["id"], bot["keyHash"])  # in its grace period: works
     expire_old_keys(database)
@@ -84,6 +93,26 @@ def test_every_key_check_refuses_a_key_past_its_grace(database, storage, bot, re
     with pytest.raises(StaleKey):
         call(storage, bot["id"], bot["keyHash"])
     assert storage.list_states(bot["id"], 100) == before
+
+
+def test_every_storage_method_that_acts_for_a_bot_is_in_the_key_checks():
+    acting = {
+        name
+        for name, method in inspect.getmembers(storage_interface.Storage, inspect.isfunction)
+        if "credentials" in inspect.signature(method).parameters
+    }
+    checked = {
+        name for name in acting if any(f"s.{name}(" in inspect.getsource(call) for call in KEY_CHECKED_CALLS.values())
+    }
+    assert acting and checked == acting
+
+
+def test_every_bot_route_is_a_bot_endpoint(app):
+    # The decorator checks the slug, key, remembered login and rate limit: a route without it would skip them.
+    bot_rules = [rule for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/bots/<slug>")]
+    assert bot_rules
+    for rule in bot_rules:
+        assert getattr(app.view_functions[rule.endpoint], "bot_endpoint", False), rule.rule
 
 
 def stored_last_use(database, key_hash):
@@ -179,7 +208,7 @@ def test_each_key_records_its_last_use(database, bot, registered):
 def test_the_checkpoint_thread_outlives_a_failing_flush_and_keeps_the_use(database, storage, bot, monkeypatch):
     # Regression: an SQLite error other than busy or unavailable (here a missing
     # table) ended the thread, and with it checkpoints and the watch on the file.
-    monkeypatch.setattr("storage.KEY_USE_FLUSH_INTERVAL", 0)
+    monkeypatch.setattr("backends.sqlite.KEY_USE_FLUSH_INTERVAL", 0)
     raw = sqlite3.connect(storage.path, isolation_level=None)
     try:
         storage.start_checkpoints(interval=0.01)

@@ -7,6 +7,8 @@ import requests
 from conftest import start_server, stop_server
 from test_paging import get_page, ids, post, register, walk
 
+from storage import Credentials
+
 ROW_OVERHEAD = 256  # what storage counts per row besides its state
 
 
@@ -87,7 +89,7 @@ def test_the_byte_limit_is_counted_exactly(storage, bot, sizes, max_bytes, rows)
         StateWrite(account, tickers[0], '{"p":"%s"}' % ("x" * (size - 8)))
         for account, size in zip(sorted(accounts), sizes, strict=False)
     ]
-    storage.write_states(bot["id"], bot["keyHash"], writes, max_state_bytes=65536)
-    page, more = storage.list_states(bot["id"], 50, key_hash=bot["keyHash"], max_bytes=max_bytes)
+    storage.write_states(Credentials(bot["id"], bot["keyHash"]), writes, max_state_bytes=65536)
+    page, more = storage.list_states(None, 50, credentials=Credentials(bot["id"], bot["keyHash"]), max_bytes=max_bytes)
     assert [len(row.state_json) for row in page] == sizes[:rows]
     assert more == (rows < len(sizes))

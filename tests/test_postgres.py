@@ -15,9 +15,11 @@ from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
 import config
 import jsoncodec
 from app import create_app
+from backends import postgres_schema
+from backends.postgres import redacted
+from backends.rules import merge_patch
 from keys import hash_key
-from pgstorage import MIGRATIONS, merge_patch, redacted
-from storage import StateWrite
+from storage import Credentials, StateWrite
 
 JSON_LEAVES = (
     st.none()
@@ -134,7 +136,10 @@ def test_servers_starting_together_on_an_empty_database_migrate_it_once(new_data
         stop_server(process)
     assert errors == [] and len(started) == 3
     applied = execute_sql(database, "SELECT name FROM botstate_migrations ORDER BY name")
-    assert [name for (name,) in applied] == [name for name, _ in MIGRATIONS]
+    assert [name for (name,) in applied] == [
+        postgres_schema.BASELINE,
+        *(name for name, _ in postgres_schema.MIGRATIONS),
+    ]
 
 
 @POSTGRES_ONLY
@@ -179,7 +184,8 @@ def test_a_rotation_waits_for_a_write_that_its_old_key_began(configured, backend
     # The write passed its key check, then waits on a row lock: the rotation must not
     # return before it, or a key already revoked would write after it.
     client, bot, storage = configured()
-    [row] = storage.write_states(storage.get_bot("b")["id"], hash_key(bot["apiKey"]), [write_of(item())])
+    credentials = Credentials(storage.get_bot("b")["id"], hash_key(bot["apiKey"]))
+    [row] = storage.write_states(credentials, [write_of(item())])
     done = {}
     with psycopg.connect(storage.url) as holder:
         holder.execute("SELECT 1 FROM user_bot_states WHERE id = %s FOR UPDATE", [row.id])
@@ -211,18 +217,21 @@ def test_a_write_that_waited_on_a_lock_is_dated_when_it_wrote(configured, backen
     storage.add_ticker("MSFT", TICKER_MSFT)
     storage.add_account(ACCOUNT_1, None)
     bot_id, key = storage.get_bot("b")["id"], hash_key(bot["apiKey"])
-    [waited_on] = storage.write_states(bot_id, key, [write_of(item())])
+    [waited_on] = storage.write_states(Credentials(bot_id, key), [write_of(item())])
     outcome = {}
     with psycopg.connect(storage.url) as holder:
         holder.execute("SELECT 1 FROM user_bot_states WHERE id = %s FOR UPDATE", [waited_on.id])
         writer = threading.Thread(
             target=lambda: outcome.setdefault(
-                "rows", storage.write_states(bot_id, key, [write_of(item()), write_of(item(ACCOUNT_0, TICKER_MSFT))])
+                "rows",
+                storage.write_states(
+                    Credentials(bot_id, key), [write_of(item()), write_of(item(ACCOUNT_0, TICKER_MSFT))]
+                ),
             )
         )
         writer.start()
         time.sleep(0.3)
-        [meanwhile] = storage.write_states(bot_id, key, [write_of(item(ACCOUNT_1, TICKER_MSFT))])
+        [meanwhile] = storage.write_states(Credentials(bot_id, key), [write_of(item(ACCOUNT_1, TICKER_MSFT))])
         time.sleep(0.01)
         holder.rollback()
         writer.join(timeout=30)
@@ -251,5 +260,5 @@ def test_a_transaction_aborted_by_a_deadlock_is_tried_again_and_counted(storage,
             raise psycopg.errors.DeadlockDetected("deadlock detected")
         return conn.execute("SELECT 1").fetchone()[0]
 
-    assert storage._retried(work) == 1
+    assert storage._in_transaction(work) == 1
     assert (len(calls), storage.retries) == (2, 1)

@@ -9,7 +9,7 @@ import pytest
 import sqlite_utils
 from conftest import run_botstate, start_server, stop_server
 
-from storage import migrations
+from backends.sqlite_schema import migrations
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,10 @@
 """POST, PATCH, DELETE and GET in random order against an in-memory model of the rows.
 
 The model maps (account, ticker) to what the server must hold: the state, its
-version, and the id and timestamps the server gave the row. After every step
+version, and the id and timestamps the server gave the row. What each item comes to
+is decided by backends.rules, the one place the rules of a write live (they are
+tested against their own table in test_rules.py); the model checks that the server
+applies them to what it stores, item after item, and answers them as the spec says. After every step
 the whole list the server answers must equal the model, so a version that
 skips, a merge that differs from RFC 7396, a write that leaks through a
 version conflict or a delete that leaves a row behind all fail here.
@@ -21,6 +24,9 @@ from spec_data import ACCOUNT_0, ACCOUNT_1, ACCOUNT_2, RFC7396_EXAMPLES, TICKER_
 import jsoncodec
 import keys
 from app import create_app
+from backends import rules
+from backends.rules import merge_patch
+from storage import ItemError, StateRow, StateWrite, VersionConflict
 
 SLUG = "model-bot"
 MAX_STATE_BYTES = 65536
@@ -63,26 +69,13 @@ VERSION_CHOICES = st.sampled_from(["none", "none", "right", "zero", "stale", "ah
 TAG_CHOICES = st.sampled_from(["none", "right", "stale", "ahead", "star"])
 
 
-def merge_patch(target, patch):
-    """RFC 7396 MergePatch(target, patch), without touching either argument."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for name, value in patch.items():
-        if value is None:
-            result.pop(name, None)
-        else:
-            result[name] = merge_patch(result.get(name), value)
-    return result
-
-
 def canonical(value):
     """JSON text that tells true from 1 and 1 from 1.0 but ignores member order."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
 def test_merge_patch_follows_the_rfc_examples():
-    """The model's merge itself, on RFC 7396 appendix A."""
+    """The rules' merge, which the model uses too, on RFC 7396 appendix A."""
     examples = [
         *RFC7396_EXAMPLES,
         # The appendix's examples with a target or patch that is not an object.
@@ -161,6 +154,16 @@ class StateMachine(RuleBasedStateMachine):
     def write(self, method, items):
         """Send one POST or PATCH of `items` and check every result against the model."""
         body, expectations = [], []
+        # The rules decide what each item comes to, as the server's backends use them: the
+        # model checks that the server applies them to what it stores, item after item.
+        stored = {
+            key: StateRow(
+                self.meta[key]["id"], self.bot_id, *key, jsoncodec.dumps(row["state"]), row["version"], "", ""
+            )
+            for key, row in self.model.items()
+        }
+        found = rules.Found(True, True, frozenset(ACCOUNTS), frozenset(TICKERS), stored, now="")
+        decider = rules.Decider(self.bot_id, found, method == "PATCH", MAX_STATE_BYTES, new_ids=iter(str, None))
         for account, ticker, state, version_choice, case in items:
             key = (account, ticker)
             current = self.version_of(key)
@@ -176,22 +179,16 @@ class StateMachine(RuleBasedStateMachine):
             if expected_version is not None:
                 item["expectedVersion"] = expected_version
             body.append(item)
-            # Items are applied in order, so a later item sees an earlier one's write.
-            if ticker not in TICKERS:
-                expectations.append(("error", "Ticker not found"))
-            elif account not in ACCOUNTS:
-                expectations.append(("error", "Account not found"))
-            elif expected_version is not None and expected_version != current:
-                expectations.append(("error", f"Version conflict: expected {expected_version}, found {current}"))
+            outcome = decider.decide(StateWrite(account, ticker, jsoncodec.dumps(state), expected_version))
+            if isinstance(outcome, VersionConflict):
+                expectations.append(("error", f"Version conflict: expected {outcome.expected}, found {outcome.found}"))
+            elif isinstance(outcome, ItemError):
+                expectations.append(("error", outcome.value.format(max_state_bytes=MAX_STATE_BYTES)))
             else:
-                new_state = (
-                    merge_patch(self.model[key]["state"] if current else {}, state) if method == "PATCH" else state
-                )
-                if len(jsoncodec.dumps(new_state).encode("utf-8")) > MAX_STATE_BYTES:
-                    expectations.append(("error", f"State exceeds {MAX_STATE_BYTES} bytes"))
-                    continue
-                self.model[key] = {"state": new_state, "version": current + 1}
-                expectations.append(("success", (key, new_state, current + 1)))
+                decider.accept(outcome)
+                new_state = json.loads(outcome.state_json)
+                self.model[key] = {"state": new_state, "version": outcome.version}
+                expectations.append(("success", (key, new_state, outcome.version)))
 
         response = self.client.open(self.url(), method=method, json={"states": body}, headers=self.headers)
         assert response.status_code == 200, response.get_json()

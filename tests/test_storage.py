@@ -7,17 +7,19 @@ import sqlite_utils
 from conftest import execute_sql
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, TICKER_UNKNOWN
 
+from backends import postgres_schema
+from backends.sqlite import SQLiteStorage
+from backends.sqlite_schema import migrations
 from storage import (
     Conflict,
+    Credentials,
     DatabaseBusy,
     ItemError,
     NotFound,
-    SQLiteStorage,
     StateRow,
     StateWrite,
     StorageError,
     VersionConflict,
-    migrations,
 )
 
 
@@ -26,9 +28,9 @@ def write(account=ACCOUNT_0, ticker=TICKER_AAPL, state=None):
 
 
 def test_upsert_creates_then_updates_the_same_row(storage, bot, registered):
-    [created] = storage.write_states(bot["id"], bot["keyHash"], [write(state={"v": 1})])
+    [created] = storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(state={"v": 1})])
     time.sleep(0.002)  # timestamps have millisecond resolution
-    [updated] = storage.write_states(bot["id"], bot["keyHash"], [write(state={"v": 2})])
+    [updated] = storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(state={"v": 2})])
     assert isinstance(created, StateRow) and isinstance(updated, StateRow)
     assert updated.id == created.id
     assert updated.created_at == created.created_at
@@ -41,8 +43,7 @@ def test_upsert_creates_then_updates_the_same_row(storage, bot, registered):
 
 def test_unknown_ticker_and_account_fail_alone(storage, bot, registered):
     outcomes = storage.write_states(
-        bot["id"],
-        bot["keyHash"],
+        Credentials(bot["id"], bot["keyHash"]),
         [write(), write(ticker=TICKER_UNKNOWN), write(account=TICKER_UNKNOWN), write(ACCOUNT_1, TICKER_MSFT)],
     )
     assert outcomes[1] is ItemError.TICKER_NOT_FOUND
@@ -53,7 +54,7 @@ def test_unknown_ticker_and_account_fail_alone(storage, bot, registered):
 
 def test_unknown_ticker_is_reported_before_unknown_account(storage, bot, registered):
     # The spec's example item names neither a registered account nor ticker: "Ticker not found".
-    [outcome] = storage.write_states(bot["id"], bot["keyHash"], [write(TICKER_UNKNOWN, TICKER_UNKNOWN)])
+    [outcome] = storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(TICKER_UNKNOWN, TICKER_UNKNOWN)])
     assert outcome is ItemError.TICKER_NOT_FOUND
 
 
@@ -75,10 +76,9 @@ def test_a_failing_item_is_rolled_back_without_undoing_the_others(backend, datab
     # A real database failure inside one item's savepoint.
     for statement in REFUSE_BOOM[backend]:
         execute_sql(database, statement)
-    storage.write_states(bot["id"], bot["keyHash"], [write(state={"v": "before"})])
+    storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(state={"v": "before"})])
     outcomes = storage.write_states(
-        bot["id"],
-        bot["keyHash"],
+        Credentials(bot["id"], bot["keyHash"]),
         [write(ACCOUNT_1, TICKER_MSFT, {"v": 1}), write(state={"v": "boom"}), write(ACCOUNT_1, TICKER_AAPL, {"v": 3})],
     )
     assert outcomes[1] is ItemError.FAILED
@@ -88,23 +88,25 @@ def test_a_failing_item_is_rolled_back_without_undoing_the_others(backend, datab
 
 
 def test_same_key_twice_applies_in_order(storage, bot, registered):
-    outcomes = storage.write_states(bot["id"], bot["keyHash"], [write(state={"v": 1}), write(state={"v": 2})])
+    outcomes = storage.write_states(
+        Credentials(bot["id"], bot["keyHash"]), [write(state={"v": 1}), write(state={"v": 2})]
+    )
     assert outcomes[0].id == outcomes[1].id
     assert json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL).state_json) == {"v": 2}
 
 
 def test_bots_do_not_share_rows(storage, bot, registered):
     other = storage.create_bot("other", "Other", "0" * 64)
-    storage.write_states(bot["id"], bot["keyHash"], [write(state={"mine": True})])
-    [theirs] = storage.write_states(other["id"], "0" * 64, [write(state={"theirs": True})])
+    storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(state={"mine": True})])
+    [theirs] = storage.write_states(Credentials(other["id"], "0" * 64), [write(state={"theirs": True})])
     assert theirs.bot_id == other["id"]
     assert json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL).state_json) == {"mine": True}
 
 
 def test_deleting_a_bot_cascades_to_its_states_only(storage, bot, registered):
     other = storage.create_bot("other", "Other", "0" * 64)
-    storage.write_states(bot["id"], bot["keyHash"], [write(), write(ACCOUNT_1, TICKER_MSFT)])
-    storage.write_states(other["id"], "0" * 64, [write()])
+    storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(), write(ACCOUNT_1, TICKER_MSFT)])
+    storage.write_states(Credentials(other["id"], "0" * 64), [write()])
     deleted = storage.delete_bot("my-bot")
     assert deleted["states"] == 2
     assert storage.count_states() == 1
@@ -113,7 +115,7 @@ def test_deleting_a_bot_cascades_to_its_states_only(storage, bot, registered):
 
 
 def test_deleting_an_account_or_ticker_leaves_no_orphans(database, storage, bot, registered):
-    storage.write_states(bot["id"], bot["keyHash"], [write(), write(ACCOUNT_1, TICKER_MSFT)])
+    storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(), write(ACCOUNT_1, TICKER_MSFT)])
     execute_sql(database, "DELETE FROM accounts WHERE id = ?", [ACCOUNT_0])
     execute_sql(database, "DELETE FROM tickers WHERE id = ?", [TICKER_MSFT])
     assert storage.count_states() == 0
@@ -150,9 +152,12 @@ def test_rotating_a_key_replaces_the_hash(storage, bot):
         storage.replace_bot_key("nope", "f" * 64)
 
 
-def test_migrate_is_idempotent_and_names_the_same_steps_on_every_backend(storage):
+def test_migrate_is_idempotent_and_names_the_steps_it_applied(backend, storage):
     assert storage.migrate() == []
-    assert storage.schema_version() == [m.name for m in migrations._migrations]
+    if backend == "sqlite":
+        assert storage.schema_version() == [m.name for m in migrations._migrations]
+    else:  # a new database gets the baseline, then any steps after it
+        assert storage.schema_version() == [postgres_schema.BASELINE, *(name for name, _ in postgres_schema.MIGRATIONS)]
 
 
 @pytest.mark.sqlite_only("SQLite's journal")
@@ -201,7 +206,7 @@ def test_a_write_lock_held_elsewhere_past_the_timeout_raises_busy(tmp_path):
     storage.close()
 
 
-@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
+@pytest.mark.sqlite_only("SQLite's connections, WAL and checkpoints")
 def test_connections_have_foreign_keys_on(storage):
     with storage._reading() as db:
         assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -216,14 +221,14 @@ def test_many_distinct_items_map_back_to_their_own_rows_across_chunks(storage, b
     storage.import_tickers([(f"T{n}", t) for n, t in enumerate(tickers)])
     keys_ = [(a, t) for a in accounts for t in tickers]  # 1200 items: three chunks
     writes = [StateWrite(a, t, json.dumps({"n": n})) for n, (a, t) in enumerate(keys_)]
-    first = storage.write_states(bot["id"], bot["keyHash"], writes)
-    again = storage.write_states(bot["id"], bot["keyHash"], writes[::-1])
+    first = storage.write_states(Credentials(bot["id"], bot["keyHash"]), writes)
+    again = storage.write_states(Credentials(bot["id"], bot["keyHash"]), writes[::-1])
     for n, (a, t) in enumerate(keys_):
         row = first[n]
         assert (row.account_id, row.ticker_id, json.loads(row.state_json), row.version) == (a, t, {"n": n}, 1)
         assert again[len(keys_) - 1 - n].id == row.id and again[len(keys_) - 1 - n].version == 2
         assert json.loads(storage.get_state(bot["id"], a, t).state_json) == {"n": n}
-    assert storage.count_states(bot["id"]) == 1200
+    assert storage.count_states(bot["id"]) == len(keys_)
 
 
 # Each way the one-statement write of a single item must refuse, with what it is
@@ -258,13 +263,11 @@ REFUSALS = (
 
 @pytest.mark.parametrize("case", [case for _, case in REFUSALS], ids=[name for name, _ in REFUSALS])
 def test_the_one_statement_write_refuses_what_a_check_would(storage, bot, registered, case):
-    storage.write_states(bot["id"], bot["keyHash"], [write(state=STORED)])
+    storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(state=STORED)])
     before = storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)
     args = dict(key_hash=bot["keyHash"], write=write(), merge=False, max_state_bytes=None) | case
-    assert (
-        storage._write_checked(bot["id"], args["key_hash"], args["write"], args["merge"], args["max_state_bytes"])
-        is None
-    )
+    credentials = Credentials(bot["id"], args["key_hash"])
+    assert storage._write_lone(credentials, args["write"], args["merge"], args["max_state_bytes"]) is None
     assert storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL) == before
     assert storage.count_states() == 1
 
@@ -283,9 +286,9 @@ def test_the_one_statement_write_writes_when_every_check_passes(
 ):
     if merge and backend == "postgresql":
         pytest.skip("PostgreSQL has no json_patch: a merge always takes the transaction")
-    storage.write_states(bot["id"], bot["keyHash"], [write(state=STORED)])
+    storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(state=STORED)])
     item = StateWrite(ACCOUNT_0, TICKER_AAPL, '{"v":2}', 1)
-    row = storage._write_checked(bot["id"], bot["keyHash"], item, merge, max_state_bytes)
+    row = storage._write_lone(Credentials(bot["id"], bot["keyHash"]), item, merge, max_state_bytes)
     assert (json.loads(row.state_json), row.version) == (stored, 2)
     assert storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL) == row
 
@@ -295,11 +298,11 @@ def wal_frames(storage):
         return db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
 
 
-@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
+@pytest.mark.sqlite_only("SQLite's connections, WAL and checkpoints")
 def test_with_checkpoints_started_writes_leave_the_wal_to_the_checkpointer(storage, bot, registered):
     storage.start_checkpoints(interval=3600)  # only the explicit calls below
     for n in range(30):
-        storage.write_states(bot["id"], bot["keyHash"], [write(state={"n": n})])
+        storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(state={"n": n})])
     with storage._reading() as db:
         assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     with storage._writing() as db:
@@ -309,21 +312,21 @@ def test_with_checkpoints_started_writes_leave_the_wal_to_the_checkpointer(stora
     assert storage._checkpointer is None
 
 
-@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
+@pytest.mark.sqlite_only("SQLite's connections, WAL and checkpoints")
 def test_a_checkpoint_starts_a_grown_wal_over(storage, bot, registered, monkeypatch):
     # A passive checkpoint cannot copy what a reader may still need, or what is
     # written while it runs, and the WAL starts over only once all of it is
     # copied: under steady writes it grew by hundreds of MB. Here a reader holds
     # back the passive pass, and lets go once the checkpoint holds the write lock.
-    monkeypatch.setattr("storage.WAL_RESTART_FRAMES", 20)
+    monkeypatch.setattr("backends.sqlite.WAL_RESTART_FRAMES", 20)
     storage.start_checkpoints(interval=3600)  # only the explicit call below
     for n in range(30):
-        storage.write_states(bot["id"], bot["keyHash"], [write(state={"n": n})])
+        storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(state={"n": n})])
     reader = sqlite3.connect(storage.path, isolation_level=None)
     reader.execute("BEGIN")
     reader.execute("SELECT count(*) FROM user_bot_states").fetchone()
     for n in range(30):
-        storage.write_states(bot["id"], bot["keyHash"], [write(state={"n": n})])
+        storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(state={"n": n})])
     write_lock = storage._write_lock
 
     class ReaderLetsGoFirst:
@@ -338,19 +341,19 @@ def test_a_checkpoint_starts_a_grown_wal_over(storage, bot, registered, monkeypa
     storage.checkpoint()
     monkeypatch.setattr(storage, "_write_lock", write_lock)
     reader.close()
-    storage.write_states(bot["id"], bot["keyHash"], [write(state={"n": "after"})])
+    storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(state={"n": "after"})])
     assert wal_frames(storage) < 10
     assert json.loads(storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL).state_json) == {"n": "after"}
     storage.close()
 
 
-@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
+@pytest.mark.sqlite_only("SQLite's connections, WAL and checkpoints")
 def test_the_checkpoint_thread_keeps_the_wal_small(storage, bot, registered, monkeypatch):
-    monkeypatch.setattr("storage.WAL_RESTART_FRAMES", 20)
+    monkeypatch.setattr("backends.sqlite.WAL_RESTART_FRAMES", 20)
     storage.start_checkpoints(interval=0.01)
     deadline = time.monotonic() + 10
     for n in range(100):
-        storage.write_states(bot["id"], bot["keyHash"], [write(state={"n": n})])
+        storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(state={"n": n})])
         time.sleep(0.002)
     while wal_frames(storage) >= 20 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -358,7 +361,7 @@ def test_the_checkpoint_thread_keeps_the_wal_small(storage, bot, registered, mon
     storage.close()
 
 
-@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
+@pytest.mark.sqlite_only("SQLite's connections, WAL and checkpoints")
 def test_writers_in_any_thread_share_one_connection(storage, bot, registered):
     # A connection drops its page cache whenever another connection has written.
     import threading
@@ -366,9 +369,9 @@ def test_writers_in_any_thread_share_one_connection(storage, bot, registered):
     seen = []
 
     def write_and_note():
-        storage.write_states(bot["id"], bot["keyHash"], [write()])
-        with storage._writing() as db:
-            seen.append(db.conn)
+        storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write()])
+        with storage._writing() as conn:
+            seen.append(conn)
 
     threads = [threading.Thread(target=write_and_note) for _ in range(3)]
     for thread in threads:
@@ -378,45 +381,13 @@ def test_writers_in_any_thread_share_one_connection(storage, bot, registered):
     assert len({id(conn) for conn in seen}) == 1
 
 
-@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
-def test_the_checked_bulk_replace_writes_what_passes_and_leaves_the_rest(storage, bot, registered):
-    # Left items (None) go to the full path, which reports why; writing them here
-    # would skip a check.
-    storage.write_states(bot["id"], bot["keyHash"], [write(state=STORED)])
-    items = [
-        StateWrite(ACCOUNT_0, TICKER_AAPL, '{"v":2}'),  # stored row: replaced
-        StateWrite(ACCOUNT_1, TICKER_AAPL, '{"v":3}'),  # new row
-        StateWrite(ACCOUNT_0, TICKER_UNKNOWN, "{}"),
-        StateWrite(TICKER_UNKNOWN, TICKER_MSFT, "{}"),
-        StateWrite(ACCOUNT_1, TICKER_MSFT, json.dumps({"a": "x" * 40})),  # over max_state_bytes
-    ]
-    outcomes = storage._replace_checked(bot["id"], bot["keyHash"], items, max_state_bytes=30)
-    assert [(o.state_json, o.version) if o else None for o in outcomes] == [
-        ('{"v":2}', 2),
-        ('{"v":3}', 1),
-        None,
-        None,
-        None,
-    ]
-    assert outcomes[0] == storage.get_state(bot["id"], ACCOUNT_0, TICKER_AAPL)
-    assert outcomes[1] == storage.get_state(bot["id"], ACCOUNT_1, TICKER_AAPL)
-    assert storage.count_states() == 2
-
-
-@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
-def test_the_checked_bulk_replace_writes_nothing_with_another_key(storage, bot, registered):
-    items = [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}"), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}")]
-    assert storage._replace_checked(bot["id"], "0" * 64, items, max_state_bytes=None) == [None, None]
-    assert storage.count_states() == 0
-
-
-@pytest.mark.sqlite_only("SQLite's connections, WAL and multi-row fast path")
+@pytest.mark.sqlite_only("SQLite's connections, WAL and checkpoints")
 def test_closing_a_storage_with_checkpoints_gives_checkpoints_back_to_sqlite(storage, bot, registered):
     # Regression: connections opened after close() kept wal_autocheckpoint = 0,
     # with no thread left to checkpoint, and the WAL grew without bound.
     storage.start_checkpoints(interval=3600)
     storage.close()
-    storage.write_states(bot["id"], bot["keyHash"], [write()])
+    storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write()])
     with storage._writing() as db:
         assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
 
@@ -435,8 +406,7 @@ def test_a_refusal_is_decided_when_its_item_comes_not_before_the_request(storage
     # The second item's expected version is checked against what the first wrote.
     big = json.dumps({"a": "x" * 100})
     outcomes = storage.write_states(
-        bot["id"],
-        bot["keyHash"],
+        Credentials(bot["id"], bot["keyHash"]),
         [StateWrite(ACCOUNT_0, TICKER_AAPL, '{"a":1}'), StateWrite(ACCOUNT_0, TICKER_AAPL, big, 0)],
         max_state_bytes=50,
     )

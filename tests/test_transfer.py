@@ -1,5 +1,6 @@
 """`flask states export` and `import`: data moves between SQLite and PostgreSQL without a byte changing."""
 
+import contextlib
 import json
 import os
 
@@ -7,6 +8,8 @@ import pytest
 import requests
 from conftest import run_botstate, start_server, stop_server
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
+
+from app import create_app
 
 FLASK = ["-m", "flask", "--app", "app:create_app"]
 
@@ -39,14 +42,36 @@ def flask(database, *args):
     return completed
 
 
+# The rows a test starts from are made through the app's CLI in this process: a real `flask`
+# process each would cost these tests most of their time. What a test checks runs as the real `flask`.
+
+
+@contextlib.contextmanager
+def cli_of(database):
+    """The CLI runner of an app on `database`, in this process."""
+    app = create_app(dict(database))
+    try:
+        yield app.test_cli_runner()
+    finally:
+        app.extensions["botstate.storage"].close()
+
+
+def in_process(runner, *args):
+    """Run `flask ARGS` in this process, on the test app's database; the result, which must succeed."""
+    result = runner.invoke(args=list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def populate(database):
     """Two bots (one mid-rotation, so with two keys), accounts, tickers and states written over HTTP."""
-    bot = json.loads(flask(database, "bots", "create", "alpha", "--name", "Alpha Ünïcode", "--json").stdout)
-    flask(database, "bots", "create", "beta", "--json")
-    flask(database, "accounts", "add", "--id", ACCOUNT_0, "--name", 'Alice, "the" trader')
-    flask(database, "accounts", "add", "--id", ACCOUNT_1)
-    flask(database, "tickers", "add", "AAPL", "--id", TICKER_AAPL)
-    flask(database, "tickers", "add", "MSFT", "--id", TICKER_MSFT)
+    with cli_of(database) as runner:
+        bot = json.loads(in_process(runner, "bots", "create", "alpha", "--name", "Alpha Ünïcode", "--json").stdout)
+        in_process(runner, "bots", "create", "beta", "--json")
+        in_process(runner, "accounts", "add", "--id", ACCOUNT_0, "--name", 'Alice, "the" trader')
+        in_process(runner, "accounts", "add", "--id", ACCOUNT_1)
+        in_process(runner, "tickers", "add", "AAPL", "--id", TICKER_AAPL)
+        in_process(runner, "tickers", "add", "MSFT", "--id", TICKER_MSFT)
     process, url, _ = start_server(database)
     try:
         headers = {"x-api-key": bot["apiKey"]}
@@ -56,7 +81,8 @@ def populate(database):
             assert answer.status_code == 200 and answer.json()["success"], answer.text
     finally:
         stop_server(process)  # stores the key's last use
-    rotated = json.loads(flask(database, "bots", "rotate-key", "alpha", "--grace", "3600", "--json").stdout)
+    with cli_of(database) as runner:
+        rotated = json.loads(in_process(runner, "bots", "rotate-key", "alpha", "--grace", "3600", "--json").stdout)
     return bot["apiKey"], rotated["apiKey"]
 
 
@@ -107,8 +133,8 @@ def test_data_moves_from_sqlite_to_either_backend_and_back_unchanged(tmp_path, n
     assert [row["state"] for row in rows] == [STATES[STORED[key]] for key in sorted(STORED)]
 
 
-def test_an_export_file_is_private_and_stdout_gets_the_same_lines(tmp_path, database):
-    flask(database, "bots", "create", "alpha")
+def test_an_export_file_is_private_and_stdout_gets_the_same_lines(tmp_path, database, runner):
+    in_process(runner, "bots", "create", "alpha")
     path = tmp_path / "out.jsonl"
     completed = flask(database, "states", "export", "-o", str(path))
     assert os.stat(path).st_mode & 0o777 == 0o600  # it holds key hashes
@@ -250,17 +276,17 @@ BAD_LINES = [
 
 
 @pytest.mark.parametrize("line,error", [row[1:] for row in BAD_LINES], ids=[row[0] for row in BAD_LINES])
-def test_a_bad_file_is_refused_with_its_reason_and_imports_nothing(tmp_path, database, line, error):
+def test_a_bad_file_is_refused_with_its_reason_and_imports_nothing(tmp_path, database, runner, line, error):
     good, path = tmp_path / "good.jsonl", tmp_path / "in.jsonl"
     good.write_bytes(json.dumps(BOT).encode() + b"\n")
     path.write_bytes(json.dumps(BOT).encode() + b"\n" + line + b"\n")
-    flask(database, "init-db")
-    flask(database, "states", "import", str(good))
-    flask(database, "accounts", "add", "--id", ACCOUNT_1, "--name", "before")
-    before = exported(database, tmp_path / "before.jsonl")
+    # The refused import is the real `flask`; the rows before it and the exports around it need not be.
+    in_process(runner, "states", "import", str(good))
+    in_process(runner, "accounts", "add", "--id", ACCOUNT_1, "--name", "before")
+    before = in_process(runner, "states", "export").stdout_bytes
     completed = run_botstate([*FLASK, "states", "import", str(path)], **database)
     assert completed.returncode == 1
     expected = f"Error: {path} {error}" if error.startswith("line") else f"Error: {error}"
     assert completed.stderr.strip().startswith(expected), completed.stderr
     assert len(completed.stderr.strip().splitlines()) == 1, completed.stderr
-    assert exported(database, tmp_path / "after.jsonl") == before
+    assert in_process(runner, "states", "export").stdout_bytes == before

@@ -9,7 +9,7 @@ from spec_data import ACCOUNT_0, TICKER_AAPL
 
 import jsoncodec
 import writebody
-from pgstorage import merge_patch
+from backends.rules import merge_patch
 from schemas import StateUpdatesSchema
 
 MAX_STATE_BYTES = 60

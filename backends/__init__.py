@@ -1,0 +1,1 @@
+"""Storage backends: one module per database, each implementing storage.Storage over backends.sql."""

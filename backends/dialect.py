@@ -1,0 +1,204 @@
+"""Where SQLite's and PostgreSQL's SQL differ, side by side: the shared statements are built from these."""
+
+import functools
+import json
+import re
+
+# A :name parameter of the shared SQL (not a ::cast, not inside a word like HH24:MI).
+_PARAMETER = re.compile(r"(?<![:\w]):([a-z_][A-Za-z_0-9]*)")
+
+
+class SQLiteDialect:
+    """SQLite: ids and times are text already, sets of values travel as JSON arrays."""
+
+    name = "sqlite"
+    # The time now in the stored form, to the millisecond.
+    now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    # What a read that checks a key adds to keep it from changing until the write commits:
+    # nothing, since a SQLite write transaction holds the whole database.
+    key_lock = ""
+
+    def prepare(self, sql):
+        """`sql` in the driver's parameter style: sqlite3 reads :name itself."""
+        return sql
+
+    def text(self, column):
+        """SQL: an id or state column as text."""
+        return column
+
+    def time_text(self, column):
+        """SQL: a time column in the stored form (2024-01-15T10:30:00.123Z)."""
+        return column
+
+    def time_param(self, name):
+        """SQL: the parameter `name`, a time in the stored form, as a time column's value."""
+        return f":{name}"
+
+    def state_param(self, name):
+        """SQL: the parameter `name`, a state's JSON text, as the state column's value."""
+        return f":{name}"
+
+    def in_set(self, column, name, kind="uuid"):
+        """SQL: whether `column` is one of the values of the set parameter `name` (see set_param)."""
+        return f"{column} IN (SELECT value FROM json_each(:{name}))"
+
+    def set_param(self, values):
+        """The value of a set parameter holding `values`."""
+        return json.dumps(list(values))
+
+    def byte_length(self, column):
+        """SQL: the length in bytes of a text column's UTF-8."""
+        return f"length(CAST({column} AS BLOB))"
+
+    def seconds_until(self, column):
+        """SQL: the seconds from now until the time in `column` (negative once past)."""
+        return f"(julianday({column}) - julianday('now')) * 86400.0"
+
+    def seconds_from_now(self, name):
+        """SQL: the time the parameter `name` (seconds) from now, as a time column's value."""
+        return f"strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || :{name} || ' seconds')"
+
+    def import_cast(self, field):
+        """SQL to append to an imported field's parameter: none, every column is text or integer."""
+        return ""
+
+    def found_sql(self, key_works, merge):
+        """SQL: what a write needs in one row (see rules.Found): parameters bot, key, accounts,
+        tickers and keys (found_params); registered ids and stored rows as JSON arrays."""
+        state = "state" if merge else "NULL"
+        return (
+            f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = :bot) AS bot_exists, {key_works} AS key_works,"
+            " (SELECT json_group_array(id) FROM accounts WHERE id IN (SELECT value FROM json_each(:accounts)))"
+            " AS accounts,"
+            " (SELECT json_group_array(id) FROM tickers WHERE id IN (SELECT value FROM json_each(:tickers)))"
+            " AS tickers,"
+            " (SELECT json_group_array(json_array(user_broker_account_id, ticker_id, id, version, created_at,"
+            f" updated_at, {state})) FROM user_bot_states WHERE bot_id = :bot"
+            " AND (user_broker_account_id, ticker_id) IN"
+            " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:keys))) AS rows,"
+            f" {self.now} AS now"
+        )
+
+    def found_params(self, bot_id, key_hash, writes):
+        """The parameters of found_sql for these writes."""
+        return {
+            "bot": bot_id,
+            "key": key_hash,
+            "accounts": json.dumps(list({w.account_id for w in writes})),
+            "tickers": json.dumps(list({w.ticker_id for w in writes})),
+            "keys": json.dumps(list({(w.account_id, w.ticker_id) for w in writes})),
+        }
+
+    def lock_rows_sql(self):
+        """SQL that makes writers of the same rows wait for each other: none, the transaction does."""
+        return None
+
+
+class PostgresDialect(SQLiteDialect):
+    """PostgreSQL: uuid and timestamptz columns, read back as text; sets travel as arrays."""
+
+    name = "postgresql"
+    # The clock's time when the statement runs, not when its transaction began (now()),
+    # which a transaction waiting on a lock would date back; to the millisecond, like SQLite's.
+    now = "date_trunc('milliseconds', clock_timestamp())"
+    # The key's row stays locked against a rotation, revocation or the bot's deletion until
+    # the transaction ends, so none of them lands between the check and the write it allows.
+    key_lock = " FOR KEY SHARE"
+
+    @functools.cache  # noqa: B019 - one instance, and a statement's text is its key
+    def prepare(self, sql):
+        """`sql` with each :name as psycopg's %(name)s."""
+        return _PARAMETER.sub(r"%(\1)s", sql)
+
+    def text(self, column):
+        """SQL: an id or state column as text."""
+        return f"{column}::text"
+
+    def time_text(self, column):
+        """SQL: a timestamptz column in SQLite's stored form."""
+        return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+
+    def time_param(self, name):
+        """SQL: the parameter `name`, a time in the stored form, as a timestamptz."""
+        return f":{name}::timestamptz"
+
+    def state_param(self, name):
+        """SQL: the parameter `name` as json (not jsonb: the text is kept as written)."""
+        return f":{name}::json"
+
+    def in_set(self, column, name, kind="uuid"):
+        """SQL: whether `column` is one of the array parameter `name`, of type `kind`."""
+        return f"{column} = ANY(:{name}::{kind}[])"
+
+    def set_param(self, values):
+        """The value of an array parameter holding `values`."""
+        return list(values)
+
+    def byte_length(self, column):
+        """SQL: the length in bytes of a json or text column."""
+        return f"octet_length({column}::text)"
+
+    def seconds_until(self, column):
+        """SQL: the seconds from the database's clock now until the time in `column`."""
+        return f"extract(epoch FROM {column} - clock_timestamp())::float8"
+
+    def seconds_from_now(self, name):
+        """SQL: the time the parameter `name` (seconds) from now."""
+        return f"{self.now} + make_interval(secs => :{name})"
+
+    def import_cast(self, field):
+        """SQL: the cast of an imported field's parameter to its column's type."""
+        if field == "state":
+            return "::json"
+        if field == "version":
+            return "::bigint"
+        if field == "id" or field in ("botId", "accountId", "tickerId"):
+            return "::uuid"
+        if field.endswith("At"):
+            return "::timestamptz"
+        return "::text"
+
+    def found_sql(self, key_works, merge):
+        """SQL: found_sql as on SQLite, with locks: the registered accounts and tickers against
+        deletion, the stored rows against other writers."""
+        state = "state::text" if merge else "NULL"
+        return (
+            f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = :bot::uuid) AS bot_exists, {key_works} AS key_works,"
+            " ARRAY(SELECT id::text FROM accounts WHERE id = ANY(:accounts::uuid[]) FOR KEY SHARE) AS accounts,"
+            " ARRAY(SELECT id::text FROM tickers WHERE id = ANY(:tickers::uuid[]) FOR KEY SHARE) AS tickers,"
+            " (SELECT json_agg(json_build_array(user_broker_account_id::text, ticker_id::text, id::text, version,"
+            f" {self.time_text('created_at')}, {self.time_text('updated_at')}, {state}))"
+            " FROM (SELECT * FROM user_bot_states WHERE bot_id = :bot::uuid AND (user_broker_account_id, ticker_id) IN"
+            " (SELECT * FROM unnest(:key_accounts::uuid[], :key_tickers::uuid[])) FOR UPDATE) AS locked) AS rows,"
+            # After the rows: the columns are computed in order, so the time is taken once their locks are held,
+            # and a write that waited for another is dated after it.
+            f" {self.time_text(self.now)} AS now"
+        )
+
+    def found_params(self, bot_id, key_hash, writes):
+        """The parameters of found_sql for these writes."""
+        keys = list({(w.account_id, w.ticker_id) for w in writes})
+        return {
+            "bot": bot_id,
+            "key": key_hash,
+            "accounts": list({w.account_id for w in writes}),
+            "tickers": list({w.ticker_id for w in writes}),
+            "key_accounts": [account for account, _ in keys],
+            "key_tickers": [ticker for _, ticker in keys],
+        }
+
+    def lock_rows_sql(self):
+        """SQL: one lock per row a transaction will write, taken in one order before any row's.
+
+        Two bulk writes over the same rows in different orders then wait for each other
+        instead of deadlocking (which PostgreSQL takes a second to detect, then aborts one).
+        Parameter: keys, the rows' bot/account/ticker texts.
+        """
+        return (
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h"
+            " FROM unnest(:keys::text[]) AS k ORDER BY h) AS ordered"
+        )
+
+
+SQLITE = SQLiteDialect()
+POSTGRES = PostgresDialect()

@@ -1,0 +1,128 @@
+"""What both backends do alike, written once over a dialect: bots, keys, accounts, tickers, states, transfers."""
+
+import contextlib
+
+from backends.catalog import Catalog
+from backends.keyuses import KeyUses, reporting
+from backends.states import States
+from backends.transfer_sql import TRANSFER_KINDS, export_query, transfer_conflict, transfer_statement
+
+
+class SQLStorage(Catalog, States):
+    """The storage interface (storage.Storage) over the SQL both backends speak, through their dialect.
+
+    A backend gives the connections and transactions, and tells its driver's errors apart:
+    _reading(), _in_transaction(), _autocommit(), _savepoint(), _unique_violation(),
+    _foreign_key_violation(), _item_failure() and _write_lone(); the rest is here.
+    """
+
+    dialect = None
+
+    def __init__(self):
+        self.key_uses = KeyUses()
+        # Write transactions tried again after the database aborted them (GET /metrics shows it).
+        self.retries = 0
+        d = self.dialect
+        self._state_columns = self.state_columns()
+        self._expired = f"(expires_at IS NOT NULL AND expires_at <= {d.now})"
+        self._select_bots = (
+            f'SELECT {d.text("id")} AS id, slug, name, {d.time_text("created_at")} AS "createdAt",'
+            " (SELECT count(*) FROM user_bot_states WHERE bot_id = bots.id) AS states FROM bots"
+        )
+
+    # SQL fragments
+
+    def state_columns(self, table=""):
+        """SQL: a StateRow's columns, in its order, of the state table (or its alias `table`)."""
+        d, p = self.dialect, f"{table}." if table else ""
+        return (
+            f"{d.text(p + 'id')}, {d.text(p + 'bot_id')}, {d.text(p + 'user_broker_account_id')},"
+            f" {d.text(p + 'ticker_id')}, {d.text(p + 'state')}, {p}version,"
+            f" {d.time_text(p + 'created_at')}, {d.time_text(p + 'updated_at')}"
+        )
+
+    def key_works(self, bot, key_hash, lock=False):
+        """SQL: whether `key_hash` is one of the bot's keys and not past its grace period.
+
+        The key itself was compared in constant time when the request authenticated
+        (keys.works); this is the check that it still works, made again in the
+        statement that reads or writes, so a rotation in between is seen. With `lock`,
+        it holds until the transaction ends (the dialect's key_lock).
+        """
+        locking = self.dialect.key_lock if lock else ""
+        return (
+            f"EXISTS (SELECT 1 FROM bot_keys WHERE bot_id = {bot} AND key_hash = {key_hash}"
+            f" AND NOT {self._expired}{locking})"
+        )
+
+    def credentials_sql(self, lock=False):
+        """SQL: whether the bot :bot exists, and whether the key :key works for it."""
+        return f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = :bot), {self.key_works(':bot', ':key', lock)}"
+
+    def _run(self, conn, sql, params=()):
+        """The cursor of `sql` run on `conn` with `params`."""
+        return conn.execute(self.dialect.prepare(sql), params)
+
+    def _records(self, conn, sql, params=()):
+        """The rows of `sql` as dicts by column name."""
+        cursor = self._run(conn, sql, params)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def _read(self, sql, params=()):
+        with self._reading() as conn:
+            return self._records(conn, sql, params)
+
+    def _scalar(self, sql, params=()):
+        with self._reading() as conn:
+            return self._run(conn, sql, params).fetchone()[0]
+
+    def _many(self, conn, sql, rows):
+        """Run `sql` once per parameter set of `rows`; how many rows it changed in all."""
+        with contextlib.closing(conn.cursor()) as cursor:
+            cursor.executemany(self.dialect.prepare(sql), rows)
+            return cursor.rowcount
+
+    # Moving data between databases
+
+    def import_records(self, records, on_progress=None):
+        """Upsert (kind, record) pairs in one transaction, so that each row is as its record says;
+        `on_progress(n)` is called as records are done.
+
+        Raises Conflict when a record clashes with another row (a slug or symbol
+        taken by another id) or names a bot, account or ticker that is not there.
+        """
+        d = self.dialect
+        statements = {
+            kind: d.prepare(transfer_statement(kind, lambda field: f":{field}", d.import_cast))
+            for kind in TRANSFER_KINDS
+        }
+
+        def upsert(conn):
+            for kind, record in reporting(records, on_progress):
+                try:
+                    conn.execute(statements[kind], record)
+                except Exception as error:
+                    if self._foreign_key_violation(error):
+                        raise transfer_conflict(kind, record, foreign_key=True) from None
+                    if self._unique_violation(error):
+                        raise transfer_conflict(kind, record, foreign_key=False) from None
+                    refusal = self._import_refused(kind, record, error)
+                    if refusal is None:
+                        raise
+                    raise refusal from None
+
+        self._in_transaction(upsert)
+
+    def export_queries(self):
+        """(kind, the SELECT of its records) for every kind, references first."""
+        d = self.dialect
+
+        def exported(column):
+            if column.endswith("_at"):
+                return d.time_text(column)
+            if column == "id" or column.endswith("_id") or column == "state":
+                return d.text(column)
+            return column
+
+        return [(kind, export_query(kind, exported)) for kind in TRANSFER_KINDS]

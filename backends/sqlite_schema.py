@@ -1,0 +1,137 @@
+"""The SQLite schema: its numbered migrations (sqlite-utils), and telling a botstate database from another program's."""
+
+import contextlib
+import os
+
+import sqlite_utils
+
+from records import StorageError
+
+migrations = sqlite_utils.Migrations("botstate")
+
+
+@migrations(name="0001_create_tables")
+def _create_tables(db):
+    db.execute(
+        """CREATE TABLE bots (
+            id TEXT PRIMARY KEY,
+            slug TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            api_key_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE accounts (
+            id TEXT PRIMARY KEY,
+            name TEXT,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE tickers (
+            id TEXT PRIMARY KEY,
+            symbol TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE user_bot_states (
+            id TEXT PRIMARY KEY,
+            bot_id TEXT NOT NULL REFERENCES bots (id) ON DELETE CASCADE,
+            user_broker_account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+            ticker_id TEXT NOT NULL REFERENCES tickers (id) ON DELETE CASCADE,
+            state TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (bot_id, user_broker_account_id, ticker_id)
+        )"""
+    )
+
+
+@migrations(name="0002_state_foreign_key_indexes")
+def _index_state_foreign_keys(db):
+    # Deleting an account or ticker cascades to its states: without these
+    # indexes each such delete scans the whole state table.
+    db.execute("CREATE INDEX idx_user_bot_states_account ON user_bot_states (user_broker_account_id)")
+    db.execute("CREATE INDEX idx_user_bot_states_ticker ON user_bot_states (ticker_id)")
+
+
+@migrations(name="0003_state_versions")
+def _add_state_versions(db):
+    # Rows written before versions existed start at 1, like a newly created row.
+    db.execute("ALTER TABLE user_bot_states ADD COLUMN version INTEGER NOT NULL DEFAULT 1")
+
+
+@migrations(name="0004_slim_state_indexes")
+def _slim_state_indexes(db):
+    # Every new row used to touch five B-trees. Two remain: the table and the
+    # (bot, account, ticker) key that every read and write uses. Nothing looks a
+    # row up by its random `id`, and account or ticker deletes (no command does
+    # them) may scan. Inserts got twice as fast. SQLite drops a primary key only
+    # by rebuilding the table.
+    db.execute(
+        """CREATE TABLE user_bot_states_new (
+            id TEXT NOT NULL,
+            bot_id TEXT NOT NULL REFERENCES bots (id) ON DELETE CASCADE,
+            user_broker_account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+            ticker_id TEXT NOT NULL REFERENCES tickers (id) ON DELETE CASCADE,
+            state TEXT NOT NULL,
+            version INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (bot_id, user_broker_account_id, ticker_id)
+        )"""
+    )
+    db.execute(
+        "INSERT INTO user_bot_states_new SELECT id, bot_id, user_broker_account_id, ticker_id,"
+        " state, version, created_at, updated_at FROM user_bot_states"
+    )
+    db.execute("DROP TABLE user_bot_states")
+    db.execute("ALTER TABLE user_bot_states_new RENAME TO user_bot_states")
+
+
+@migrations(name="0005_bot_keys")
+def _move_keys_to_their_own_table(db):
+    # A bot may have several keys at once: during a rotation's grace period the
+    # old ones work until expires_at. Each key records when it was last used.
+    db.execute(
+        """CREATE TABLE bot_keys (
+            bot_id TEXT NOT NULL REFERENCES bots (id) ON DELETE CASCADE,
+            key_hash TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            last_used_at TEXT,
+            PRIMARY KEY (bot_id, key_hash)
+        ) WITHOUT ROWID"""
+    )
+    db.execute("INSERT INTO bot_keys (bot_id, key_hash, created_at) SELECT id, api_key_hash, created_at FROM bots")
+    db.execute("ALTER TABLE bots DROP COLUMN api_key_hash")
+
+
+def create_private(path):
+    """Create `path` empty, readable and writable by its owner only (0600 under any umask
+    that leaves the owner's bits); an existing file keeps its mode. SQLite gives a
+    database's -wal and -shm its mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def holds_botstate_schema(conn):
+    """Whether the SQLite database of a connection holds botstate's schema: its migrations are recorded in it."""
+    return bool(migrations.applied(sqlite_utils.Database(conn)))
+
+
+def refuse_foreign(conn):
+    """Raise StorageError when a SQLite database holds other tables and no botstate schema."""
+    if holds_botstate_schema(conn):
+        return
+    query = (
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+    )
+    names = [name.encode("unicode_escape").decode() for (name,) in conn.execute(query)]
+    if names:
+        listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise StorageError(
+            f"it is a SQLite database of another program (tables: {listed}) and holds no botstate schema"
+        )
