@@ -87,4 +87,3 @@ class StateRow:
     version: int
     created_at: str
     updated_at: str
-

@@ -46,7 +46,9 @@ BODIES_PER_CASE = 200
 # Reference rows, not targets: bench/floor.py, one bare SQLite call per request.
 FLOOR_POST = "reference: bare upsert route, 1 state"
 FLOOR_GET = "reference: bare read route, 1 row"
-NO_POSTGRES = "PostgreSQL column empty: no server (make bench starts one with scripts/with-postgres; see docs/performance.md)"
+NO_POSTGRES = (
+    "PostgreSQL column empty: no server (make bench starts one with scripts/with-postgres; see docs/performance.md)"
+)
 
 
 def free_port():
