@@ -62,10 +62,10 @@ class SQLiteDialect:
         """SQL to append to an imported field's parameter: none, every column is text or integer."""
         return ""
 
-    def found_sql(self, key_works, merge):
+    def found_sql(self, key_works):
         """SQL: what a write needs in one row (see rules.Found): parameters bot, key, accounts,
-        tickers and keys (found_params); registered ids and stored rows as JSON arrays."""
-        state = "state" if merge else "NULL"
+        tickers and keys (found_params); registered ids and stored rows (without their states)
+        as JSON arrays."""
         return (
             f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = :bot) AS bot_exists, {key_works} AS key_works,"
             " (SELECT json_group_array(id) FROM accounts WHERE id IN (SELECT value FROM json_each(:accounts)))"
@@ -73,10 +73,20 @@ class SQLiteDialect:
             " (SELECT json_group_array(id) FROM tickers WHERE id IN (SELECT value FROM json_each(:tickers)))"
             " AS tickers,"
             " (SELECT json_group_array(json_array(user_broker_account_id, ticker_id, id, version, created_at,"
-            f" updated_at, {state})) FROM user_bot_states WHERE bot_id = :bot"
-            " AND (user_broker_account_id, ticker_id) IN"
-            " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:keys))) AS rows,"
+            f" updated_at)) FROM user_bot_states WHERE bot_id = :bot AND {self.named_keys}) AS rows,"
             f" {self.now} AS now"
+        )
+
+    named_keys = (
+        "(user_broker_account_id, ticker_id) IN"
+        " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:keys))"
+    )
+
+    def states_sql(self):
+        """SQL: (account, ticker, state) of each stored row that found_params' keys name, a row each."""
+        return (
+            f"SELECT {self.text('user_broker_account_id')}, {self.text('ticker_id')}, {self.text('state')}"
+            f" FROM user_bot_states WHERE bot_id = :bot AND {self.named_keys}"
         )
 
     def found_params(self, bot_id, key_hash, writes):
@@ -158,22 +168,25 @@ class PostgresDialect(SQLiteDialect):
             return "::timestamptz"
         return "::text"
 
-    def found_sql(self, key_works, merge):
+    def found_sql(self, key_works):
         """SQL: found_sql as on SQLite, with locks: the registered accounts and tickers against
         deletion, the stored rows against other writers."""
-        state = "state::text" if merge else "NULL"
         return (
             f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = :bot::uuid) AS bot_exists, {key_works} AS key_works,"
             " ARRAY(SELECT id::text FROM accounts WHERE id = ANY(:accounts::uuid[]) FOR KEY SHARE) AS accounts,"
             " ARRAY(SELECT id::text FROM tickers WHERE id = ANY(:tickers::uuid[]) FOR KEY SHARE) AS tickers,"
             " (SELECT json_agg(json_build_array(user_broker_account_id::text, ticker_id::text, id::text, version,"
-            f" {self.time_text('created_at')}, {self.time_text('updated_at')}, {state}))"
-            " FROM (SELECT * FROM user_bot_states WHERE bot_id = :bot::uuid AND (user_broker_account_id, ticker_id) IN"
-            " (SELECT * FROM unnest(:key_accounts::uuid[], :key_tickers::uuid[])) FOR UPDATE) AS locked) AS rows,"
+            f" {self.time_text('created_at')}, {self.time_text('updated_at')}))"
+            f" FROM (SELECT * FROM user_bot_states WHERE bot_id = :bot::uuid AND {self.named_keys}"
+            " FOR UPDATE) AS locked) AS rows,"
             # After the rows: the columns are computed in order, so the time is taken once their locks are held,
             # and a write that waited for another is dated after it.
             f" {self.time_text(self.now)} AS now"
         )
+
+    named_keys = (
+        "(user_broker_account_id, ticker_id) IN (SELECT * FROM unnest(:key_accounts::uuid[], :key_tickers::uuid[]))"
+    )
 
     def found_params(self, bot_id, key_hash, writes):
         """The parameters of found_sql for these writes."""

@@ -38,6 +38,20 @@ ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
 WHERE :expected::bigint IS NULL OR s.version = :expected::bigint
 RETURNING {columns}
 """
+# The lone replacement of a row expected at a version (>= 1): an UPDATE, whose WHERE is
+# checked again on the row as it is once locked, so a row deleted meanwhile is not written
+# (an INSERT would see it in the statement's snapshot, then create it anew at version 1).
+_LONE_UPDATE = """
+UPDATE user_bot_states AS s
+SET state = :state::json, version = s.version + 1, updated_at = greatest(s.updated_at, {now})
+WHERE s.bot_id = :bot::uuid AND s.user_broker_account_id = :account::uuid AND s.ticker_id = :ticker::uuid
+    AND s.version = :expected::bigint
+    AND {key_works}
+    AND EXISTS (SELECT 1 FROM accounts WHERE id = :account::uuid)
+    AND EXISTS (SELECT 1 FROM tickers WHERE id = :ticker::uuid)
+    AND (:max_bytes::int IS NULL OR octet_length(:state::text) <= :max_bytes::int)
+RETURNING {columns}
+"""
 MIN_SERVER_VERSION = 130000  # gen_random_uuid() is built in from PostgreSQL 13
 NO_BACKUPS = (
     "on PostgreSQL, back up with pg_dump and pg_restore, or your provider's backups;"
@@ -95,11 +109,13 @@ class PostgresStorage(SQLStorage):
         self._pool = None
         self._pool_lock = threading.Lock()
         super().__init__()
-        self._lone_write = POSTGRES.prepare(
-            _LONE_WRITE.format(
-                now=POSTGRES.now, key_works=self.key_works(":bot::uuid", ":key", lock=True), columns=self._state_columns
-            )
-        )
+        parts = {
+            "now": POSTGRES.now,
+            "key_works": self.key_works(":bot::uuid", ":key", lock=True),
+            "columns": self._state_columns,
+        }
+        self._lone_write = POSTGRES.prepare(_LONE_WRITE.format(**parts))
+        self._lone_update = POSTGRES.prepare(_LONE_UPDATE.format(**parts))
         self._upkeep = None
         self._stop_upkeep = threading.Event()
 
@@ -326,7 +342,9 @@ class PostgresStorage(SQLStorage):
         }
         with self._connection() as conn:
             try:
-                row = conn.execute(self._lone_write, params).fetchone()
+                expected = write.expected_version
+                statement = self._lone_update if expected is not None and expected > 0 else self._lone_write
+                row = conn.execute(statement, params).fetchone()
             except psycopg.Error as error:
                 if _database_fault(error) is not None:
                     raise

@@ -68,7 +68,8 @@ def _database_fault(error):
 # writes only when the item passes every rule (rules.Decider) and returns the row;
 # no row back means "ask the planned path", which decides, never a different outcome.
 # The SELECT's WHERE creates a row only when none was expected, the DO UPDATE's WHERE
-# touches a row only at the expected version. A merge is SQLite's json_patch.
+# touches a row only at the expected version, never dating it before its last write.
+# A merge is SQLite's json_patch.
 # Parameters: ?1 bot, ?2 account, ?3 ticker, ?4 state (or patch), ?5 expected version,
 # ?6 the key hash, ?7 the size limit in bytes (NULL: none).
 _LONE_WRITE = """
@@ -85,7 +86,7 @@ WHERE (?5 IS NULL OR ?5 = 0 OR EXISTS (
 ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
     state = {updated_state},
     version = user_bot_states.version + 1,
-    updated_at = excluded.updated_at
+    updated_at = max(user_bot_states.updated_at, excluded.updated_at)
 WHERE (?5 IS NULL OR user_bot_states.version = ?5)
     AND (?7 IS NULL OR length(CAST({updated_state} AS BLOB)) <= ?7)
 RETURNING {columns}

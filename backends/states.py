@@ -58,17 +58,26 @@ class States:
         if lock is not None:
             keys = [f"{credentials.bot_id}/{w.account_id}/{w.ticker_id}" for w in writes]
             self._run(conn, lock, {"keys": keys}).fetchall()
-        found = self._found(conn, credentials, writes, merge)
-        rules.verify_key(found.bot_exists, found.key_works)
-        decider = rules.Decider(credentials.bot_id, found, merge, max_state_bytes, ids)
-        outcomes, rows = rules.plan(decider, writes)
-        try:
-            with self._savepoint(conn):
-                self._store(conn, rows, found.rows)
-            return outcomes
-        except Exception as error:
-            if not self._item_failure(error):
-                raise
+        # A row another writer created after the read (a lone write takes no row locks first)
+        # makes the plan stale: read again, in this transaction. Each try locks the rows it
+        # finds, so every key can surprise it once at most.
+        for _ in range(len({(w.account_id, w.ticker_id) for w in writes}) + 1):
+            found = self._found(conn, credentials, writes, merge)
+            rules.verify_key(found.bot_exists, found.key_works)
+            decider = rules.Decider(credentials.bot_id, found, merge, max_state_bytes, ids)
+            outcomes, rows = rules.plan(decider, writes)
+            try:
+                with self._savepoint(conn):
+                    self._store(conn, rows, found.rows)
+                return outcomes
+            except StalePlan:
+                continue
+            except Exception as error:
+                if not self._item_failure(error):
+                    raise
+                break
+        else:
+            raise StalePlan("the rows kept changing under the write")
         # Nobody expected that: each item again, alone, so that one bad item fails alone.
         decider = rules.Decider(credentials.bot_id, found, merge, max_state_bytes, ids)
         outcomes = []
@@ -91,11 +100,16 @@ class States:
         return outcomes
 
     def _found(self, conn, credentials, writes, merge):
-        """rules.Found for these writes, from one read."""
+        """rules.Found for these writes, from one read (and, for a merge, one of the stored states)."""
         d = self.dialect
-        sql = d.found_sql(self.key_works(":bot", ":key", lock=True), merge)
-        found = self._run(conn, sql, d.found_params(credentials.bot_id, credentials.key_hash, writes)).fetchone()
-        bot_exists, key_works, accounts, tickers, rows, now = found
+        sql = d.found_sql(self.key_works(":bot", ":key", lock=True))
+        params = d.found_params(credentials.bot_id, credentials.key_hash, writes)
+        bot_exists, key_works, accounts, tickers, rows, now = self._run(conn, sql, params).fetchone()
+        states = {}
+        if merge:
+            # Row by row, not in the one value of the first read: together they may pass the
+            # largest value a database holds (SQLite's and PostgreSQL's are about 1 GB).
+            states = {(account, ticker): state for account, ticker, state in self._run(conn, d.states_sql(), params)}
         return rules.Found(
             bool(bot_exists),
             bool(key_works),
@@ -103,9 +117,16 @@ class States:
             frozenset(_listed(tickers)),
             {
                 (account, ticker): StateRow(
-                    row_id, credentials.bot_id, account, ticker, state, version, created, updated
+                    row_id,
+                    credentials.bot_id,
+                    account,
+                    ticker,
+                    states.get((account, ticker)),
+                    version,
+                    created,
+                    updated,
                 )
-                for account, ticker, row_id, version, created, updated, state in _listed(rows)
+                for account, ticker, row_id, version, created, updated in _listed(rows)
             },
             now,
         )

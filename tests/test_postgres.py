@@ -19,7 +19,7 @@ from backends import postgres_schema
 from backends.postgres import redacted
 from backends.rules import merge_patch
 from keys import hash_key
-from storage import Credentials, StateWrite
+from storage import Credentials, StateWrite, VersionConflict, open_storage
 
 JSON_LEAVES = (
     st.none()
@@ -262,3 +262,54 @@ def test_a_transaction_aborted_by_a_deadlock_is_tried_again_and_counted(storage,
 
     assert storage._in_transaction(work) == 1
     assert (len(calls), storage.retries) == (2, 1)
+
+
+@POSTGRES_ONLY
+def test_a_row_created_between_a_bulk_writes_read_and_its_write_is_read_again_not_a_503(configured, backend):
+    # Regression: a lone write takes no row locks first, so it could create a row the bulk
+    # write had read as absent; the whole transaction was tried again three times, then 503.
+    _, bot, storage = configured()
+    storage.add_ticker("MSFT", TICKER_MSFT)
+    credentials = Credentials(storage.get_bot("b")["id"], hash_key(bot["apiKey"]))
+    other = open_storage(dict(DATABASE_URL=storage.url, BUSY_TIMEOUT_MS=5000, THREADS=1))
+    store, meanwhile = storage._store, []
+
+    def store_after_a_lone_write(conn, rows, stored):
+        if not meanwhile:
+            meanwhile.append(other.write_states(credentials, [write_of(item(state={"lone": 1}))]))
+        return store(conn, rows, stored)
+
+    storage._store = store_after_a_lone_write
+    try:
+        outcomes = storage.write_states(
+            credentials, [write_of(item(state={"bulk": 1})), write_of(item(ACCOUNT_0, TICKER_MSFT))]
+        )
+    finally:
+        other.close()
+    assert meanwhile[0][0].version == 1
+    assert [(row.state_json, row.version) for row in outcomes] == [('{"bulk":1}', 2), ('{"position":"long"}', 1)]
+    assert storage.get_state(credentials.bot_id, ACCOUNT_0, TICKER_AAPL) == outcomes[0]
+    assert storage.retries == 0
+
+
+@POSTGRES_ONLY
+def test_a_lone_write_expecting_a_version_of_a_row_being_deleted_is_a_conflict(configured, backend):
+    # Regression (older than the backends): the INSERT saw the row in its snapshot, waited for
+    # the delete, then created the row anew at version 1 instead of answering the conflict.
+    _, bot, storage = configured()
+    credentials = Credentials(storage.get_bot("b")["id"], hash_key(bot["apiKey"]))
+    [row] = storage.write_states(credentials, [write_of(item())])
+    outcome = {}
+    with psycopg.connect(storage.url) as deleter:
+        deleter.execute("DELETE FROM user_bot_states WHERE id = %s", [row.id])
+        writer = threading.Thread(
+            target=lambda: outcome.setdefault(
+                "written", storage.write_states(credentials, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}", 1)])
+            )
+        )
+        writer.start()
+        time.sleep(0.3)  # the write waits for the delete's row lock
+        deleter.commit()
+        writer.join(timeout=30)
+    assert outcome["written"] == [VersionConflict(1, 0)]
+    assert storage.get_state(credentials.bot_id, ACCOUNT_0, TICKER_AAPL) is None

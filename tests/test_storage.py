@@ -411,3 +411,20 @@ def test_a_refusal_is_decided_when_its_item_comes_not_before_the_request(storage
         max_state_bytes=50,
     )
     assert outcomes[1] == VersionConflict(0, 1)
+
+
+@pytest.mark.sqlite_only("SQLite's largest value, lowered on its writer connection")
+def test_a_bulk_merge_reads_stored_states_row_by_row_not_as_one_value(storage, bot):
+    # Regression: a merge read every stored state of the request into one JSON value, which
+    # past SQLite's largest value (about 1 GB at most) raised an error, answered 500.
+    accounts = [f"00000000-0000-4000-8000-{n:012d}" for n in range(40)]
+    storage.import_accounts([(a, None) for a in accounts])
+    storage.add_ticker("AAPL", TICKER_AAPL)
+    credentials = Credentials(bot["id"], bot["keyHash"])
+    big = [StateWrite(a, TICKER_AAPL, json.dumps({"pad": "x" * 60_000})) for a in accounts]
+    storage.write_states(credentials, big)
+    with storage._writing(transaction=False) as conn:
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 2_000_000)  # 40 states of 60 KB do not fit in one value
+    patches = [StateWrite(a, TICKER_AAPL, '{"more":1}') for a in accounts]
+    outcomes = storage.write_states(credentials, patches, merge=True)
+    assert [(json.loads(o.state_json)["more"], o.version) for o in outcomes] == [(1, 2)] * len(accounts)

@@ -106,3 +106,19 @@ def test_the_one_statement_path_and_the_planned_path_agree(twin_storages, steps,
             for storage, own, normal in zip(twin_storages, credentials, normals, strict=True)
         ]
         assert stored[0] == stored[1], step
+
+
+@pytest.mark.parametrize("items", (1, 2), ids=("one statement", "planned"))
+def test_neither_path_dates_a_row_before_its_last_write(twin_storages, items):
+    # Regression: SQLite's one statement set the time now even when the row's time was later
+    # (an imported row, a clock stepped back); the planned path kept the later time.
+    storage = twin_storages[0]
+    key_hash = keys.hash_key(keys.generate_key())
+    credentials = Credentials(storage.create_bot("dated", "dated", key_hash)["id"], key_hash)
+    writes = [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}"), StateWrite(ACCOUNT_1, TICKER_MSFT, "{}")][:items]
+    storage.write_states(credentials, writes)
+    record = next(r for kind, r in storage.export_records() if kind == "state" and r["accountId"] == ACCOUNT_0)
+    storage.import_records([("state", {**record, "updatedAt": "2999-01-01T00:00:00.000Z"})])
+    written = storage.write_states(credentials, writes)
+    assert (written[0].version, written[0].updated_at) == (2, "2999-01-01T00:00:00.000Z")
+    assert storage.get_state(credentials.bot_id, ACCOUNT_0, TICKER_AAPL) == written[0]
