@@ -47,9 +47,10 @@ class Catalog:
         clock, or None). The database's clock says how long each key has left, so
         that one clock decides expiry whatever host asks.
         """
-        sql = (
-            f"SELECT {self.dialect.text('bots.id')}, k.key_hash, {self.dialect.seconds_until('k.expires_at')}"
-            f" FROM bots LEFT JOIN bot_keys AS k ON k.bot_id = bots.id AND NOT {self._expired} WHERE bots.slug = :slug"
+        sql = self._once(
+            "find_bot_credentials",
+            lambda: f"SELECT {self.dialect.text('bots.id')}, k.key_hash, {self.dialect.seconds_until('k.expires_at')}"
+            f" FROM bots LEFT JOIN bot_keys AS k ON k.bot_id = bots.id AND NOT {self._expired} WHERE bots.slug = :slug",
         )
         with self._reading() as conn:
             rows = self._run(conn, sql, {"slug": slug}).fetchall()

@@ -85,7 +85,16 @@ class Decider:
             return StateRow(next(self._new_ids), self.bot_id, write.account_id, write.ticker_id, state, 1, now, now)
         # A row is never dated before its last write, should the clock step back.
         updated_at = max(now, current.updated_at)
-        return dataclasses.replace(current, state_json=state, version=version + 1, updated_at=updated_at)
+        return StateRow(
+            current.id,
+            self.bot_id,
+            write.account_id,
+            write.ticker_id,
+            state,
+            version + 1,
+            current.created_at,
+            updated_at,
+        )
 
     def accept(self, row):
         """Make `row` the stored row of its key for the items that follow."""

@@ -22,6 +22,7 @@ class SQLStorage(Catalog, States):
         self.key_uses = KeyUses()
         # Write transactions tried again after the database aborted them (GET /metrics shows it).
         self.retries = 0
+        self._statements = {}
         d = self.dialect
         self._state_columns = self.state_columns()
         self._expired = f"(expires_at IS NOT NULL AND expires_at <= {d.now})"
@@ -58,6 +59,13 @@ class SQLStorage(Catalog, States):
     def credentials_sql(self, lock=False):
         """SQL: whether the bot :bot exists, and whether the key :key works for it."""
         return f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = :bot), {self.key_works(':bot', ':key', lock)}"
+
+    def _once(self, name, build):
+        """The text of the statement `name`, made by build() the first time only (hot paths)."""
+        sql = self._statements.get(name)
+        if sql is None:
+            sql = self._statements[name] = build()
+        return sql
 
     def _run(self, conn, sql, params=()):
         """The cursor of `sql` run on `conn` with `params`."""

@@ -3,7 +3,6 @@
 import json
 import logging
 import os
-import uuid
 
 from backends import rules
 from records import DEFAULT_PAGE_BYTES, PAGE_ROW_OVERHEAD, ItemError, StateRow, VersionConflict
@@ -16,9 +15,24 @@ WRITE_ATTEMPTS = 3
 
 
 def new_ids(count):
-    """`count` random (version 4) UUIDs from one read of the system's randomness."""
-    randomness = os.urandom(16 * count)
-    return [str(uuid.UUID(bytes=randomness[16 * n : 16 * n + 16], version=4)) for n in range(count)]
+    """`count` random (version 4) UUIDs, as uuid.uuid4() writes them, from one read of the system's randomness."""
+    raw = bytearray(os.urandom(16 * count))
+    for start in range(0, 16 * count, 16):
+        raw[start + 6] = raw[start + 6] & 0x0F | 0x40  # version 4
+        raw[start + 8] = raw[start + 8] & 0x3F | 0x80  # the RFC 4122 variant
+    digits = raw.hex()
+    return [
+        "-".join(
+            (
+                digits[i : i + 8],
+                digits[i + 8 : i + 12],
+                digits[i + 12 : i + 16],
+                digits[i + 16 : i + 20],
+                digits[i + 20 : i + 32],
+            )
+        )
+        for i in range(0, 32 * count, 32)
+    ]
 
 
 class StalePlan(Exception):
@@ -102,7 +116,7 @@ class States:
     def _found(self, conn, credentials, writes, merge):
         """rules.Found for these writes, from one read (and, for a merge, one of the stored states)."""
         d = self.dialect
-        sql = d.found_sql(self.key_works(":bot", ":key", lock=True))
+        sql = self._once("found", lambda: d.found_sql(self.key_works(":bot", ":key", lock=True)))
         params = d.found_params(credentials.bot_id, credentials.key_hash, writes)
         bot_exists, key_works, accounts, tickers, rows, now = self._run(conn, sql, params).fetchone()
         states = {}
@@ -160,10 +174,11 @@ class States:
 
     def read_state(self, credentials, account_id, ticker_id):
         """get_state() in the same read as a check that the key still works (see storage.Storage)."""
-        sql = (
-            f"SELECT {self.key_works('bots.id', ':key')}, {self.state_columns('s')}"
+        sql = self._once(
+            "read_state",
+            lambda: f"SELECT {self.key_works('bots.id', ':key')}, {self.state_columns('s')}"
             " FROM bots LEFT JOIN user_bot_states AS s ON s.bot_id = bots.id"
-            " AND s.user_broker_account_id = :account AND s.ticker_id = :ticker WHERE bots.id = :bot"
+            " AND s.user_broker_account_id = :account AND s.ticker_id = :ticker WHERE bots.id = :bot",
         )
         params = {"key": credentials.key_hash, "account": account_id, "ticker": ticker_id, "bot": credentials.bot_id}
         with self._reading() as conn:

@@ -2,11 +2,13 @@
 
 import itertools
 import json
+import uuid
 
 import pytest
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, TICKER_UNKNOWN
 
 from backends import rules
+from backends.states import new_ids
 from storage import ItemError, NotFound, StaleKey, StateRow, StateWrite, VersionConflict
 
 BOT = "b0000000-0000-4000-8000-000000000000"
@@ -172,3 +174,11 @@ def test_verify_key(bot_exists, key_works, error):
     else:
         with pytest.raises(error):
             rules.verify_key(bot_exists, key_works)
+
+
+def test_new_row_ids_are_distinct_version_4_uuids_as_uuid4_writes_them():
+    ids = new_ids(500)
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
