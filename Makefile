@@ -22,10 +22,11 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The crash test, many more times than `make test` runs it (about a second per kill).
+# The crash test, many more times than `make test` runs it (about a second per kill);
+# in one process (-n 0): its one long test gains nothing from pytest-xdist's workers.
 SOAK_ROUNDS ?= 60
 soak: $(VENV)/.installed-dev
-	SOAK_ROUNDS=$(SOAK_ROUNDS) $(BIN)/python -m pytest tests/test_crash.py
+	SOAK_ROUNDS=$(SOAK_ROUNDS) $(BIN)/python -m pytest -n 0 tests/test_crash.py
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

@@ -100,6 +100,8 @@ class PostgresStorage(SQLStorage):
     """The service's database on a PostgreSQL server, through a pool of connections."""
 
     dialect = POSTGRES
+    # A planned write stores in a savepoint, so that a row another writer created meanwhile is read again.
+    savepoint_per_write = True
 
     def __init__(self, url, busy_timeout_ms=5000, pool_size=4):
         self.url = url

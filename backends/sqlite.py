@@ -122,6 +122,8 @@ class SQLiteStorage(SQLiteFiles, SQLStorage):
     """The service's database in one SQLite file: one connection per thread, writers queued in-process."""
 
     dialect = SQLITE
+    # A planned write needs none: its transaction holds the whole database, so no row changes under it.
+    savepoint_per_write = False
 
     def __init__(self, path, busy_timeout_ms=5000, synchronous="NORMAL"):
         self.path = path

@@ -1,5 +1,6 @@
 """The state rows, for both backends: the one write algorithm, reads, pages and deletes."""
 
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +40,10 @@ class StalePlan(Exception):
     """A row changed between a write's read and its write: the transaction is undone and tried again."""
 
 
+class ItemFailure(Exception):
+    """A statement failed for one item, not for the database: the write is done again item by item."""
+
+
 class States:
     """The state methods of storage.Storage, over SQLStorage's statements and a backend's transactions."""
 
@@ -51,11 +56,14 @@ class States:
         ids = new_ids(len(writes))  # before the write lock: reading randomness gives up the GIL
         failures = []
 
-        def write(conn):
+        def write(conn, isolated):
             failures.clear()  # of an attempt that was undone
-            return self._write_planned(conn, credentials, writes, merge, max_state_bytes, ids, failures)
+            return self._write_planned(conn, credentials, writes, merge, max_state_bytes, ids, failures, isolated)
 
-        outcomes = self._in_transaction(write)
+        try:
+            outcomes = self._in_transaction(lambda conn: write(conn, isolated=False))
+        except ItemFailure:  # nobody expected that: undone, then each item alone, so one bad item fails alone
+            outcomes = self._in_transaction(lambda conn: write(conn, isolated=True))
         if failures:
             log.error(
                 "%d state write(s) failed for bot %s; the first:",
@@ -65,8 +73,9 @@ class States:
             )
         return outcomes
 
-    def _write_planned(self, conn, credentials, writes, merge, max_state_bytes, ids, failures):
-        """write_states() in a transaction: one read, the rules decide, one bulk write."""
+    def _write_planned(self, conn, credentials, writes, merge, max_state_bytes, ids, failures, isolated):
+        """write_states() in a transaction: one read, the rules decide, one bulk write; `isolated`,
+        a savepoint per item instead."""
         d = self.dialect
         lock = d.lock_rows_sql()
         if lock is not None:
@@ -80,19 +89,24 @@ class States:
             rules.verify_key(found.bot_exists, found.key_works)
             decider = rules.Decider(credentials.bot_id, found, merge, max_state_bytes, ids)
             outcomes, rows = rules.plan(decider, writes)
+            if isolated:
+                break
             try:
-                with self._savepoint(conn):
+                # Each statement in the write lock is a wait for the GIL: SQLite, whose write
+                # transaction holds the whole database, never finds a row changed, and needs no savepoint.
+                with self._savepoint(conn) if self.savepoint_per_write else contextlib.nullcontext():
                     self._store(conn, rows, found.rows)
                 return outcomes
             except StalePlan:
+                if not self.savepoint_per_write:
+                    raise  # what it stored stays: the whole transaction is tried again
                 continue
             except Exception as error:
-                if not self._item_failure(error):
-                    raise
-                break
+                if self._item_failure(error):
+                    raise ItemFailure(str(error)) from error
+                raise
         else:
             raise StalePlan("the rows kept changing under the write")
-        # Nobody expected that: each item again, alone, so that one bad item fails alone.
         decider = rules.Decider(credentials.bot_id, found, merge, max_state_bytes, ids)
         outcomes = []
         for write in writes:
