@@ -3,30 +3,42 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-pg soak lint bench clean
+.PHONY: run test test-pg soak lint bench bench-check clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/flask init-db
 	$(BIN)/python serve.py
 
+# pytest keeps each test module's rewritten bytecode (in the ignored __pycache__ folders) even
+# where PYTHONDONTWRITEBYTECODE is set: otherwise every worker compiles them all again.
+PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
+
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # Every test on both backends: SQLite, and PostgreSQL on a throwaway server that
 # scripts/with-postgres starts (installing Debian's postgresql when run as root) and stops.
 test-pg: $(VENV)/.installed-dev
-	scripts/with-postgres $(BIN)/python -m pytest
+	scripts/with-postgres $(PYTEST)
 
 # ruff's rules and formatting (configured in pyproject.toml) over every Python file.
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The crash test, many more times than `make test` runs it (about a second per kill);
-# in one process (-n 0): its one long test gains nothing from pytest-xdist's workers.
+# The long runs: the crash test many more times than `make test` runs it (about a second
+# per kill), and many more generated requests against the OpenAPI document.
 SOAK_ROUNDS ?= 60
+OPENAPI_EXAMPLES ?= 300
 soak: $(VENV)/.installed-dev
-	SOAK_ROUNDS=$(SOAK_ROUNDS) $(BIN)/python -m pytest -n 0 tests/test_crash.py
+	SOAK_ROUNDS=$(SOAK_ROUNDS) OPENAPI_EXAMPLES=$(OPENAPI_EXAMPLES) $(PYTEST) tests/test_crash.py tests/test_openapi.py
+
+# `make bench` still runs: a one-second pass over every case, both columns, no timing judged.
+# As root it installs wrk when missing; without wrk the check is skipped, saying why.
+bench-check: $(VENV)/.installed-dev
+	@command -v wrk >/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk; }
+	BENCH_CHECK=1 scripts/with-postgres --optional $(PYTEST) -n 0 tests/test_bench.py
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

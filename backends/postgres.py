@@ -9,9 +9,8 @@ import psycopg.conninfo
 import psycopg_pool
 from psycopg.rows import dict_row
 
-from backends import postgres_schema
+from backends import keyuses, postgres_schema
 from backends.dialect import POSTGRES
-from backends.keyuses import KEY_USE_FLUSH_INTERVAL
 from backends.sql import SQLStorage
 from backends.states import WRITE_ATTEMPTS, StalePlan
 from records import DatabaseBusy, DatabaseUnavailable, StateRow, StorageError
@@ -195,13 +194,13 @@ class PostgresStorage(SQLStorage):
             self.retries += 1
             time.sleep(0.01 * attempt)
 
-    def start_upkeep(self, interval=KEY_USE_FLUSH_INTERVAL):
-        """Store the keys' last use from a thread of its own, every `interval` seconds."""
+    def start_upkeep(self):
+        """Store the keys' last use from a thread of its own, every KEY_USE_FLUSH_INTERVAL seconds."""
         if self._upkeep is not None:
             return
         self._stop_upkeep.clear()
         self._upkeep = threading.Thread(
-            target=self._upkeep_every, args=(interval,), name="botstate-upkeep", daemon=True
+            target=self._upkeep_every, args=(keyuses.KEY_USE_FLUSH_INTERVAL,), name="botstate-upkeep", daemon=True
         )
         self._upkeep.start()
 

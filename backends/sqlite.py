@@ -12,8 +12,8 @@ import time
 import sqlite_utils
 
 import diagnosis
+from backends import keyuses
 from backends.dialect import SQLITE
-from backends.keyuses import KEY_USE_FLUSH_INTERVAL
 from backends.sql import SQLStorage
 from backends.sqlite_files import SQLiteFiles
 from backends.sqlite_schema import create_private, holds_botstate_schema, migrations, refuse_foreign
@@ -301,12 +301,12 @@ class SQLiteStorage(SQLiteFiles, SQLStorage):
 
     def _checkpoint_every(self, interval):
         failing = None
-        next_flush = time.monotonic() + KEY_USE_FLUSH_INTERVAL
+        next_flush = time.monotonic() + keyuses.KEY_USE_FLUSH_INTERVAL
         while not self._stop_checkpoints.wait(interval):
             if not self._notice_file_change():
                 continue
             if time.monotonic() >= next_flush:
-                next_flush = time.monotonic() + KEY_USE_FLUSH_INTERVAL
+                next_flush = time.monotonic() + keyuses.KEY_USE_FLUSH_INTERVAL
                 self.key_uses.flush_or_log(self.flush_key_uses)
             try:
                 self.checkpoint()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
+from zygote import Zygote, forkable
 
 import keys
 from app import create_app
@@ -297,9 +298,52 @@ def botstate_env(**settings):
 
 def run_botstate(args, **settings):
     """Run `python ARGS` in the repo root with only the given BOTSTATE_* settings; the finished process."""
-    return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=botstate_env(**settings), capture_output=True, text=True, timeout=60
-    )
+    return run_python(args, botstate_env(**settings))
+
+
+_ZYGOTE = []
+
+
+def zygote():
+    """This test process's zygote (tests/zygote.py), started on first use."""
+    if not _ZYGOTE:
+        _ZYGOTE.append(Zygote())
+    return _ZYGOTE[0]
+
+
+def run_python(args, env, input=None, timeout=60):
+    """`python ARGS` in the repo root to its end, as subprocess.run(capture_output=True, text=True) gives it.
+
+    serve.py and the flask command are forks of the zygote; anything else is a new interpreter.
+    """
+    if not forkable(args):
+        return subprocess.run(
+            [sys.executable, *args], cwd=ROOT, env=env, input=input, capture_output=True, text=True, timeout=timeout
+        )
+    with tempfile.TemporaryDirectory(prefix="botstate-run-") as folder:
+        stdin, stdout, stderr = (Path(folder, name) for name in ("stdin", "stdout", "stderr"))
+        stdin.write_text(input or "")
+        stdout.touch()
+        stderr.touch()
+        process = zygote().start(args, env, stdin=stdin, stdout=stdout, stderr=stderr)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        return subprocess.CompletedProcess(
+            [sys.executable, *args], process.returncode, stdout.read_text(), stderr.read_text()
+        )
+
+
+def start_python(args, env, log_path):
+    """Start `python ARGS` in the repo root, its stdout and stderr to `log_path`; the running process."""
+    if forkable(args):
+        Path(log_path).write_text("")
+        return zygote().start(args, env, stdout=log_path)
+    with open(log_path, "w") as log_file:
+        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
 
 
 def start_server(database, log_path=None, **settings):
@@ -315,11 +359,7 @@ def start_server(database, log_path=None, **settings):
         beside = database.get("DATABASE")
         log_path = Path(f"{beside}.log") if beside else Path(tempfile.mkdtemp(prefix="botstate-")) / "server.log"
     log_path = Path(log_path)
-    log_file = open(log_path, "w")  # noqa: SIM115 - the server writes it until it stops
-    process = subprocess.Popen(
-        [sys.executable, "serve.py"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
-    )
-    log_file.close()
+    process = start_python(["serve.py"], env, log_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         match = LISTENING.search(log_path.read_text())

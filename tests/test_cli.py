@@ -7,13 +7,11 @@ import io
 import json
 import re
 import sqlite3
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import BACKEND_INDEPENDENT, botstate_env, execute_sql, settings_of, stored_bytes
+from conftest import BACKEND_INDEPENDENT, botstate_env, execute_sql, run_python, settings_of, stored_bytes
 from spec_data import ACCOUNT_0, ACCOUNT_1, ACCOUNT_2, TICKER_AAPL, TICKER_MSFT, item
 
 import keys
@@ -548,14 +546,10 @@ def test_accounts_import_bad_line_on_real_stdin(storage):
     A subprocess, because CliRunner's stdin has no `name` for the error message to use.
     """
     env = {k: v for k, v in botstate_env(**settings_of(storage)).items() if not k.startswith("FLASK_")}
-    completed = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app:create_app", "accounts", "import", "-", "--json"],
+    completed = run_python(
+        ["-m", "flask", "--app", "app:create_app", "accounts", "import", "-", "--json"],
+        env,
         input=f"{ACCOUNT_0}\nbad\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
     )
     assert completed.returncode != 0
     assert completed.stdout == ""

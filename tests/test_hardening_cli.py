@@ -5,28 +5,23 @@ import os
 import socket
 import sqlite3
 import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import BACKEND_INDEPENDENT, ROOT, botstate_env, run_botstate
+from conftest import BACKEND_INDEPENDENT, botstate_env, run_botstate, run_python
+from zygote import FLASK_SCRIPT
 
 from backends.sqlite import SQLiteStorage
 from cli import common as cli
 
-FLASK_EXE = str(Path(sys.executable).parent / "flask")
 SQLITE_FILE = pytest.mark.sqlite_only("about SQLite's own files")
 
 
 def flask(database, *args):
     """Run the real `.venv/bin/flask --app app ARGS` on the SQLite file `database`; the finished process."""
     env = {k: v for k, v in botstate_env(DATABASE=database).items() if not k.startswith("FLASK_")}
-    return subprocess.run(
-        [FLASK_EXE, "--app", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
+    return run_python([FLASK_SCRIPT, "--app", "app", *args], env)
 
 
 def mode(path):

@@ -196,7 +196,8 @@ def test_idle_connections_are_dropped_after_the_channel_timeout(server):
             while not answer.endswith(b'{"status":"ok"}'):
                 answer += sock.recv(1000)
             assert answer.startswith(b"HTTP/1.1 200")
-        time.sleep(3)  # 1 s timeout, looked at every second
+        for sock in kept_alive:
+            sock.settimeout(5)  # 1 s timeout, looked at every second
         assert [sock.recv(1) for sock in kept_alive] == [b""] * 5  # the server closed each
     finally:
         for sock in kept_alive:
