@@ -1,9 +1,10 @@
 """The state rows, for both backends: the one write algorithm, reads, pages and deletes."""
 
 import contextlib
-import json
 import logging
 import os
+
+import orjson
 
 from backends import rules
 from records import DEFAULT_PAGE_BYTES, PAGE_ROW_OVERHEAD, ItemError, StateRow, VersionConflict
@@ -304,7 +305,7 @@ def _listed(value):
     """A JSON array as a driver reads it (SQLite: text; PostgreSQL: a list; None for none) as a list."""
     if value is None:
         return []
-    return json.loads(value) if isinstance(value, str) else value
+    return orjson.loads(value) if isinstance(value, str) else value  # ids, versions and times: exact in orjson
 
 
 def _row_params(row):

@@ -318,7 +318,7 @@ def test_a_checkpoint_starts_a_grown_wal_over(storage, bot, registered, monkeypa
     # written while it runs, and the WAL starts over only once all of it is
     # copied: under steady writes it grew by hundreds of MB. Here a reader holds
     # back the passive pass, and lets go once the checkpoint holds the write lock.
-    monkeypatch.setattr("backends.sqlite.WAL_RESTART_FRAMES", 20)
+    monkeypatch.setattr("backends.sqlite_upkeep.WAL_RESTART_FRAMES", 20)
     storage.start_checkpoints(interval=3600)  # only the explicit call below
     for n in range(30):
         storage.write_states(Credentials(bot["id"], bot["keyHash"]), [write(state={"n": n})])
@@ -349,7 +349,7 @@ def test_a_checkpoint_starts_a_grown_wal_over(storage, bot, registered, monkeypa
 
 @pytest.mark.sqlite_only("SQLite's connections, WAL and checkpoints")
 def test_the_checkpoint_thread_keeps_the_wal_small(storage, bot, registered, monkeypatch):
-    monkeypatch.setattr("backends.sqlite.WAL_RESTART_FRAMES", 20)
+    monkeypatch.setattr("backends.sqlite_upkeep.WAL_RESTART_FRAMES", 20)
     storage.start_checkpoints(interval=0.01)
     deadline = time.monotonic() + 10
     for n in range(100):
