@@ -11,7 +11,7 @@ run: $(VENV)/.installed-run
 
 # pytest keeps each test module's rewritten bytecode (in the ignored __pycache__ folders) even
 # where PYTHONDONTWRITEBYTECODE is set: otherwise every worker compiles them all again.
-PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
+PYTEST := env PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
 
 test: $(VENV)/.installed-dev
 	$(PYTEST)

@@ -302,13 +302,15 @@ def run_botstate(args, **settings):
 
 
 _ZYGOTE = []
+_ZYGOTE_STARTING = threading.Lock()
 
 
 def zygote():
-    """This test process's zygote (tests/zygote.py), started on first use."""
-    if not _ZYGOTE:
-        _ZYGOTE.append(Zygote())
-    return _ZYGOTE[0]
+    """This test process's zygote (tests/zygote.py), started on first use and again should it die."""
+    with _ZYGOTE_STARTING:
+        if not _ZYGOTE or not _ZYGOTE[-1].alive:
+            _ZYGOTE.append(Zygote())
+        return _ZYGOTE[-1]
 
 
 def run_python(args, env, input=None, timeout=60):

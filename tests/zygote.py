@@ -10,12 +10,17 @@ process on a real port. A test that is about the interpreter's own start (the
 console script, ulimits, a terminal) keeps a real `exec`, and so does every
 process when TEST_EXEC=1 is set.
 
-The protocol is a JSON line each way on the zygote's stdin and stdout: a request
-{"id", "args", "env", "cwd", "stdin", "stdout", "stderr"} is answered {"id", "pid"};
-each child's exit is reported {"pid", "code"}, with subprocess's return codes.
+The protocol is a JSON line each way on the zygote's stdin and stdout. A start,
+{"id", "args", "env", "cwd", "stdin", "stdout", "stderr"}, is answered {"id", "child", "pid"},
+and the child's exit is reported {"exited": child, "code"} with subprocess's return codes.
+A signal, {"id", "signal": child, "signum"}, is answered {"id"} once sent, or once known
+needless: the zygote reaps its children, so it alone knows whether a pid is still theirs.
+Forks share the zygote's hash seed; TEST_EXEC=1 gives each its own.
 """
 
 import atexit
+import contextlib
+import functools
 import gc
 import json
 import os
@@ -33,18 +38,33 @@ ROOT = Path(__file__).resolve().parent.parent
 FLASK_SCRIPT = str(Path(sys.executable).parent / "flask")
 
 
+@functools.cache
+def _has_pidfds():
+    """Whether this system gives process file descriptors (Linux 5.3 and later), which the zygote watches."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 def forkable(args):
     """Whether `python ARGS` is one the zygote can start: serve.py or the flask command."""
-    if os.environ.get("TEST_EXEC") == "1":
+    if os.environ.get("TEST_EXEC") == "1" or not _has_pidfds():
         return False
     return args[:1] in (["serve.py"], [FLASK_SCRIPT]) or args[:2] == ["-m", "flask"]
+
+
+class ZygoteDied(RuntimeError):
+    """The zygote is gone: what it forked can no longer be waited for or signalled through it."""
 
 
 class ForkedProcess:
     """A child of the zygote, with the part of subprocess.Popen's interface the tests use."""
 
-    def __init__(self, zygote, pid, args):
+    def __init__(self, zygote, child, pid, args):
         self.zygote = zygote
+        self.child = child  # the zygote's number for it: unlike a pid, never reused
         self.pid = pid
         self.args = args
         self.returncode = None
@@ -56,23 +76,23 @@ class ForkedProcess:
     def wait(self, timeout=None, raising=True):
         """Wait for the exit; its code (subprocess.TimeoutExpired after `timeout` seconds)."""
         if self.returncode is None:
-            self.returncode = self.zygote.exit_code(self.pid, timeout)
+            self.returncode = self.zygote.exit_code(self.child, timeout)
         if self.returncode is None and raising:
             raise subprocess.TimeoutExpired(self.args, timeout)
         return self.returncode
 
     def send_signal(self, signum):
-        """Signal the process, unless it has already exited."""
-        if self.poll() is None:
-            os.kill(self.pid, signum)
+        """Signal the process unless it has exited (the zygote, which reaps it, decides that)."""
+        if self.returncode is None:
+            self.zygote.signal(self.child, signum)
 
     def terminate(self):
         """SIGTERM."""
-        self.send_signal(15)
+        self.send_signal(signal.SIGTERM)
 
     def kill(self):
         """SIGKILL."""
-        self.send_signal(9)
+        self.send_signal(signal.SIGKILL)
 
     def __enter__(self):
         return self
@@ -89,39 +109,74 @@ class Zygote:
             [sys.executable, __file__], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
         )
         self.changed = threading.Condition()
-        self.pids = {}
+        self.sending = threading.Lock()  # one request line at a time on the pipe
+        self.answers = {}
         self.exits = {}
         self.next_id = 0
-        threading.Thread(target=self._read_answers, daemon=True).start()
+        self.alive = True
+        self.reader = threading.Thread(target=self._read_answers, daemon=True)
+        self.reader.start()
+
+    def close(self):
+        """Stop the zygote (its children go on) once it has read what was sent."""
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self.reader.join(timeout=30)
+        self.process.stdout.close()
 
     def _read_answers(self):
         for line in self.process.stdout:
             answer = json.loads(line)
             with self.changed:
-                if "id" in answer:
-                    self.pids[answer["id"]] = answer["pid"]
+                if "exited" in answer:
+                    self.exits[answer["exited"]] = answer["code"]
                 else:
-                    self.exits[answer["pid"]] = answer["code"]
+                    self.answers[answer["id"]] = answer
                 self.changed.notify_all()
+        with self.changed:
+            self.alive = False
+            self.changed.notify_all()
 
-    def start(self, args, env, cwd=ROOT, stdin=os.devnull, stdout=os.devnull, stderr=None):
-        """Fork `python ARGS`; stdout and stderr go to files (stderr to stdout's if None)."""
+    def _ask(self, **request):
+        """Send a request; the zygote's answer to it."""
         with self.changed:
             request_id = self.next_id
             self.next_id += 1
-        request = {"id": request_id, "args": list(args), "env": dict(env), "cwd": str(cwd)}
-        request.update(stdin=str(stdin), stdout=str(stdout), stderr=str(stderr or stdout))
-        self.process.stdin.write(json.dumps(request).encode() + b"\n")
+        line = json.dumps({"id": request_id, **request}).encode() + b"\n"
+        try:
+            with self.sending:
+                self.process.stdin.write(line)
+        except BrokenPipeError:
+            raise ZygoteDied("the test zygote is gone") from None
         with self.changed:
-            if not self.changed.wait_for(lambda: request_id in self.pids, timeout=30):
-                raise RuntimeError("the test zygote did not fork")
-            return ForkedProcess(self, self.pids.pop(request_id), list(args))
+            self.changed.wait_for(lambda: request_id in self.answers or not self.alive, timeout=30)
+            if request_id not in self.answers:
+                raise ZygoteDied("the test zygote did not answer")
+            return self.answers.pop(request_id)
 
-    def exit_code(self, pid, timeout):
+    def start(self, args, env, cwd=ROOT, stdin=os.devnull, stdout=os.devnull, stderr=None):
+        """Fork `python ARGS`; stdout and stderr go to files (stderr to stdout's if None)."""
+        answer = self._ask(
+            args=list(args),
+            env=dict(env),
+            cwd=str(cwd),
+            stdin=str(stdin),
+            stdout=str(stdout),
+            stderr=str(stderr or stdout),
+        )
+        return ForkedProcess(self, answer["child"], answer["pid"], list(args))
+
+    def signal(self, child, signum):
+        """Signal a child, unless it has exited."""
+        self._ask(signal=child, signum=int(signum))
+
+    def exit_code(self, child, timeout):
         """The child's exit code once it has exited, waiting up to `timeout` seconds; else None."""
         with self.changed:
-            self.changed.wait_for(lambda: pid in self.exits, timeout=timeout)
-            return self.exits.get(pid)
+            self.changed.wait_for(lambda: child in self.exits or not self.alive, timeout=timeout)
+            if child not in self.exits and not self.alive:
+                raise ZygoteDied("the test zygote is gone: its children cannot be waited for")
+            return self.exits.get(child)
 
 
 def preload():
@@ -152,6 +207,7 @@ def become(request):
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the zygote's pipes and pidfds, as exec's close_fds would
     os.environ.clear()
     os.environ.update(request["env"])
+    sys.orig_argv = [sys.executable, *request["args"]]
 
 
 def run(args):
@@ -178,7 +234,10 @@ def outcome_of(args):
         print(exit.code, file=sys.stderr)
         return 1
     except BaseException as error:  # noqa: BLE001 - reported as the interpreter would
-        sys.excepthook(type(error), error, error.__traceback__)
+        traceback = error.__traceback__
+        while traceback is not None and traceback.tb_frame.f_code.co_filename == __file__:
+            traceback = traceback.tb_next  # the zygote's own frames, which `python ARGS` has not
+        sys.excepthook(type(error), error, traceback)
         return -signal.SIGINT if isinstance(error, KeyboardInterrupt) else 1
     return 0
 
@@ -187,7 +246,8 @@ def leave(code):
     """End the fork as the interpreter ends: join its threads, run atexit, flush; then exit at once.
 
     Tearing down the modules that the zygote imported would take a tenth of a second
-    per process (each object touched, each page copied) and nothing a test sees.
+    per process (each object touched, each page copied). What that teardown would
+    still do, botstate does itself first: its commands and servers close their storage.
     """
     threading._shutdown()
     atexit._run_exitfuncs()
@@ -200,17 +260,20 @@ def leave(code):
 
 
 def serve_forks():
-    """Fork a child per request line on stdin until it closes; report each child's exit."""
+    """Fork a child per start request on stdin, signal children on request, until stdin closes;
+    report each child's exit by its number."""
     selector = selectors.DefaultSelector()
     selector.register(0, selectors.EVENT_READ)
+    pidfds = {}  # child number -> its pidfd, until it is reaped
     pending = b""
     while True:
         for key, _ in selector.select():
             if key.data is not None:
+                child, pid = key.data
                 selector.unregister(key.fd)
-                os.close(key.fd)
-                _, status = os.waitpid(key.data, 0)
-                answer(pid=key.data, code=os.waitstatus_to_exitcode(status))
+                _, status = os.waitpid(pid, 0)
+                os.close(pidfds.pop(child))
+                answer(exited=child, code=os.waitstatus_to_exitcode(status))
                 continue
             chunk = os.read(0, 1 << 16)
             if not chunk:
@@ -218,12 +281,21 @@ def serve_forks():
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
                 request = json.loads(line)
+                if "signal" in request:
+                    pidfd = pidfds.get(request["signal"])
+                    if pidfd is not None:  # not yet reaped: the pidfd cannot name another process
+                        with contextlib.suppress(ProcessLookupError):
+                            signal.pidfd_send_signal(pidfd, request["signum"])
+                    answer(id=request["id"])
+                    continue
                 pid = os.fork()
                 if pid == 0:
                     become(request)
                     leave(outcome_of(request["args"]))
-                selector.register(os.pidfd_open(pid), selectors.EVENT_READ, pid)
-                answer(id=request["id"], pid=pid)
+                child = request["id"]
+                pidfds[child] = os.pidfd_open(pid)
+                selector.register(pidfds[child], selectors.EVENT_READ, (child, pid))
+                answer(id=child, child=child, pid=pid)
 
 
 def answer(**fields):
