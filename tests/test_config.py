@@ -1,3 +1,5 @@
+"""Settings: defaults, BOTSTATE_* parsing and its one-line refusals, and the limits serve.py gives waitress."""
+
 import logging
 import os
 import subprocess

@@ -1,3 +1,5 @@
+"""The spec's three-item example in-process, and a live server's health: the quickest signs of life."""
+
 from spec_data import THREE_ITEMS
 
 

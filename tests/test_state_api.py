@@ -1,4 +1,4 @@
-"""Table-driven tests of the endpoints issue 3 adds, through the Flask test client:
+"""Reading, merging and deleting one state, through the Flask test client (table-driven):
 GET and DELETE of one state row, PATCH (RFC 7396 merge), versions, ETags and expectedVersion.
 """
 

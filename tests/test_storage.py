@@ -1,3 +1,5 @@
+"""The storage interface on both backends: writes item by item, reads, deletes, key uses, checkpoints."""
+
 import json
 import sqlite3
 import time

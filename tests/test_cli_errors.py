@@ -1,4 +1,4 @@
-"""Issue 13 hardening of the CLI and start-up: one-line usage errors, private files, foreign databases."""
+"""The CLI's and start-up's refusals: one-line usage errors, private files, foreign databases, unwritable paths."""
 
 import contextlib
 import os

@@ -1,4 +1,4 @@
-"""Hostile clients over HTTP (issue 13): deep states, invented methods, odd paths, strict
+"""What the HTTP layer refuses from hostile clients: deep states, invented methods, odd paths, strict
 query parameters, forged cursors and entity-tag lists. One row per case."""
 
 import base64

@@ -1,3 +1,5 @@
+"""The write endpoint and the app around it, through the Flask test client: answers, bad JSON, limits, logs."""
+
 import json
 import shutil
 
