@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 .PHONY: run test test-pg soak lint bench bench-check clean
 
 run: $(VENV)/.installed-run
-	$(BIN)/flask init-db
-	$(BIN)/python serve.py
+	$(BIN)/botstate init-db
+	$(BIN)/botstate serve
 
 # pytest keeps each test module's rewritten bytecode (in the ignored __pycache__ folders) even
 # where PYTHONDONTWRITEBYTECODE is set: otherwise every worker compiles them all again.
@@ -45,8 +45,10 @@ $(VENV)/bin/python:
 		{ echo "botstate needs Python 3.11 or newer (found: $$($(PYTHON) --version)); set PYTHON=python3.X" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-run: requirements.txt $(VENV)/bin/python
+# The pinned dependencies, then botstate itself, editable: .venv/bin/botstate runs this checkout.
+$(VENV)/.installed-run: requirements.txt pyproject.toml $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --editable .
 	touch $@
 
 $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed-run

@@ -13,6 +13,7 @@ from auth import bot_endpoint, storage
 from errors import APIError, bad_request
 from schemas import StateKeySchema, StateQuerySchema, encode_cursor, first_param_error
 from storage import ItemError, StateRow, StateWrite, StorageError, VersionConflict
+from version import VERSION
 from views import row_json
 
 log = logging.getLogger("botstate")
@@ -263,4 +264,4 @@ def healthz():
     except StorageError as error:
         log.error("health check failed: %s", error)
         return jsonify(status="unavailable"), 503
-    return jsonify(status="ok")
+    return jsonify(status="ok", version=VERSION)

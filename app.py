@@ -48,7 +48,7 @@ def create_app(test_config=None, upgrade=False):
     """Build the app: defaults, then BOTSTATE_* environment, then `test_config`.
 
     A new database gets the schema. An older one is upgraded only with `upgrade`
-    (the server's start, `flask init-db`): other commands refuse it, so that a
+    (the server's start, `botstate init-db`): other commands refuse it, so that a
     new CLI never changes the schema under an older server still running on it.
     """
     app = BotstateFlask(__name__, instance_relative_config=True)

@@ -45,7 +45,7 @@ MAX_PAGE_SIZE = 1000
 # A page size as a client writes it: plain ASCII digits, no sign, spaces, underscores or leading zeros.
 PAGE_SIZE = re.compile(r"[1-9][0-9]{0,3}")
 MAX_SYMBOL_LENGTH = 32
-# What `flask bots create` accepts: the API takes longer slugs, which no bot can have.
+# What `botstate bots create` accepts: the API takes longer slugs, which no bot can have.
 MAX_SLUG_LENGTH = 100
 MAX_NAME_LENGTH = 200
 
@@ -56,7 +56,7 @@ def is_valid_slug(slug):
 
 
 def is_valid_bot_slug(slug):
-    """Whether `flask bots create` takes the slug: the spec's pattern, at most MAX_SLUG_LENGTH."""
+    """Whether `botstate bots create` takes the slug: the spec's pattern, at most MAX_SLUG_LENGTH."""
     return is_valid_slug(slug) and len(slug) <= MAX_SLUG_LENGTH
 
 
@@ -480,3 +480,4 @@ class HealthSchema(Schema):
     """Whether the service and its database answer."""
 
     status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    version = fields.String(metadata={"description": "botstate's version, as `botstate --version` shows it (when ok)"})

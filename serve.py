@@ -1,9 +1,10 @@
-"""Serve botstate with waitress, configured from BOTSTATE_* (what `make run` starts)."""
+"""Serve botstate with waitress, configured from BOTSTATE_* (what `botstate serve` runs)."""
 
 import gc
 import logging
 import os
 import shlex
+import shutil
 import signal
 import sys
 
@@ -54,6 +55,19 @@ def make_server(app):
     )
 
 
+def botstate_command():
+    """The command that runs botstate as this process was started: `botstate`, its path, or the file."""
+    program = sys.argv[0]
+    if program.endswith(".pyz"):
+        return f"python3 {shlex.quote(program)}"
+    if os.path.basename(program) != "botstate":
+        return ".venv/bin/botstate"  # serve.py in a checkout
+    on_path = shutil.which("botstate")
+    if on_path and os.path.samefile(on_path, program):
+        return "botstate"
+    return shlex.quote(program)
+
+
 def create_bot_hint():
     """The exact command that creates a bot against the database this server uses."""
     prefix = ""
@@ -61,7 +75,7 @@ def create_bot_hint():
         prefix = "BOTSTATE_DATABASE_URL=<the same URL> "  # never print its password
     elif "BOTSTATE_DATABASE" in os.environ:
         prefix = f"BOTSTATE_DATABASE={shlex.quote(os.environ['BOTSTATE_DATABASE'])} "
-    return f"{prefix}.venv/bin/flask bots create my-bot"
+    return f"{prefix}{botstate_command()} bots create my-bot"
 
 
 def say(message, log_format="TEXT"):

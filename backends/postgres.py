@@ -54,7 +54,7 @@ RETURNING {columns}
 MIN_SERVER_VERSION = 130000  # gen_random_uuid() is built in from PostgreSQL 13
 NO_BACKUPS = (
     "on PostgreSQL, back up with pg_dump and pg_restore, or your provider's backups;"
-    " `flask states export` also copies every row"
+    " `botstate states export` also copies every row"
 )
 # Milliseconds the keys' last-use flush waits for a lock before trying again later.
 FLUSH_LOCK_TIMEOUT_MS = 100

@@ -1,12 +1,15 @@
-"""Admin commands: `flask bots|accounts|tickers|states|db ...` and `flask init-db`."""
+"""Admin commands: `botstate init-db` and `botstate bots|accounts|tickers|states|db ...` (also under `flask`)."""
 
 from cli.bots import bots
 from cli.catalog import accounts, tickers
 from cli.database import db, init_db
 from cli.states import states
 
+# In the order `botstate --help` lists them, after serve.
+COMMANDS = (init_db, bots, accounts, tickers, states, db)
+
 
 def register_commands(app):
     """Add the admin command groups to `flask`."""
-    for command in (bots, accounts, tickers, states, db, init_db):
+    for command in COMMANDS:
         app.cli.add_command(command)

@@ -1,4 +1,4 @@
-"""`flask bots`: create, list, re-key, revoke keys of and delete bots."""
+"""`botstate bots`: create, list, re-key, revoke keys of and delete bots."""
 
 import sys
 
@@ -44,7 +44,7 @@ def bots_list(as_json):
     with storage_errors():
         rows = storage().list_bots()
     lines = [f"{r['slug']}\t{r['name']}\t{r['states']} states\t{r['id']}" for r in rows]
-    emit(as_json, rows, "\n".join(lines) if lines else "No bots yet. Create one with: flask bots create SLUG")
+    emit(as_json, rows, "\n".join(lines) if lines else "No bots yet. Create one with: botstate bots create SLUG")
 
 
 @bots.command("rotate-key")
@@ -67,7 +67,7 @@ def bots_rotate_key(slug, grace, as_json):
     if expires_at is None:
         old_keys = "The old key no longer works."
     else:
-        old_keys = f"The old key keeps working until {expires_at}; `flask bots revoke-key {slug}` stops it sooner."
+        old_keys = f"The old key keeps working until {expires_at}; `botstate bots revoke-key {slug}` stops it sooner."
     emit(
         as_json,
         {
@@ -94,7 +94,7 @@ def bots_revoke_key(slug, every, as_json):
     if every:
         text = (
             f"Revoked {revoked} key(s) of '{slug}': every request gets 403 until"
-            f" `flask bots rotate-key {slug}` gives it a new key."
+            f" `botstate bots rotate-key {slug}` gives it a new key."
         )
     elif revoked:
         text = f"Revoked {revoked} old key(s) of '{slug}': only its newest key works."
@@ -116,7 +116,7 @@ def bots_keys(slug, as_json):
         for r in rows
     ]
     if not lines:
-        lines = [f"'{slug}' has no working key. Give it one with: flask bots rotate-key {slug}"]
+        lines = [f"'{slug}' has no working key. Give it one with: botstate bots rotate-key {slug}"]
     emit(as_json, rows, "\n".join(lines))
 
 

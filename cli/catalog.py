@@ -1,4 +1,4 @@
-"""`flask accounts` and `flask tickers`: register them one at a time or from a file, and list them."""
+"""`botstate accounts` and `botstate tickers`: register them one at a time or from a file, and list them."""
 
 import csv
 import io

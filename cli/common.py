@@ -68,23 +68,17 @@ class OneLineGroup(OneLineUsage, AppGroup):
 
 
 def storage(schema_current=True):
-    """The storage backend of the current app, closed when the command ends; unless
-    `schema_current` is False, once its schema is known to be current."""
+    """The storage backend of the current app; unless `schema_current` is False, once its
+    schema is known to be current."""
     outdated = current_app.extensions["botstate.outdated"]
     database = current_app.extensions["botstate.storage"]
     if outdated and schema_current:
         raise click.ClickException(
             f"the database {database.location}"
             " needs an upgrade to this version of botstate"
-            f" ({', '.join(outdated)}): stop the server that uses it, then run `flask init-db`"
+            f" ({', '.join(outdated)}): stop the server that uses it, then run `botstate init-db`"
             " (or start the new server, which upgrades it)"
         )
-    command = click.get_current_context()
-    if not command.meta.get("botstate.closes_storage"):
-        # The command's last statement is stored and SQLite's WAL folded in, whatever
-        # becomes of the process next, instead of when the interpreter's teardown gets to it.
-        command.meta["botstate.closes_storage"] = True
-        command.call_on_close(database.close)
     return database
 
 

@@ -1,4 +1,4 @@
-"""`flask db backup|restore` and `flask init-db`: the database file itself."""
+"""`botstate db backup|restore` and `botstate init-db`: the database file itself."""
 
 import os
 import time
@@ -35,7 +35,7 @@ def db_backup(path, as_json):
 @click.option("--force", is_flag=True, help="Restore even though a server is running on the database.")
 @json_option
 def db_restore(path, force, as_json):
-    """Replace the database's content with the backup at PATH (made by `flask db backup`).
+    """Replace the database's content with the backup at PATH (made by `botstate db backup`).
 
     Stop the server first: with a server running it refuses, unless --force.
     """

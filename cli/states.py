@@ -1,4 +1,4 @@
-"""`flask states`: show a bot's states, export every row to JSON Lines and import such a file."""
+"""`botstate states`: show a bot's states, export every row to JSON Lines and import such a file."""
 
 import contextlib
 import os
@@ -15,7 +15,7 @@ from storage import TRANSFER_KINDS
 from transfer import BadRecord, dump_record, parse_record
 from views import row_json
 
-# `flask states show`: rows shown by default, and characters of each state.
+# `botstate states show`: rows shown by default, and characters of each state.
 SHOW_LIMIT = 100
 STATE_WIDTH = 60
 
@@ -88,7 +88,7 @@ def _counted(counts):
 @click.argument("file", type=click.File("rb"))
 @json_option
 def states_import(file, as_json):
-    """Make the rows of FILE (from `flask states export`) exist exactly as it says.
+    """Make the rows of FILE (from `botstate states export`) exist exactly as it says.
 
     Rows with the same key are overwritten, other rows are left alone, so running
     it twice changes nothing the second time. Every line is checked before anything
@@ -171,7 +171,7 @@ def _ticker_named(ticker, symbols):
     for ticker_id, symbol in symbols.items():
         if symbol == ticker:
             return ticker_id
-    raise click.ClickException(f"--ticker: no ticker {ticker!r} (give its symbol or UUID; see `flask tickers list`)")
+    raise click.ClickException(f"--ticker: no ticker {ticker!r} (give its symbol or UUID; see `botstate tickers list`)")
 
 
 def age(stored_time, now):

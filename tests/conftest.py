@@ -13,9 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskCliRunner
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
 from zygote import Zygote, forkable
 
+import botstate
 import keys
 from app import create_app
 from keys import generate_key, hash_key
@@ -156,7 +158,21 @@ def client(app):
 
 @pytest.fixture
 def runner(app):
-    return app.test_cli_runner()
+    """`botstate ARGS` in this process, on the test's app."""
+    return botstate_runner(app)
+
+
+def botstate_runner(app):
+    """A click runner whose invoke(args=...) runs `botstate ARGS` on `app`."""
+    return BotstateCliRunner(app)
+
+
+class BotstateCliRunner(FlaskCliRunner):
+    """Flask's CLI runner, with the botstate command instead of `flask`."""
+
+    def invoke(self, cli=None, args=None, **kwargs):
+        """Run `botstate ARGS` (or `cli`), the app given to the commands as `flask` would give it."""
+        return super().invoke(cli or botstate.main, args, **kwargs)
 
 
 @pytest.fixture
@@ -166,7 +182,7 @@ def storage(app):
 
 @pytest.fixture
 def bot(storage):
-    """A bot 'my-bot' and its plaintext key, as `flask bots create` makes them."""
+    """A bot 'my-bot' and its plaintext key, as `botstate bots create` makes them."""
     api_key = keys.generate_key()
     created = storage.create_bot("my-bot", "My bot", keys.hash_key(api_key))
     return {"id": created["id"], "slug": "my-bot", "apiKey": api_key, "keyHash": keys.hash_key(api_key)}
@@ -313,21 +329,21 @@ def zygote():
         return _ZYGOTE[-1]
 
 
-def run_python(args, env, input=None, timeout=60):
-    """`python ARGS` in the repo root to its end, as subprocess.run(capture_output=True, text=True) gives it.
+def run_python(args, env, input=None, timeout=60, cwd=ROOT):
+    """`python ARGS` in `cwd` (the repo root) to its end, as subprocess.run(capture_output=True, text=True) gives it.
 
     serve.py and the flask command are forks of the zygote; anything else is a new interpreter.
     """
     if not forkable(args):
         return subprocess.run(
-            [sys.executable, *args], cwd=ROOT, env=env, input=input, capture_output=True, text=True, timeout=timeout
+            [sys.executable, *args], cwd=cwd, env=env, input=input, capture_output=True, text=True, timeout=timeout
         )
     with tempfile.TemporaryDirectory(prefix="botstate-run-") as folder:
         stdin, stdout, stderr = (Path(folder, name) for name in ("stdin", "stdout", "stderr"))
         stdin.write_text(input or "")
         stdout.touch()
         stderr.touch()
-        process = zygote().start(args, env, stdin=stdin, stdout=stdout, stderr=stderr)
+        process = zygote().start(args, env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:

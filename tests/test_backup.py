@@ -1,4 +1,4 @@
-"""`flask db backup` and `restore`: a consistent copy of the live database, and putting one back."""
+"""`botstate db backup` and `restore`: a consistent copy of the live database, and putting one back."""
 
 import itertools
 import json
@@ -13,7 +13,7 @@ from spec_data import ACCOUNT_0, TICKER_AAPL, item
 
 from backends.sqlite import SQLiteStorage
 
-FLASK = ["-m", "flask", "--app", "app:create_app"]
+BOTSTATE = ["-m", "botstate"]
 SQLITE_FILE = pytest.mark.sqlite_only("backups copy SQLite's file; on PostgreSQL they are pg_dump's job")
 ACCOUNTS = [f"40000000-0000-4000-8000-00000000000{i}" for i in range(4)]
 TICKERS = [f"50000000-0000-4000-8000-00000000000{i}" for i in range(3)]
@@ -21,8 +21,8 @@ KEYS = list(itertools.product(ACCOUNTS, TICKERS))
 
 
 def flask(path, *args):
-    """Run the real `flask ARGS` on the SQLite file at `path`; the finished process."""
-    return run_botstate([*FLASK, *args], DATABASE=path)
+    """Run the real `botstate ARGS` on the SQLite file at `path`; the finished process."""
+    return run_botstate([*BOTSTATE, *args], DATABASE=path)
 
 
 @pytest.fixture
@@ -139,5 +139,5 @@ def test_restore_refuses_what_is_not_a_botstate_backup(tmp_path, storage, bot, c
 
 @POSTGRES_ONLY
 def test_backups_on_postgresql_point_to_its_own_tools(database, storage, tmp_path):
-    done = run_botstate([*FLASK, "db", "backup", str(tmp_path / "x.db")], **database)
+    done = run_botstate([*BOTSTATE, "db", "backup", str(tmp_path / "x.db")], **database)
     assert done.returncode == 1 and "pg_dump" in done.stderr

@@ -1,4 +1,4 @@
-"""The admin CLI: `flask bots|accounts|tickers ...` and `flask init-db`, each with and without --json."""
+"""The admin CLI: `botstate bots|accounts|tickers ...` and `botstate init-db`, each with and without --json."""
 
 import contextlib
 import datetime
@@ -11,7 +11,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import BACKEND_INDEPENDENT, botstate_env, execute_sql, run_python, settings_of, stored_bytes
+from conftest import (
+    BACKEND_INDEPENDENT,
+    botstate_env,
+    botstate_runner,
+    execute_sql,
+    run_python,
+    settings_of,
+    stored_bytes,
+)
 from spec_data import ACCOUNT_0, ACCOUNT_1, ACCOUNT_2, TICKER_AAPL, TICKER_MSFT, item
 
 import keys
@@ -39,7 +47,7 @@ JSON_OR_TEXT = pytest.mark.parametrize("json_flag", [["--json"], []], ids=["json
 
 
 def cli(runner, *args, input=None):
-    """Run `flask ARGS...` against the test app."""
+    """Run `botstate ARGS...` against the test app."""
     return runner.invoke(args=list(args), input=input)
 
 
@@ -117,7 +125,7 @@ class TerminalInput(io.BytesIO):
         return True
 
 
-# flask bots create
+# botstate bots create
 
 
 def test_bots_create_json_prints_only_the_new_bot(runner, storage):
@@ -190,7 +198,7 @@ def test_bots_create_invalid_name_fails(runner, storage, name, json_flag):
     assert storage.count_bots() == 0
 
 
-# flask bots list
+# botstate bots list
 
 
 def test_bots_list_json_shows_each_bot_with_its_state_count(app, runner, bot, registered):
@@ -212,7 +220,7 @@ def test_bots_list_text_names_each_bot(runner, bot):
     assert bot["apiKey"] not in output
 
 
-# flask bots rotate-key
+# botstate bots rotate-key
 
 
 @JSON_OR_TEXT
@@ -356,7 +364,7 @@ def test_bots_keys_shows_fingerprints_and_last_use(app, runner, bot, registered,
     assert bot["apiKey"] not in result.stdout
 
 
-# flask bots delete
+# botstate bots delete
 
 
 @pytest.fixture
@@ -409,7 +417,7 @@ def test_bots_delete_unknown_slug_fails(runner, storage, bot, json_flag):
     assert storage.count_bots() == 1
 
 
-# flask accounts add
+# botstate accounts add
 
 
 def test_accounts_add_json_without_id_makes_a_new_uuid(runner, storage):
@@ -455,7 +463,7 @@ def test_accounts_add_duplicate_fails(runner, storage, same_id, json_flag):
     assert [(r["id"], r["name"]) for r in storage.list_accounts()] == [(ACCOUNT_0, "first")]
 
 
-# flask accounts import
+# botstate accounts import
 
 UUID_LINES = f"# exported accounts\n\n{ACCOUNT_0}\n   \n{ACCOUNT_1.upper()}\n# the end\n"
 
@@ -541,13 +549,13 @@ def test_accounts_import_bad_line_names_it_and_imports_nothing(runner, storage, 
 
 @BACKEND_INDEPENDENT
 def test_accounts_import_bad_line_on_real_stdin(storage):
-    """`flask accounts import -` in a real process names the bad stdin line and imports nothing.
+    """`botstate accounts import -` in a real process names the bad stdin line and imports nothing.
 
     A subprocess, because CliRunner's stdin has no `name` for the error message to use.
     """
     env = {k: v for k, v in botstate_env(**settings_of(storage)).items() if not k.startswith("FLASK_")}
     completed = run_python(
-        ["-m", "flask", "--app", "app:create_app", "accounts", "import", "-", "--json"],
+        ["-m", "botstate", "accounts", "import", "-", "--json"],
         env,
         input=f"{ACCOUNT_0}\nbad\n",
     )
@@ -557,7 +565,7 @@ def test_accounts_import_bad_line_on_real_stdin(storage):
     assert account_ids(storage) == []
 
 
-# flask accounts list, tickers list, bots list: shared shapes
+# botstate accounts list, tickers list, bots list: shared shapes
 
 
 def populate(kind, storage):
@@ -618,7 +626,7 @@ def test_tickers_list_json_is_sorted_by_symbol(runner, storage):
     assert [(r["symbol"], r["id"]) for r in rows] == [("AAPL", TICKER_AAPL), ("MSFT", TICKER_MSFT)]
 
 
-# flask tickers add
+# botstate tickers add
 
 
 def test_tickers_add_json_without_id_makes_a_new_uuid(runner, storage):
@@ -668,7 +676,7 @@ def test_tickers_add_invalid_id_fails(runner, storage, bad_id, json_flag):
     assert tickers_by_symbol(storage) == {}
 
 
-# flask tickers import
+# botstate tickers import
 
 
 @pytest.mark.parametrize(
@@ -755,7 +763,7 @@ def test_tickers_import_bad_line_names_it_and_imports_nothing(runner, storage, t
     assert tickers_by_symbol(storage) == {}
 
 
-# flask init-db
+# botstate init-db
 
 
 def test_init_db_json_on_a_new_database(runner, storage):
@@ -776,7 +784,7 @@ def test_init_db_text_names_the_path_and_schema(runner, storage):
 def test_init_db_on_an_up_to_date_database_applies_nothing(storage):
     again = create_app(settings_of(storage))
     try:
-        report = json_output(cli(again.test_cli_runner(), "init-db", "--json"))
+        report = json_output(cli(botstate_runner(again), "init-db", "--json"))
     finally:
         again.extensions["botstate.storage"].close()
     assert report["applied"] == []
@@ -890,7 +898,7 @@ def test_import_of_a_file_that_is_not_utf8_is_one_line(runner, tmp_path, group):
     assert result.stderr.strip().splitlines() == [f"Error: {path} is not UTF-8 text (byte 5): save it as UTF-8"]
 
 
-# flask states show
+# botstate states show
 
 
 @pytest.fixture

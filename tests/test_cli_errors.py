@@ -10,7 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from conftest import BACKEND_INDEPENDENT, botstate_env, run_botstate, run_python
-from zygote import FLASK_SCRIPT
+from zygote import BOTSTATE_SCRIPT
 
 from backends.sqlite import SQLiteStorage
 from cli import common as cli
@@ -21,7 +21,7 @@ SQLITE_FILE = pytest.mark.sqlite_only("about SQLite's own files")
 def flask(database, *args):
     """Run the real `.venv/bin/flask --app app ARGS` on the SQLite file `database`; the finished process."""
     env = {k: v for k, v in botstate_env(DATABASE=database).items() if not k.startswith("FLASK_")}
-    return run_python([FLASK_SCRIPT, "--app", "app", *args], env)
+    return run_python([BOTSTATE_SCRIPT, *args], env)
 
 
 def mode(path):
@@ -74,7 +74,7 @@ def umask(value):
 def test_usage_errors_of_every_command_are_one_line(tmp_path, args, message, help_of):
     done = flask(tmp_path / "x.db", *args)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.splitlines() == [f"Error: {message} Try 'flask {help_of} --help' for help."]
+    assert done.stderr.splitlines() == [f"Error: {message} Try 'botstate {help_of} --help' for help."]
 
 
 def test_a_group_without_a_command_still_shows_its_help(tmp_path):
@@ -218,8 +218,8 @@ def foreign_database(path, *tables):
 @pytest.mark.parametrize(
     "command, prefix",
     (
-        (["-m", "flask", "init-db"], "Error: "),
-        (["-m", "flask", "bots", "list"], "Error: "),
+        (["-m", "botstate", "init-db"], "Error: "),
+        (["-m", "botstate", "bots", "list"], "Error: "),
         (["serve.py"], "botstate: "),
     ),
 )
@@ -246,6 +246,6 @@ def test_a_new_or_empty_database_file_gets_the_schema(tmp_path, content):
     elif content == "sqlite file without tables":
         with contextlib.closing(sqlite3.connect(path)) as empty:
             empty.execute("PRAGMA user_version = 7")
-    done = run_botstate(["-m", "flask", "init-db", "--json"], DATABASE=path)
+    done = run_botstate(["-m", "botstate", "init-db", "--json"], DATABASE=path)
     assert done.returncode == 0, done.stderr
     assert '"applied": ["0001' in done.stdout

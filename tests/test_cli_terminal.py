@@ -9,19 +9,19 @@ import uuid
 import pytest
 from conftest import ROOT
 
-FLASK = [sys.executable, "-m", "flask"]
+BOTSTATE = [sys.executable, "-m", "botstate"]
 
 
 def run_flask(args, database, stderr_tty):
-    """Run `flask ARGS` with stdout piped and stderr on a pseudo-terminal or a pipe."""
+    """Run `botstate ARGS` with stdout piped and stderr on a pseudo-terminal or a pipe."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTSTATE_")}
     env["BOTSTATE_DATABASE"] = str(database)
     if not stderr_tty:
-        result = subprocess.run(FLASK + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(BOTSTATE + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         return result.returncode, result.stdout, result.stderr
     controller, terminal = pty.openpty()
     with subprocess.Popen(
-        FLASK + args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=terminal, text=True
+        BOTSTATE + args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=terminal, text=True
     ) as process:
         os.close(terminal)
         # Drain the terminal first (the child blocks if it fills); stdout is small enough to wait in its pipe.

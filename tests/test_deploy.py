@@ -10,6 +10,8 @@ import requests
 from conftest import ROOT, start_server, stop_server
 from spec_data import item
 
+from version import VERSION
+
 needs_nginx = pytest.mark.skipif(
     shutil.which("nginx") is None or shutil.which("openssl") is None,
     reason="nginx and openssl are not installed (apt-get install nginx-light openssl)",
@@ -76,7 +78,10 @@ def _free_port():
 def test_the_nginx_site_proxies_tls_and_lets_botstate_answer_an_oversized_body(proxied):
     base, bot, certificate = proxied
     headers = {"x-api-key": bot["apiKey"]}
-    assert requests.get(f"{base}/healthz", verify=certificate, timeout=10).json() == {"status": "ok"}
+    assert requests.get(f"{base}/healthz", verify=certificate, timeout=10).json() == {
+        "status": "ok",
+        "version": VERSION,
+    }
     written = requests.post(
         f"{base}/api/bots/my-bot/state", json={"states": [item()]}, headers=headers, verify=certificate, timeout=10
     )
@@ -104,7 +109,7 @@ def test_the_systemd_unit_serves_as_its_own_user_from_its_environment_file():
         "/etc/botstate.env",
         "on-failure",
     )
-    assert service["ExecStart"].endswith("serve.py") and "init-db" in service["ExecStartPre"]
+    assert service["ExecStart"].endswith("botstate serve") and "init-db" in service["ExecStartPre"]
     assert service["ReadWritePaths"] == "/var/lib/botstate"
     environment = dict(
         line.split("=", 1)

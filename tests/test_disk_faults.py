@@ -24,6 +24,7 @@ from conftest import RELIABILITY, register_ids, run_botstate, start_server, stop
 
 import keys
 from app import create_app
+from version import VERSION
 
 ACCOUNTS = [f"40000000-0000-4000-8000-00000000000{i}" for i in range(2)]
 TICKERS = [f"50000000-0000-4000-8000-00000000000{i}" for i in range(3)]
@@ -227,7 +228,10 @@ class Bot:
         statuses = [self.read(pair) for pair in KEYS]
         statuses.append(self.request("GET", "/api/bots/disk-bot/state").status_code)
         health = self.session.get(f"{self.url}/healthz", timeout=30)
-        assert (health.status_code, health.json()) in ((200, {"status": "ok"}), (503, {"status": "unavailable"}))
+        assert (health.status_code, health.json()) in (
+            (200, {"status": "ok", "version": VERSION}),
+            (503, {"status": "unavailable"}),
+        )
         return statuses + [health.status_code]
 
     def write_until(self, status):
@@ -342,7 +346,7 @@ def assert_start_refused(database, command, cause):
 
 
 @pytest.mark.parametrize("read_only", ("folder", "file"))
-@pytest.mark.parametrize("command", (["serve.py"], ["-m", "flask", "init-db"]))
+@pytest.mark.parametrize("command", (["serve.py"], ["-m", "botstate", "init-db"]))
 def test_starting_on_a_read_only_database_stops_with_one_line(immutable, database, read_only, command):
     seed(database)
     target, cause = {"folder": (database.parent, "folder not writable"), "file": (database, "not writable")}[read_only]

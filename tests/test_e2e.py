@@ -28,6 +28,7 @@ from spec_data import (
 
 import keys
 from app import create_app
+from version import VERSION
 
 TIMEOUT = 10
 ISO_MILLIS_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -101,7 +102,7 @@ def assert_json(response, status, expected=None):
 
 def assert_alive(base_url):
     response = requests.get(base_url + "/healthz", timeout=TIMEOUT)
-    assert_json(response, 200, {"status": "ok"})
+    assert_json(response, 200, {"status": "ok", "version": VERSION})
 
 
 def post_state(base_url, api_key, data, path=STATE_PATH, headers=JSON_TYPE):

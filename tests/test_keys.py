@@ -35,9 +35,9 @@ def test_a_key_works_while_it_is_one_of_the_bots_and_not_expired(bot_keys, works
 
 
 def flask_cli(database, *args):
-    """Run the real `flask ARGS --json` on `database`; its JSON answer."""
+    """Run the real `botstate ARGS --json` on `database`; its JSON answer."""
     env = {k: v for k, v in botstate_env(**database).items() if not k.startswith("FLASK_")}
-    completed = run_python(["-m", "flask", "--app", "app:create_app", *args, "--json"], env)
+    completed = run_python(["-m", "botstate", *args, "--json"], env)
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout)
 
@@ -171,7 +171,7 @@ def test_rotation_with_grace_then_revocation_on_a_running_server(live_server, da
 
 
 def last_uses(database):
-    """fingerprint -> lastUsedAt of each working key of my-bot, as `flask bots keys` shows them."""
+    """fingerprint -> lastUsedAt of each working key of my-bot, as `botstate bots keys` shows them."""
     return {k["fingerprint"]: k["lastUsedAt"] for k in flask_cli(database, "bots", "keys", "my-bot")}
 
 

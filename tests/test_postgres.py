@@ -149,8 +149,8 @@ def test_the_server_and_the_cli_never_show_the_password(new_database, backend):
     stop_server(process)
     log = log_path.read_text()
     assert f"(database {redacted(url)}, 4 threads)" in log
-    assert "Create one with: BOTSTATE_DATABASE_URL=<the same URL> .venv/bin/flask bots create my-bot" in log
-    init = run_botstate(["-m", "flask", "--app", "app:create_app", "init-db"], DATABASE_URL=url)
+    assert "Create one with: BOTSTATE_DATABASE_URL=<the same URL> .venv/bin/botstate bots create my-bot" in log
+    init = run_botstate(["-m", "botstate", "init-db"], DATABASE_URL=url)
     assert init.returncode == 0 and f"Database ready at {redacted(url)}" in init.stdout
     assert "hunter2" not in log + init.stdout + init.stderr
 

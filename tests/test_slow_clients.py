@@ -193,7 +193,7 @@ def test_idle_connections_are_dropped_after_the_channel_timeout(server):
         for sock in kept_alive:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = b""
-            while not answer.endswith(b'{"status":"ok"}'):
+            while not answer.endswith(b'"}'):
                 answer += sock.recv(1000)
             assert answer.startswith(b"HTTP/1.1 200")
         for sock in kept_alive:

@@ -2,6 +2,8 @@
 
 from spec_data import THREE_ITEMS
 
+from version import VERSION
+
 
 def test_three_item_example_over_the_test_client(client, bot, registered):
     response = client.post("/api/bots/my-bot/state", json={"states": THREE_ITEMS}, headers={"x-api-key": bot["apiKey"]})
@@ -12,4 +14,4 @@ def test_three_item_example_over_the_test_client(client, bot, registered):
 def test_live_server_answers_health(live_server):
     import requests
 
-    assert requests.get(live_server.url + "/healthz", timeout=5).json() == {"status": "ok"}
+    assert requests.get(live_server.url + "/healthz", timeout=5).json() == {"status": "ok", "version": VERSION}

@@ -24,7 +24,7 @@ from backends.sqlite_schema import migrations
         ),
     ),
 )
-@pytest.mark.parametrize("command", (["-m", "flask", "bots", "list", "--json"], ["serve.py"]))
+@pytest.mark.parametrize("command", (["-m", "botstate", "bots", "list", "--json"], ["serve.py"]))
 def test_bad_settings_stop_with_one_line(tmp_path, command, settings, message):
     result = run_botstate(command, DATABASE=tmp_path / "x.db", **settings)
     assert result.returncode != 0
@@ -33,7 +33,7 @@ def test_bad_settings_stop_with_one_line(tmp_path, command, settings, message):
     assert message in result.stderr
 
 
-@pytest.mark.parametrize("command", (["-m", "flask", "init-db"], ["serve.py"]))
+@pytest.mark.parametrize("command", (["-m", "botstate", "init-db"], ["serve.py"]))
 def test_an_unusable_database_path_is_one_line(tmp_path, command):
     (tmp_path / "a-directory.db").mkdir()
     result = run_botstate(command, DATABASE=tmp_path / "a-directory.db")
@@ -55,7 +55,7 @@ def test_a_taken_port_is_one_line(tmp_path):
 
 
 def test_unknown_settings_are_named_not_applied(tmp_path):
-    result = run_botstate(["-m", "flask", "bots", "list", "--json"], DATABASE=tmp_path / "x.db", THRAEDS="8")
+    result = run_botstate(["-m", "botstate", "bots", "list", "--json"], DATABASE=tmp_path / "x.db", THRAEDS="8")
     assert result.returncode == 0 and result.stdout.strip() == "[]"
     assert "ignoring BOTSTATE_THRAEDS: not a botstate setting" in result.stderr
 
@@ -88,16 +88,16 @@ def test_a_command_refuses_an_older_database_until_init_db_upgrades_it(tmp_path)
     path = tmp_path / "old.db"
     newest = older_database(path)
     before = applied_migrations(path)
-    refused = run_botstate(["-m", "flask", "bots", "list", "--json"], DATABASE=path)
+    refused = run_botstate(["-m", "botstate", "bots", "list", "--json"], DATABASE=path)
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.strip().splitlines() == [
         f"Error: the database {path} needs an upgrade to this version of botstate ({newest}):"
-        " stop the server that uses it, then run `flask init-db` (or start the new server, which upgrades it)"
+        " stop the server that uses it, then run `botstate init-db` (or start the new server, which upgrades it)"
     ]
     assert applied_migrations(path) == before
-    upgraded = run_botstate(["-m", "flask", "init-db", "--json"], DATABASE=path)
+    upgraded = run_botstate(["-m", "botstate", "init-db", "--json"], DATABASE=path)
     assert json.loads(upgraded.stdout)["applied"] == [newest]
-    listed = run_botstate(["-m", "flask", "bots", "list", "--json"], DATABASE=path)
+    listed = run_botstate(["-m", "botstate", "bots", "list", "--json"], DATABASE=path)
     assert [bot["slug"] for bot in json.loads(listed.stdout)] == ["old-bot"]
 
 

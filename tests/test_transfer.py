@@ -1,4 +1,4 @@
-"""`flask states export` and `import`: data moves between SQLite and PostgreSQL without a byte changing."""
+"""`botstate states export` and `import`: data moves between SQLite and PostgreSQL without a byte changing."""
 
 import contextlib
 import json
@@ -6,12 +6,12 @@ import os
 
 import pytest
 import requests
-from conftest import run_botstate, start_server, stop_server
+from conftest import botstate_runner, run_botstate, start_server, stop_server
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
 
 from app import create_app
 
-FLASK = ["-m", "flask", "--app", "app:create_app"]
+BOTSTATE = ["-m", "botstate"]
 
 # States that a careless copy would change: key order, unicode, escapes, big and tiny numbers.
 STATES = [
@@ -36,8 +36,8 @@ STORED = {
 
 
 def flask(database, *args):
-    """Run the real `flask ARGS` on a database; the finished process, which must succeed."""
-    completed = run_botstate([*FLASK, *args], **database)
+    """Run the real `botstate ARGS` on a database; the finished process, which must succeed."""
+    completed = run_botstate([*BOTSTATE, *args], **database)
     assert completed.returncode == 0, completed.stderr
     return completed
 
@@ -51,13 +51,13 @@ def cli_of(database):
     """The CLI runner of an app on `database`, in this process."""
     app = create_app(dict(database))
     try:
-        yield app.test_cli_runner()
+        yield botstate_runner(app)
     finally:
         app.extensions["botstate.storage"].close()
 
 
 def in_process(runner, *args):
-    """Run `flask ARGS` in this process, on the test app's database; the result, which must succeed."""
+    """Run `botstate ARGS` in this process, on the test app's database; the result, which must succeed."""
     result = runner.invoke(args=list(args))
     assert result.exit_code == 0, result.output
     return result
@@ -87,7 +87,7 @@ def populate(database):
 
 
 def exported(database, path):
-    """`flask states export -o PATH`: the file's bytes."""
+    """`botstate states export -o PATH`: the file's bytes."""
     flask(database, "states", "export", "-o", str(path))
     return path.read_bytes()
 
@@ -146,7 +146,7 @@ def test_an_export_file_is_private_and_stdout_gets_the_same_lines(tmp_path, data
         "total": 2,
         "file": str(path),
     }
-    refused = run_botstate([*FLASK, "states", "export", "--json"], **database)
+    refused = run_botstate([*BOTSTATE, "states", "export", "--json"], **database)
     assert refused.returncode == 2 and "--json needs --output FILE" in refused.stderr
 
 
@@ -284,7 +284,7 @@ def test_a_bad_file_is_refused_with_its_reason_and_imports_nothing(tmp_path, dat
     in_process(runner, "states", "import", str(good))
     in_process(runner, "accounts", "add", "--id", ACCOUNT_1, "--name", "before")
     before = in_process(runner, "states", "export").stdout_bytes
-    completed = run_botstate([*FLASK, "states", "import", str(path)], **database)
+    completed = run_botstate([*BOTSTATE, "states", "import", str(path)], **database)
     assert completed.returncode == 1
     expected = f"Error: {path} {error}" if error.startswith("line") else f"Error: {error}"
     assert completed.stderr.strip().startswith(expected), completed.stderr

@@ -8,6 +8,7 @@ from conftest import BACKEND_INDEPENDENT, holding_write_lock, settings_of
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
 
 from app import create_app
+from version import VERSION
 
 
 def post(client, bot, body, **headers):
@@ -141,7 +142,7 @@ def test_healthz_reports_a_database_that_cannot_be_opened(tmp_path):
     folder = tmp_path / "data"
     app = create_app({"DATABASE": str(folder / "db.sqlite")})
     client = app.test_client()
-    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/healthz").get_json() == {"status": "ok", "version": VERSION}
     app.extensions["botstate.storage"].close()
     shutil.rmtree(folder)
     response = client.get("/healthz")

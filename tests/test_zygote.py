@@ -9,9 +9,9 @@ import threading
 import conftest
 import pytest
 from conftest import BACKEND_INDEPENDENT, ROOT, botstate_env, run_python, start_server, stop_server
-from zygote import FLASK_SCRIPT, ForkedProcess, Zygote, ZygoteDied, forkable
+from zygote import BOTSTATE_SCRIPT, ForkedProcess, Zygote, ZygoteDied, forkable
 
-FLASK = ["-m", "flask", "--app", "app:create_app"]
+BOTSTATE = ["-m", "botstate"]
 pytestmark = pytest.mark.skipif(os.environ.get("TEST_EXEC") == "1", reason="TEST_EXEC=1: every process is a new one")
 
 
@@ -19,10 +19,11 @@ pytestmark = pytest.mark.skipif(os.environ.get("TEST_EXEC") == "1", reason="TEST
 @pytest.mark.parametrize(
     "args",
     (
-        [*FLASK, "bots", "list", "--json"],  # success, JSON on stdout
-        [*FLASK, "bots", "create"],  # usage error: exit 2, one line on stderr
-        [*FLASK, "bots", "create", "Not A Slug"],  # refused: exit 1
-        [FLASK_SCRIPT, "--app", "app", "bots", "--help"],  # the console script
+        [*BOTSTATE, "bots", "list", "--json"],  # success, JSON on stdout
+        [*BOTSTATE, "bots", "create"],  # usage error: exit 2, one line on stderr
+        [*BOTSTATE, "bots", "create", "Not A Slug"],  # refused: exit 1
+        [BOTSTATE_SCRIPT, "bots", "--help"],  # the console script
+        ["-m", "flask", "--app", "app", "bots", "list"],  # the flask entry, kept for development
         ["serve.py"],  # a bad setting stops the start (BOTSTATE_PORT below)
     ),
     ids=lambda args: " ".join(args[-3:]),
@@ -54,7 +55,7 @@ def test_a_command_leaves_the_same_files_forked_as_started_anew(tmp_path):
         folder.mkdir()
         env = botstate_env(DATABASE=folder / "b.db")
         for command in commands:
-            args = [*FLASK, *command]
+            args = [*BOTSTATE, *command]
             if forked:
                 done = run_python(args, env)
             else:
@@ -65,7 +66,7 @@ def test_a_command_leaves_the_same_files_forked_as_started_anew(tmp_path):
 
 
 def test_exits_are_told_apart_by_child_not_by_a_reusable_pid(zygote_of_its_own):
-    ended = zygote_of_its_own.start(["-m", "flask", "--version"], botstate_env())
+    ended = zygote_of_its_own.start(["-m", "botstate", "--version"], botstate_env())
     assert ended.wait(timeout=30) == 0
     # Review: the next child may get a finished one's pid, and was taken for it.
     same_pid = ForkedProcess(zygote_of_its_own, child=ended.child + 1000, pid=ended.pid, args=[])
@@ -75,7 +76,7 @@ def test_exits_are_told_apart_by_child_not_by_a_reusable_pid(zygote_of_its_own):
 def test_signalling_a_child_as_it_exits_is_harmless(zygote_of_its_own):
     # Review: the zygote reaps at once, so os.kill of its pid raised (or could reach another process).
     for _ in range(20):
-        process = zygote_of_its_own.start(["-m", "flask", "--version"], botstate_env())
+        process = zygote_of_its_own.start(["-m", "botstate", "--version"], botstate_env())
         for _ in range(50):
             process.send_signal(0)
         assert process.wait(timeout=30) == 0
@@ -87,7 +88,7 @@ def test_starts_from_many_threads_with_large_environments_all_fork(zygote_of_its
     codes = []
 
     def start_and_wait():
-        codes.append(zygote_of_its_own.start(["-m", "flask", "--version"], env).wait(timeout=60))
+        codes.append(zygote_of_its_own.start(["-m", "botstate", "--version"], env).wait(timeout=60))
 
     threads = [threading.Thread(target=start_and_wait) for _ in range(6)]
     for thread in threads:
@@ -105,7 +106,7 @@ def test_a_dead_zygote_says_so_and_the_next_start_gets_a_new_one(tmp_path, zygot
         with pytest.raises(ZygoteDied):
             server.wait(timeout=10)
         with pytest.raises(ZygoteDied):
-            zygote_of_its_own.start(["-m", "flask", "--version"], botstate_env())
+            zygote_of_its_own.start(["-m", "botstate", "--version"], botstate_env())
     finally:
         os.kill(server.pid, signal.SIGKILL)  # the orphan: nobody else would stop it
     assert conftest.zygote().alive

@@ -2,7 +2,7 @@
 
 About 300 servers and commands start in a run of the tests, and each spent most of
 its ~0.3 s importing Flask, marshmallow and the rest. The zygote, one per test
-process, imports them once; each `python serve.py` or `python -m flask` the tests
+process, imports them once; each `python serve.py` or `python -m botstate` the tests
 start is a fork of it that takes the test's environment, folder, files and
 arguments, then runs the same file or module Python would run (runpy), and exits
 as Python exits. What a fork skips is only the imports: the test talks to a real
@@ -34,7 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# The flask command's console script: a Python file, as serve.py is.
+# The console scripts of `botstate` and `flask`: Python files, as serve.py is.
+BOTSTATE_SCRIPT = str(Path(sys.executable).parent / "botstate")
 FLASK_SCRIPT = str(Path(sys.executable).parent / "flask")
 
 
@@ -49,10 +50,13 @@ def _has_pidfds():
 
 
 def forkable(args):
-    """Whether `python ARGS` is one the zygote can start: serve.py or the flask command."""
+    """Whether `python ARGS` is one the zygote can start: serve.py, or the botstate or flask command."""
     if os.environ.get("TEST_EXEC") == "1" or not _has_pidfds():
         return False
-    return args[:1] in (["serve.py"], [FLASK_SCRIPT]) or args[:2] == ["-m", "flask"]
+    return args[:1] in (["serve.py"], [BOTSTATE_SCRIPT], [FLASK_SCRIPT]) or args[:2] in (
+        ["-m", "botstate"],
+        ["-m", "flask"],
+    )
 
 
 class ZygoteDied(RuntimeError):
@@ -190,6 +194,7 @@ def preload():
 
     import backends.postgres  # noqa: F401
     import backends.sqlite  # noqa: F401
+    import botstate  # noqa: F401
     import cli  # noqa: F401
     import serve  # noqa: F401
 

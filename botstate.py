@@ -1,0 +1,82 @@
+"""The `botstate` command: serve, init-db and the admin groups, from any folder, with --env-file and --version."""
+
+import os
+import sys
+
+import click
+from flask.cli import ScriptInfo
+
+import envfile
+from cli import COMMANDS
+from cli.common import OneLineCommand, OneLineUsage
+from version import VERSION
+
+
+class BotstateGroup(OneLineUsage, click.Group):
+    """botstate's commands, in the order a newcomer meets them; usage errors on one line."""
+
+    def list_commands(self, ctx):
+        """serve first, then init-db, then the admin groups."""
+        return list(self.commands)
+
+
+def app_closed_with(ctx):
+    """A factory of the app the admin commands use, configured from the environment; its
+    storage is closed when the command ends (SQLite's WAL folded in then, not at the
+    interpreter's teardown)."""
+
+    def create_app():
+        from app import create_app as create
+
+        app = create()
+        ctx.call_on_close(app.extensions["botstate.storage"].close)
+        return app
+
+    return create_app
+
+
+@click.group("botstate", cls=BotstateGroup)
+@click.version_option(VERSION, "--version", prog_name="botstate", message="%(prog)s %(version)s")
+@click.option(
+    "--env-file",
+    metavar="FILE",
+    help="Read settings from FILE (systemd EnvironmentFile syntax) first; the environment wins over it.",
+)
+@click.pass_context
+def main(ctx, env_file):
+    """botstate keeps trading bots' state: one JSON document per (account, ticker), over HTTP.
+
+    Settings come from BOTSTATE_* environment variables (docs/configuration.md).
+    """
+    if env_file is not None:
+        try:
+            warnings = envfile.load(env_file)
+        except envfile.EnvFileError as error:
+            raise click.ClickException(f"--env-file {env_file}: {error}") from None
+        for warning in warnings:
+            click.echo(f"botstate: warning: --env-file {env_file} {warning}", err=True)
+    # The admin groups are Flask command groups: they find the app through this (a test gives its own).
+    if not isinstance(ctx.obj, ScriptInfo):
+        ctx.obj = ScriptInfo(create_app=app_closed_with(ctx), set_debug_flag=False, load_dotenv_defaults=False)
+
+
+@main.command(cls=OneLineCommand)
+@click.option("--host", help="Listen on this address instead of BOTSTATE_HOST.")
+@click.option("--port", help="Listen on this port instead of BOTSTATE_PORT.")
+@click.option("--threads", help="Serve with this many threads instead of BOTSTATE_THREADS.")
+def serve(host, port, threads):
+    """Serve the API with waitress until Ctrl-C or SIGTERM."""
+    for name, value in (("HOST", host), ("PORT", port), ("THREADS", threads)):
+        if value is not None:
+            os.environ[f"BOTSTATE_{name}"] = value  # checked as a setting is: one line when bad
+    import serve as server
+
+    server.main()
+
+
+for admin_command in COMMANDS:
+    main.add_command(admin_command)
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog_name="botstate"))
