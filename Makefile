@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-pg soak lint bench bench-check clean
+.PHONY: run test test-pg soak lint bench bench-check dist test-dist clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/botstate init-db
@@ -46,8 +46,8 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 # The pinned dependencies, then botstate itself, editable: .venv/bin/botstate runs this checkout.
-$(VENV)/.installed-run: requirements.txt pyproject.toml $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+$(VENV)/.installed-run: requirements.txt constraints.txt pyproject.toml $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --editable .
 	touch $@
 
@@ -56,7 +56,24 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build dist
+
+# The single file: botstate and every dependency (binary wheels for this machine's Python
+# and CPU) in one zipapp, run by a plain `python3 dist/botstate-VERSION.pyz ...`.
+VERSION := $(shell sed -n 's/^VERSION = "\(.*\)"/\1/p' version.py)
+DIST := dist/botstate-$(VERSION).pyz
+dist: $(DIST)
+
+$(DIST): $(VENV)/.installed-dev version.py pyproject.toml requirements.txt constraints.txt $(wildcard *.py backends/*.py cli/*.py)
+	@mkdir -p dist
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/shiv --console-script botstate --output-file $@.partial \
+		--python "/usr/bin/env python3" --reproducible --compressed --quiet .
+	mv $@.partial $@
+	@echo "built $@"
+
+# Builds the single file, then runs it as a user would: the system python3, no venv, an empty HOME.
+test-dist: $(DIST)
+	DIST_CHECK=$(CURDIR)/$(DIST) $(PYTEST) -n 0 tests/test_dist.py
 
 # The PostgreSQL column needs a server: without one, the table says why it is empty.
 bench: $(VENV)/.installed-run
