@@ -19,6 +19,11 @@ class BotstateGroup(OneLineUsage, click.Group):
         """serve first, then init-db, then the admin groups."""
         return list(self.commands)
 
+    def main(self, *args, prog_name=None, complete_var=None, **kwargs):
+        """Run as `botstate` however it was started (console script, single file, `python -m`),
+        so that usage lines, hints and shell completion all name the command the docs name."""
+        return super().main(*args, prog_name=prog_name or "botstate", complete_var="_BOTSTATE_COMPLETE", **kwargs)
+
 
 def app_closed_with(ctx):
     """A factory of the app the admin commands use, configured from the environment; its
@@ -79,4 +84,4 @@ for admin_command in COMMANDS:
 
 
 if __name__ == "__main__":
-    sys.exit(main(prog_name="botstate"))
+    sys.exit(main())

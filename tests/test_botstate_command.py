@@ -149,3 +149,14 @@ def test_an_in_process_command_leaves_the_apps_storage_to_its_owner(runner, stor
         stop.set()
         reader.join()
     assert errors == [] and storage.servers_running() == serving
+
+
+@pytest.mark.parametrize("shell, opening", (("bash", "_botstate_completion() {"), ("zsh", "#compdef botstate")))
+def test_shell_completion_scripts_come_from_the_command(shell, opening):
+    done = run_python(BOTSTATE, {**botstate_env(), "_BOTSTATE_COMPLETE": f"{shell}_source"})
+    assert done.returncode == 0 and done.stdout.startswith(opening), done.stdout[:200]
+
+
+def test_completion_offers_the_commands_for_what_was_typed():
+    env = {**botstate_env(), "_BOTSTATE_COMPLETE": "bash_complete", "COMP_WORDS": "botstate bo", "COMP_CWORD": "1"}
+    assert run_python(BOTSTATE, env).stdout.splitlines() == ["plain,bots"]

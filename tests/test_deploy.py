@@ -10,6 +10,7 @@ import requests
 from conftest import ROOT, start_server, stop_server
 from spec_data import item
 
+import envfile
 from version import VERSION
 
 needs_nginx = pytest.mark.skipif(
@@ -111,10 +112,8 @@ def test_the_systemd_unit_serves_as_its_own_user_from_its_environment_file():
     )
     assert service["ExecStart"].endswith("botstate serve") and "init-db" in service["ExecStartPre"]
     assert service["ReadWritePaths"] == "/var/lib/botstate"
-    environment = dict(
-        line.split("=", 1)
-        for line in (ROOT / "deploy" / "botstate.env").read_text().splitlines()
-        if line and not line.startswith("#")
-    )
+    assignments, warnings = envfile.parse((ROOT / "deploy" / "botstate.env").read_text())
+    environment = dict(assignments)
+    assert warnings == []  # read as systemd and `botstate --env-file` read it
     assert environment["BOTSTATE_HOST"] == "127.0.0.1"  # loopback: the proxy faces the network
     assert environment["BOTSTATE_DATABASE"].startswith(service["ReadWritePaths"] + "/")

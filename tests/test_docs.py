@@ -97,10 +97,10 @@ def test_every_admin_command_is_in_the_cli_page_with_help():
 def test_every_botstate_command_the_docs_name_exists():
     commands = dict(all_commands())
     groups = {name.split()[0] for name in commands if " " in name}
-    # `botstate ...` as a command: not the user or database named botstate (`-u botstate`, `-O botstate
+    # `botstate ...` as a command: not the user, group or database named botstate (`-u botstate`, `-O botstate
     # botstate`), nor the server's own lines (`botstate listening on ...`, `botstate stopped`).
     command = (
-        r"(?<!-u )(?<!-O )(?<!-O botstate )\bbotstate (?:--env-file \S+ )?"
+        r"(?<!-u )(?<!-g )(?<!-O )(?<!-O botstate )\bbotstate (?:--env-file \S+ )?"
         r"(?!listening|stopped)([a-z][a-z-]*)(?: ([a-z][a-z-]*))?"
     )
     named = re.findall(command, code_in_docs())
