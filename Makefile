@@ -56,7 +56,7 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache build dist
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info
 
 # The single file: botstate and every dependency (binary wheels for this machine's Python
 # and CPU) in one zipapp, run by a plain `python3 dist/botstate-VERSION.pyz ...`.
@@ -66,8 +66,10 @@ dist: $(DIST)
 
 $(DIST): $(VENV)/.installed-dev version.py pyproject.toml requirements.txt constraints.txt $(wildcard *.py backends/*.py cli/*.py)
 	@mkdir -p dist
+	rm -rf build *.egg-info  # setuptools would ship what a build left there, deleted files too
 	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/shiv --console-script botstate --output-file $@.partial \
 		--python "/usr/bin/env python3" --reproducible --compressed --quiet .
+	rm -rf build *.egg-info
 	mv $@.partial $@
 	@echo "built $@"
 

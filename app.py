@@ -44,6 +44,16 @@ class BotstateFlask(Flask):
         super().raise_routing_exception(request)
 
 
+def default_database(app):
+    """The SQLite file used when BOTSTATE_DATABASE is unset: in a checkout, its instance folder;
+    installed (pip, pipx, the single file), the user's data folder, which no upgrade replaces."""
+    root = app.root_path
+    if os.path.isfile(os.path.join(root, "pyproject.toml")) and os.path.isfile(os.path.join(root, "Makefile")):
+        return os.path.join(app.instance_path, "botstate.db")
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "botstate", "botstate.db")
+
+
 def create_app(test_config=None, upgrade=False):
     """Build the app: defaults, then BOTSTATE_* environment, then `test_config`.
 
@@ -53,7 +63,7 @@ def create_app(test_config=None, upgrade=False):
     """
     app = BotstateFlask(__name__, instance_relative_config=True)
     app.config.from_mapping(config.DEFAULTS)
-    app.config["DATABASE"] = os.path.join(app.instance_path, "botstate.db")
+    app.config["DATABASE"] = default_database(app)
     unknown_settings = config.from_environ(app.config)
     if test_config is not None:
         app.config.from_mapping(test_config)

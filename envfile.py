@@ -15,37 +15,42 @@ class EnvFileError(ValueError):
 def parse(text):
     """The (name, value) assignments of `text`, in order, and warnings about lines left out.
 
-    As systemd reads an EnvironmentFile: `NAME=VALUE` per line, whitespace around the
-    `=` and at the ends of an unquoted value ignored, lines starting with `#` or `;`
-    ignored, values in single quotes taken as written, in double quotes with `\\"`,
-    `\\\\`, `\\$` and `` \\` `` escaped, and a backslash at a line's end joining the next.
+    As systemd reads an EnvironmentFile (its env-file.c, state by state): `NAME=VALUE`
+    per line, whitespace around the `=` and at the ends of an unquoted value ignored,
+    lines starting with `#` or `;` ignored (a backslash at their end continues them), a
+    quote opening a value only where a value starts: single quotes taken as written,
+    double quotes with `\\"`, `\\\\`, `\\$` and `` \\` `` escaped. A backslash at a line's end
+    joins the next line; CR ends a line as LF does.
     """
     assignments, warnings = [], []
-    name = value = None
-    kept = 0  # the value's length up to its last quoted character: never stripped
+    name = value = ""
+    kept = 0  # the value's length up to its last quoted or escaped character: never stripped
     state, line, start_line = "line", 1, 1
     for char in text + "\n":
+        newline = char in "\r\n"
         if state == "line":
             if char in "#;":
                 state = "comment"
             elif not char.isspace():
                 name, start_line, state = char, line, "name"
         elif state == "comment":
-            if char == "\n":
+            if char == "\\":
+                state = "comment escape"
+            elif newline:
                 state = "line"
+        elif state == "comment escape":
+            state = "comment"  # whatever follows, a newline too, stays in the comment
         elif state == "name":
             if char == "=":
                 name, value, kept, state = name.strip(), "", 0, "before value"
-            elif char == "\n":
+            elif newline:
                 warnings.append(f"line {start_line}: no '=' in {name.strip()!r}; left out")
                 state = "line"
             else:
                 name += char
-        elif state == "before value" and char in " \t":
-            pass
-        elif state in ("before value", "value"):
-            if char == "\n":
-                assignments.append((name, value[: max(kept, len(value.rstrip()))]))
+        elif state == "before value":
+            if newline:
+                assignments.append((name, value))
                 state = "line"
             elif char == "'":
                 state = "single"
@@ -53,27 +58,35 @@ def parse(text):
                 state = "double"
             elif char == "\\":
                 state = "value escape"
-            else:
+            elif not char.isspace():
                 value, state = value + char, "value"
+        elif state == "value":
+            if newline:
+                assignments.append((name, value[: max(kept, len(value.rstrip()))]))
+                state = "line"
+            elif char == "\\":
+                state = "value escape"
+            else:
+                value += char
         elif state == "value escape":
-            if char != "\n":  # a backslash-newline joins the lines
+            if not newline:  # a backslash-newline joins the lines
                 value += char
                 kept = len(value)
             state = "value"
         elif state == "single":
             if char == "'":
-                kept, state = len(value), "value"
+                kept, state = len(value), "before value"
             else:
                 value += char
         elif state == "double":
             if char == '"':
-                kept, state = len(value), "value"
+                kept, state = len(value), "before value"
             elif char == "\\":
                 state = "double escape"
             else:
                 value += char
         elif state == "double escape":
-            if char != "\n":
+            if not newline:
                 value += char if char in DOUBLE_QUOTE_ESCAPES else "\\" + char
             state = "double"
         if char == "\n":
@@ -100,6 +113,6 @@ def load(path, environ=os.environ):
     except (OSError, UnicodeDecodeError) as error:
         raise EnvFileError(getattr(error, "strerror", None) or str(error)) from None
     assignments, warnings = parse(text)
-    for name, value in assignments:
+    for name, value in dict(assignments).items():  # a name assigned twice: the last one, as systemd
         environ.setdefault(name, value)
     return warnings

@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify
 
 import schemas
 
-API_VERSION = "1.1.0"
+API_VERSION = "1.2.0"
 
 bp = Blueprint("openapi", __name__)
 

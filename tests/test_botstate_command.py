@@ -62,12 +62,25 @@ ENV_FILES = [
     ("K=x=y\n", [("K", "x=y")], []),
     ("oops\nL=1\n", [("L", "1")], ["line 1: no '=' in 'oops'; left out"]),
     ("1BAD=x\nM=2\n", [("M", "2")], ["'1BAD' is not a variable name; left out"]),
+    # Review: as systemd, a quote opens a value only where the value starts.
+    ("N=it's.db\nO=2 # it's\n", [("N", "it's.db"), ("O", "2 # it's")], []),
+    ('P="x"  y\n', [("P", "xy")], []),
+    ("Q=b\\\r\nR=1\r\n", [("Q", "b"), ("R", "1")], []),
+    ("# a comment \\\nS=still the comment\nT=3\n", [("T", "3")], []),
 ]
 
 
 @pytest.mark.parametrize("text, assignments, warnings", ENV_FILES)
 def test_env_files_read_as_systemd_reads_them(text, assignments, warnings):
     assert envfile.parse(text) == (assignments, warnings)
+
+
+def test_a_name_assigned_twice_takes_the_last_value_and_the_environment_wins(tmp_path):
+    path = tmp_path / "botstate.env"
+    path.write_text("A=old\nA=new\nB=file\n")
+    environ = {"B": "environment"}
+    assert envfile.load(path, environ) == []
+    assert environ == {"A": "new", "B": "environment"}
 
 
 @pytest.mark.parametrize("text, message", (('A="open\n', "line 1: the value of A has no closing quote"),))

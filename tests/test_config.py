@@ -4,6 +4,7 @@ import logging
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 from conftest import ROOT, start_server, stop_server
@@ -33,6 +34,19 @@ def test_default_database_is_in_the_instance_folder(tmp_path, monkeypatch):
     app.extensions["botstate.storage"].close()
     assert app.config["DATABASE"] == str(tmp_path / "instance" / "botstate.db")
     assert (tmp_path / "instance" / "botstate.db").exists()
+
+
+@pytest.mark.parametrize("xdg", ("", "data"), ids=["home", "XDG_DATA_HOME"])
+def test_installed_the_default_database_is_in_the_users_data_folder(tmp_path, monkeypatch, xdg):
+    # Review: the single file's instance folder is inside its unpacked copy, which each upgrade replaces.
+    import app as app_module
+
+    monkeypatch.delenv("BOTSTATE_DATABASE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / xdg) if xdg else "")
+    installed = types.SimpleNamespace(root_path=str(tmp_path / "site-packages"), instance_path="unused")
+    expected = tmp_path / (xdg or ".local/share") / "botstate" / "botstate.db"
+    assert app_module.default_database(installed) == str(expected)
 
 
 def test_waitress_limits_are_set_deliberately(tmp_path):

@@ -53,6 +53,11 @@ def test_the_file_holds_botstate_and_its_binary_dependencies():
         assert module in names
     compiled = {re.sub(r"\.cpython-.*", "", name.split("/")[1]) for name in names if ".cpython-" in name}
     assert {"orjson", "psycopg_binary", "markupsafe"} <= compiled
+    # Review: setuptools shipped what an earlier build left in build/, files deleted since too.
+    root = Path(__file__).resolve().parent.parent
+    for package in ("backends", "cli"):
+        shipped = {name.split("/")[-1] for name in names if re.fullmatch(rf"site-packages/{package}/[^/]+\.py", name)}
+        assert shipped == {path.name for path in (root / package).glob("*.py")}, package
 
 
 def test_a_bot_is_served_from_the_single_file_on_the_system_python(clean):
