@@ -60,8 +60,9 @@ def botstate_command():
     program = sys.argv[0]
     if program.endswith(".pyz"):
         return f"python3 {shlex.quote(program)}"
-    if os.path.basename(program) != "botstate":
-        return ".venv/bin/botstate"  # serve.py in a checkout
+    if os.path.basename(program) != "botstate":  # serve.py, or python -m botstate
+        beside = os.path.join(os.path.dirname(sys.executable), "botstate")
+        return shlex.quote(beside) if os.path.exists(beside) else "botstate"
     on_path = shutil.which("botstate")
     if on_path and os.path.samefile(on_path, program):
         return "botstate"

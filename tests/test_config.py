@@ -8,6 +8,7 @@ import types
 
 import pytest
 from conftest import ROOT, start_server, stop_server
+from zygote import BOTSTATE_SCRIPT
 
 import config
 from app import create_app
@@ -148,7 +149,7 @@ def test_serve_says_where_it_listens_and_how_to_create_a_bot(tmp_path):
     stop_server(process)
     log = log_path.read_text()
     assert f"botstate listening on {url} (database {database}, 4 threads)" in log
-    assert f"Create one with: BOTSTATE_DATABASE={database} .venv/bin/botstate bots create my-bot" in log
+    assert f"Create one with: BOTSTATE_DATABASE={database} {BOTSTATE_SCRIPT} bots create my-bot" in log
     assert process.returncode == 0, "SIGTERM stops the server cleanly"
 
 

@@ -11,6 +11,7 @@ from conftest import POSTGRES_ONLY, POSTGRES_URL, execute_sql, run_botstate, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
+from zygote import BOTSTATE_SCRIPT
 
 import config
 import jsoncodec
@@ -149,7 +150,7 @@ def test_the_server_and_the_cli_never_show_the_password(new_database, backend):
     stop_server(process)
     log = log_path.read_text()
     assert f"(database {redacted(url)}, 4 threads)" in log
-    assert "Create one with: BOTSTATE_DATABASE_URL=<the same URL> .venv/bin/botstate bots create my-bot" in log
+    assert f"Create one with: BOTSTATE_DATABASE_URL=<the same URL> {BOTSTATE_SCRIPT} bots create my-bot" in log
     init = run_botstate(["-m", "botstate", "init-db"], DATABASE_URL=url)
     assert init.returncode == 0 and f"Database ready at {redacted(url)}" in init.stdout
     assert "hunter2" not in log + init.stdout + init.stderr
