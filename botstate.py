@@ -9,6 +9,7 @@ from flask.cli import ScriptInfo
 import envfile
 from cli import COMMANDS
 from cli.common import OneLineCommand, OneLineUsage
+from config import INT_RANGES
 from version import VERSION
 
 
@@ -67,13 +68,17 @@ def main(ctx, env_file):
 
 @main.command(cls=OneLineCommand)
 @click.option("--host", help="Listen on this address instead of BOTSTATE_HOST.")
-@click.option("--port", help="Listen on this port instead of BOTSTATE_PORT.")
-@click.option("--threads", help="Serve with this many threads instead of BOTSTATE_THREADS.")
+@click.option("--port", type=click.IntRange(*INT_RANGES["PORT"]), help="Listen on this port instead of BOTSTATE_PORT.")
+@click.option(
+    "--threads",
+    type=click.IntRange(*INT_RANGES["THREADS"]),
+    help="Serve with this many threads instead of BOTSTATE_THREADS.",
+)
 def serve(host, port, threads):
     """Serve the API with waitress until Ctrl-C or SIGTERM."""
     for name, value in (("HOST", host), ("PORT", port), ("THREADS", threads)):
         if value is not None:
-            os.environ[f"BOTSTATE_{name}"] = value  # checked as a setting is: one line when bad
+            os.environ[f"BOTSTATE_{name}"] = str(value)  # the host is checked as the setting is
     import serve as server
 
     server.main()

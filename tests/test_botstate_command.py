@@ -135,10 +135,20 @@ def test_serve_takes_host_port_and_threads_over_the_settings(tmp_path):
         stop_server(process)
 
 
-def test_a_bad_override_is_refused_as_the_setting_is(tmp_path):
-    done = run_python([*BOTSTATE, "serve", "--port", "http"], botstate_env(DATABASE=tmp_path / "b.db"))
-    assert done.returncode == 1
-    assert done.stderr.strip() == "botstate: BOTSTATE_PORT must be an integer from 0 to 65535, got 'http'"
+@pytest.mark.parametrize(
+    "override, message",
+    (
+        (["--port", "http"], "Error: Invalid value for '--port': 'http' is not a valid integer range."),
+        (["--threads", "0"], "Error: Invalid value for '--threads': 0 is not in the range 1<=x<=256."),
+        (["--host", "bogus.invalid"], "botstate: cannot listen on bogus.invalid:"),
+    ),
+    ids=["port", "threads", "host"],
+)
+def test_a_bad_override_is_refused_in_one_line_naming_it(tmp_path, override, message):
+    done = run_python([*BOTSTATE, "serve", *override], botstate_env(DATABASE=tmp_path / "b.db", PORT=0))
+    assert done.returncode in (1, 2)
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(message), line
 
 
 def test_an_in_process_command_leaves_the_apps_storage_to_its_owner(runner, storage, bot):
