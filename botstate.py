@@ -23,7 +23,8 @@ class BotstateGroup(OneLineUsage, click.Group):
     def main(self, *args, prog_name=None, complete_var=None, **kwargs):
         """Run as `botstate` however it was started (console script, single file, `python -m`),
         so that usage lines, hints and shell completion all name the command the docs name."""
-        return super().main(*args, prog_name=prog_name or "botstate", complete_var="_BOTSTATE_COMPLETE", **kwargs)
+        complete_var = complete_var or "_BOTSTATE_COMPLETE"
+        return super().main(*args, prog_name=prog_name or "botstate", complete_var=complete_var, **kwargs)
 
 
 def app_closed_with(ctx):
