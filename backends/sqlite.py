@@ -1,7 +1,6 @@
 """SQLite storage: one file, connections per thread, writers queued in-process, WAL checkpoints, backups."""
 
 import contextlib
-import logging
 import os
 import pathlib
 import sqlite3
@@ -18,8 +17,6 @@ from backends.sqlite_schema import create_private, holds_botstate_schema, migrat
 from backends.sqlite_upkeep import RESTART_WAIT_MS, SQLiteUpkeep
 from backends.states import WRITE_ATTEMPTS, StalePlan
 from records import DatabaseBusy, DatabaseUnavailable, StateRow, StorageError
-
-log = logging.getLogger("botstate.storage")
 
 MIN_SQLITE_VERSION = (3, 35)
 

@@ -67,19 +67,17 @@ class OneLineGroup(OneLineUsage, AppGroup):
     command_class = OneLineCommand
 
 
-def storage(schema_current=True):
-    """The storage backend of the current app; unless `schema_current` is False, once its
-    schema is known to be current."""
+def storage():
+    """The storage backend of the current app, once its schema is known to be current."""
     outdated = current_app.extensions["botstate.outdated"]
-    database = current_app.extensions["botstate.storage"]
-    if outdated and schema_current:
+    if outdated:
         raise click.ClickException(
-            f"the database {database.location}"
+            f"the database {current_app.extensions['botstate.storage'].location}"
             " needs an upgrade to this version of botstate"
             f" ({', '.join(outdated)}): stop the server that uses it, then run `botstate init-db`"
             " (or start the new server, which upgrades it)"
         )
-    return database
+    return current_app.extensions["botstate.storage"]
 
 
 def emit(as_json, value, text):

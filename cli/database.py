@@ -63,7 +63,7 @@ def db_restore(path, force, as_json):
 @with_appcontext
 def init_db(as_json):
     """Create the database or upgrade its schema (safe to run any time)."""
-    database = storage(schema_current=False)
+    database = current_app.extensions["botstate.storage"]
     with storage_errors():
         applied = current_app.extensions["botstate.migrated"] or database.migrate()
         version = database.schema_version()

@@ -159,11 +159,6 @@ def client(app):
 @pytest.fixture
 def runner(app):
     """`botstate ARGS` in this process, on the test's app."""
-    return botstate_runner(app)
-
-
-def botstate_runner(app):
-    """A click runner whose invoke(args=...) runs `botstate ARGS` on `app`."""
     return BotstateCliRunner(app)
 
 
@@ -332,7 +327,7 @@ def zygote():
 def run_python(args, env, input=None, timeout=60, cwd=ROOT):
     """`python ARGS` in `cwd` (the repo root) to its end, as subprocess.run(capture_output=True, text=True) gives it.
 
-    serve.py and the flask command are forks of the zygote; anything else is a new interpreter.
+    serve.py and the botstate and flask commands are forks of the zygote; anything else is a new interpreter.
     """
     if not forkable(args):
         return subprocess.run(
@@ -364,8 +359,8 @@ def start_python(args, env, log_path):
         return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
 
 
-def start_server(database, log_path=None, **settings):
-    """Start `python serve.py` on a free loopback port; returns (process, base URL, log path).
+def start_server(database, log_path=None, command=("serve.py",), **settings):
+    """Start `python serve.py` (or `python COMMAND`) on a free loopback port; returns (process, base URL, log path).
 
     `database` is a SQLite file's path or the settings of a `database` fixture.
     The log goes to `log_path`, by default beside the SQLite file or in a temporary folder.
@@ -377,7 +372,7 @@ def start_server(database, log_path=None, **settings):
         beside = database.get("DATABASE")
         log_path = Path(f"{beside}.log") if beside else Path(tempfile.mkdtemp(prefix="botstate-")) / "server.log"
     log_path = Path(log_path)
-    process = start_python(["serve.py"], env, log_path)
+    process = start_python(list(command), env, log_path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         match = LISTENING.search(log_path.read_text())

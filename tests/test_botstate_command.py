@@ -4,7 +4,7 @@ import json
 import threading
 
 import pytest
-from conftest import LISTENING, botstate_env, run_python, start_python, stop_server
+from conftest import botstate_env, run_python, start_server, stop_server
 from test_docs import all_commands, all_docs
 from zygote import BOTSTATE_SCRIPT
 
@@ -121,15 +121,9 @@ def test_a_bad_env_file_stops_the_command_with_one_line(tmp_path, file_text, mes
 
 
 def test_serve_takes_host_port_and_threads_over_the_settings(tmp_path):
-    env = botstate_env(DATABASE=tmp_path / "b.db", PORT=8, THREADS=4)
-    log_path = tmp_path / "serve.log"
-    process = start_python([*BOTSTATE, "serve", "--host", "127.0.0.1", "--port", "0", "--threads", "3"], env, log_path)
+    overrides = ["--host", "127.0.0.1", "--port", "0", "--threads", "3"]
+    process, _, log_path = start_server(tmp_path / "b.db", command=[*BOTSTATE, "serve", *overrides], PORT=8, THREADS=4)
     try:
-        for _ in range(3000):
-            if LISTENING.search(log_path.read_text()) or process.poll() is not None:
-                break
-            threading.Event().wait(0.01)
-        assert LISTENING.search(log_path.read_text()), log_path.read_text()
         assert ", 3 threads)" in log_path.read_text()
     finally:
         stop_server(process)

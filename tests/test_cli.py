@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import (
     BACKEND_INDEPENDENT,
+    BotstateCliRunner,
     botstate_env,
-    botstate_runner,
     execute_sql,
     run_python,
     settings_of,
@@ -784,7 +784,7 @@ def test_init_db_text_names_the_path_and_schema(runner, storage):
 def test_init_db_on_an_up_to_date_database_applies_nothing(storage):
     again = create_app(settings_of(storage))
     try:
-        report = json_output(cli(botstate_runner(again), "init-db", "--json"))
+        report = json_output(cli(BotstateCliRunner(again), "init-db", "--json"))
     finally:
         again.extensions["botstate.storage"].close()
     assert report["applied"] == []

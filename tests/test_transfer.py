@@ -6,7 +6,7 @@ import os
 
 import pytest
 import requests
-from conftest import botstate_runner, run_botstate, start_server, stop_server
+from conftest import BotstateCliRunner, run_botstate, start_server, stop_server
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
 
 from app import create_app
@@ -51,7 +51,7 @@ def cli_of(database):
     """The CLI runner of an app on `database`, in this process."""
     app = create_app(dict(database))
     try:
-        yield botstate_runner(app)
+        yield BotstateCliRunner(app)
     finally:
         app.extensions["botstate.storage"].close()
 
