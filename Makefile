@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-pg soak lint bench bench-check dist test-dist clean
+.PHONY: run test test-pg soak lint bench bench-check dist test-dist test-deploy clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/botstate init-db
@@ -58,24 +58,29 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt $(VENV)/.installed
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info
 
-# The single file: botstate and every dependency (binary wheels for this machine's Python
-# and CPU) in one zipapp, run by a plain `python3 dist/botstate-VERSION.pyz ...`.
+# The single file: botstate and every dependency (binary wheels for each Python and CPU that
+# scripts/build_dist.py names) in one zipapp, run by a plain `python3 dist/botstate-VERSION.pyz ...`.
 VERSION := $(shell sed -n 's/^VERSION = "\(.*\)"/\1/p' version.py)
 DIST := dist/botstate-$(VERSION).pyz
 dist: $(DIST)
 
-$(DIST): $(VENV)/.installed-dev version.py pyproject.toml requirements.txt constraints.txt $(wildcard *.py backends/*.py cli/*.py)
+$(DIST): $(VENV)/.installed-dev scripts/build_dist.py version.py pyproject.toml requirements.txt constraints.txt $(wildcard *.py backends/*.py cli/*.py)
 	@mkdir -p dist
-	rm -rf build *.egg-info  # setuptools would ship what a build left there, deleted files too
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/shiv --console-script botstate --output-file $@.partial \
-		--python "/usr/bin/env python3" --reproducible --compressed --quiet .
-	rm -rf build *.egg-info
+	$(BIN)/python scripts/build_dist.py $@.partial
 	mv $@.partial $@
 	@echo "built $@"
 
 # Builds the single file, then runs it as a user would: the system python3, no venv, an empty HOME.
 test-dist: $(DIST)
 	DIST_CHECK=$(CURDIR)/$(DIST) $(PYTEST) -n 0 tests/test_dist.py
+
+# deploy/ for real: the nginx site over TLS in front of a server, and systemd's check of the unit
+# with the single file in it. As root it installs nginx and openssl when missing; these tests,
+# skipped elsewhere when a program is missing, fail here instead.
+test-deploy: $(DIST)
+	@command -v nginx >/dev/null && command -v openssl >/dev/null || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light openssl; }
+	DEPLOY_CHECK=1 DIST_CHECK=$(CURDIR)/$(DIST) $(PYTEST) -n 0 tests/test_deploy.py
 
 # The PostgreSQL column needs a server: without one, the table says why it is empty.
 bench: $(VENV)/.installed-run

@@ -4,6 +4,8 @@ import configparser
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -13,10 +15,16 @@ from spec_data import item
 import envfile
 from version import VERSION
 
-needs_nginx = pytest.mark.skipif(
-    shutil.which("nginx") is None or shutil.which("openssl") is None,
-    reason="nginx and openssl are not installed (apt-get install nginx-light openssl)",
-)
+# `make test-deploy` installs what these need and sets DEPLOY_CHECK, so that there they run, or fail.
+REQUIRED = bool(os.environ.get("DEPLOY_CHECK"))
+
+
+def needs(*commands):
+    """Skips a test when a command it runs is not installed, unless `make test-deploy` runs it."""
+    missing = [command for command in commands if shutil.which(command) is None]
+    return pytest.mark.skipif(
+        bool(missing) and not REQUIRED, reason=f"{', '.join(missing)} not installed (`make test-deploy` installs them)"
+    )
 
 
 @pytest.fixture
@@ -75,7 +83,7 @@ def _free_port():
 
 
 @pytest.mark.sqlite_only("the proxy does not care which database serves")
-@needs_nginx
+@needs("nginx", "openssl")
 def test_the_nginx_site_proxies_tls_and_lets_botstate_answer_an_oversized_body(proxied):
     base, bot, certificate = proxied
     headers = {"x-api-key": bot["apiKey"]}
@@ -117,3 +125,16 @@ def test_the_systemd_unit_serves_as_its_own_user_from_its_environment_file():
     assert warnings == []  # read as systemd and `botstate --env-file` read it
     assert environment["BOTSTATE_HOST"] == "127.0.0.1"  # loopback: the proxy faces the network
     assert environment["BOTSTATE_DATABASE"].startswith(service["ReadWritePaths"] + "/")
+
+
+@needs("systemd-analyze")
+def test_systemd_finds_nothing_wrong_with_the_unit(tmp_path):
+    # The single file when `make test-deploy` built one, else the venv's botstate, in place of /usr/local/bin's.
+    botstate = os.environ.get("DIST_CHECK") or str(Path(sys.executable).parent / "botstate")
+    unit = (ROOT / "deploy" / "botstate.service").read_text()
+    assert "ExecStart=/usr/local/bin/botstate serve" in unit
+    (tmp_path / "botstate.service").write_text(unit.replace("/usr/local/bin/botstate", botstate))
+    checked = subprocess.run(
+        ["systemd-analyze", "verify", tmp_path / "botstate.service"], capture_output=True, text=True, timeout=60
+    )
+    assert (checked.returncode, checked.stderr) == (0, "")

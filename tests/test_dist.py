@@ -3,11 +3,13 @@
 `make test-dist` builds it and runs this; elsewhere it is skipped, saying so.
 """
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -19,6 +21,7 @@ from spec_data import ACCOUNT_0, TICKER_AAPL
 
 from version import VERSION
 
+ROOT = Path(__file__).resolve().parent.parent
 DIST = os.environ.get("DIST_CHECK", "")
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
 
@@ -51,13 +54,24 @@ def test_the_file_holds_botstate_and_its_binary_dependencies():
     names = zipfile.ZipFile(DIST).namelist()
     for module in ("site-packages/botstate.py", "site-packages/app.py", "site-packages/backends/sqlite.py"):
         assert module in names
-    compiled = {re.sub(r"\.cpython-.*", "", name.split("/")[1]) for name in names if ".cpython-" in name}
-    assert {"orjson", "psycopg_binary", "markupsafe"} <= compiled
     # Review: setuptools shipped what an earlier build left in build/, files deleted since too.
-    root = Path(__file__).resolve().parent.parent
     for package in ("backends", "cli"):
         shipped = {name.split("/")[-1] for name in names if re.fullmatch(rf"site-packages/{package}/[^/]+\.py", name)}
-        assert shipped == {path.name for path in (root / package).glob("*.py")}, package
+        assert shipped == {path.name for path in (ROOT / package).glob("*.py")}, package
+
+
+def test_every_compiled_module_is_carried_for_each_python_and_cpu_the_build_names():
+    spec = importlib.util.spec_from_file_location("build_dist", ROOT / "scripts" / "build_dist.py")
+    build_dist = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_dist)
+    carried = {}
+    for name in zipfile.ZipFile(DIST).namelist():
+        if found := re.fullmatch(r"site-packages/(.+)\.cpython-(\d+)-(\w+)-linux-gnu\.so", name):
+            module, python, machine = found.groups()
+            carried.setdefault(module, set()).add((f"{python[0]}.{python[1:]}", machine))
+    assert {"orjson/orjson", "psycopg_binary/_psycopg", "psycopg_binary/pq", "markupsafe/_speedups"} <= set(carried)
+    for module, targets in carried.items():
+        assert targets == set(build_dist.TARGETS), module
 
 
 def test_a_bot_is_served_from_the_single_file_on_the_system_python(clean):
@@ -98,3 +112,62 @@ def test_a_bot_is_served_from_the_single_file_on_the_system_python(clean):
         assert server.wait(timeout=30) == 0
     assert "botstate stopped" in log_path.read_text()
     assert sorted(path.name for path in folder.iterdir()) == ["b.db", "b.db-serving", "serve.log"]  # no WAL left
+
+
+@pytest.fixture
+def server_root():
+    """A folder outside pytest's own, which only root may enter, for files another user reads."""
+    folder = Path(tempfile.mkdtemp(prefix="botstate-server-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def as_nobody(home, *command):
+    """Runs command as the user nobody, with only PATH and HOME set, from /."""
+    return subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+        + ["env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", f"HOME={home}", *command],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+as_another_user = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="runs as another user: needs root"
+)
+
+
+@as_another_user
+def test_admin_commands_run_as_the_service_user_with_its_environment_file(server_root):
+    """Deployment's steps: the file in a bin folder, a user whose home holds the database, `--env-file`."""
+    installed, home = server_root / "botstate", server_root / "var-lib-botstate"
+    shutil.copy(DIST, installed)
+    home.mkdir()
+    shutil.chown(home, "nobody", "nogroup")
+    env_file = server_root / "botstate.env"
+    env_file.write_text(f'# the service\'s settings\nBOTSTATE_DATABASE="{home}/botstate.db"\nBOTSTATE_WRONG=1\n')
+
+    def as_service_user(*args):
+        return as_nobody(home, str(installed), *args)
+
+    assert as_service_user("--env-file", str(env_file), "init-db").returncode == 0
+    created = as_service_user("--env-file", str(env_file), "bots", "create", "my-bot", "--json")
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["slug"] == "my-bot"
+    assert "BOTSTATE_WRONG" in created.stderr  # an unknown setting is warned about, as in the environment
+    assert (home / "botstate.db").stat().st_uid == (home / ".shiv").stat().st_uid == home.stat().st_uid
+
+
+@as_another_user
+def test_a_home_the_user_cannot_write_is_one_line_naming_the_folder_and_the_fix(server_root):
+    home = server_root / "read-only-home"
+    home.mkdir(mode=0o555)
+    refused = as_nobody(home, SYSTEM_PYTHON, DIST, "--version")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == (
+        f"botstate: cannot unpack its dependencies into {home}/.shiv: Permission denied;"
+        " set SHIV_ROOT to a folder this user can write\n"
+    )
