@@ -1,5 +1,6 @@
 """The `botstate` command: serve, init-db and the admin groups, from any folder, with --env-file and --version."""
 
+import errno
 import os
 import sys
 
@@ -24,7 +25,30 @@ class BotstateGroup(OneLineUsage, click.Group):
         """Run as `botstate` however it was started (console script, single file, `python -m`),
         so that usage lines, hints and shell completion all name the command the docs name."""
         complete_var = complete_var or "_BOTSTATE_COMPLETE"
-        return super().main(*args, prog_name=prog_name or "botstate", complete_var=complete_var, **kwargs)
+        try:
+            return super().main(*args, prog_name=prog_name or "botstate", complete_var=complete_var, **kwargs)
+        except OSError as error:
+            # Every other error a command meets is told in its own words before it gets here.
+            if error.errno not in OUTPUT_ERRNOS:
+                raise
+            output_failed(error)
+        finally:
+            try:
+                sys.stdout.flush()
+            except OSError as error:
+                output_failed(error)
+
+
+# What writing the output meets when it goes to a full disk or a file past its size limit.
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def output_failed(error):
+    """Say in one line that the output could not be written, and exit 1."""
+    # What the failed write left would fail again at exit, with Python's own traceback.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    print(f"botstate: cannot write its output: {error.strerror}", file=sys.stderr)
+    sys.exit(1)
 
 
 def app_closed_with(ctx):
@@ -67,12 +91,18 @@ def main(ctx, env_file):
         ctx.obj = ScriptInfo(create_app=app_closed_with(ctx), set_debug_flag=False, load_dotenv_defaults=False)
 
 
+class Integer(click.IntRange):
+    """An integer in a range, named so in click's messages ("'http' is not a valid integer")."""
+
+    name = "integer"
+
+
 @main.command(cls=OneLineCommand)
 @click.option("--host", help="Listen on this address instead of BOTSTATE_HOST.")
-@click.option("--port", type=click.IntRange(*INT_RANGES["PORT"]), help="Listen on this port instead of BOTSTATE_PORT.")
+@click.option("--port", type=Integer(*INT_RANGES["PORT"]), help="Listen on this port instead of BOTSTATE_PORT.")
 @click.option(
     "--threads",
-    type=click.IntRange(*INT_RANGES["THREADS"]),
+    type=Integer(*INT_RANGES["THREADS"]),
     help="Serve with this many threads instead of BOTSTATE_THREADS.",
 )
 def serve(host, port, threads):

@@ -136,7 +136,12 @@ def main():
         sys.exit(f"botstate: cannot listen on {app.config['HOST']}:{app.config['PORT']}: {reason}")
     storage = app.extensions["botstate.storage"]
     no_bots = storage.count_bots() == 0
-    storage.start_upkeep()
+    try:
+        storage.start_upkeep()
+    except OSError as error:  # e.g. SQLite's serving marker, left by another user
+        server.close()
+        storage.close()
+        sys.exit(f"botstate: cannot use the database {storage.location}: {error.filename}: {error.strerror}")
     tune_garbage_collection()
     log_format = app.config["LOG_FORMAT"]
     # From here on SIGTERM stops cleanly; only then say that the server is up.

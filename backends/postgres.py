@@ -159,7 +159,8 @@ class PostgresStorage(SQLStorage):
                 raise
             if fault is DatabaseUnavailable and self._pool is not None:
                 self._pool.check()  # replace the other connections that the same outage broke
-            raise fault(str(error).strip() or type(error).__name__) from error
+            # libpq's hints follow on lines of their own: one line, for a message and a log line.
+            raise fault(" ".join(str(error).split()) or type(error).__name__) from error
 
     @contextlib.contextmanager
     def _connection(self):

@@ -25,24 +25,39 @@ GLIBC = {"x86_64": 17, "aarch64": 28}
 TARGETS = tuple((python, machine) for python in PYTHONS for machine in GLIBC)
 LEGACY_MANYLINUX = {5: "manylinux1", 12: "manylinux2010", 17: "manylinux2014"}
 SHEBANG = "/usr/bin/env python3"
-# shiv's bootstrap, which unpacks the dependencies before botstate runs, with its failure to do so
-# (HOME or SHIV_ROOT not writable by this user) told in one line instead of a traceback.
+# shiv's bootstrap, with its unpacking of the dependencies (into ~/.shiv or SHIV_ROOT) done
+# first, the same way, so that its failure (a HOME this user cannot write, a full disk) is one
+# line instead of a traceback; botstate's own errors come after it and are not caught here.
+# Before it, an interpreter the file carries no binary modules for is told so in one line.
 MAIN = """\
-import os
+import platform
 import sys
 
 import _bootstrap
 
-try:
-    _bootstrap.bootstrap()
-except OSError as error:
-    root = os.path.expanduser(os.environ.get("SHIV_ROOT") or "~/.shiv")
-    if not str(error.filename or "").startswith(root):
-        raise
+CARRIED = {carried}
+running = (sys.implementation.name, "%d.%d" % sys.version_info[:2], sys.platform, platform.machine())
+if (running[0], running[2]) != ("cpython", "linux") or (running[1], running[3]) not in CARRIED:
     sys.exit(
-        f"botstate: cannot unpack its dependencies into {root}: {error.strerror};"
+        "botstate: this file carries binary modules for CPython {pythons} on Linux ({machines});"
+        " this is %s %s on %s (%s)" % running
+    )
+where = "SHIV_ROOT or ~/.shiv"
+try:
+    with _bootstrap.current_zipfile() as archive:
+        env = _bootstrap.Environment.from_json(archive.read("environment.json").decode())
+        unpacked = _bootstrap.cache_path(archive, env.root, env.build_id)
+        where = unpacked.parent
+        if not (unpacked / "site-packages").exists() or env.force_extract:
+            _bootstrap.extract_site_packages(
+                archive, unpacked, env.compile_pyc, env.compile_workers, env.force_extract
+            )
+except OSError as error:
+    sys.exit(
+        f"botstate: cannot unpack its dependencies into {where}: {error.strerror or error};"
         " set SHIV_ROOT to a folder this user can write"
     )
+_bootstrap.bootstrap()
 """
 
 
@@ -89,16 +104,11 @@ def build(output):
             folder = Path(work) / f"{python}-{machine}"
             install_dependencies(folder, python, machine)
             merge(folder, site_packages)
-        # The dependencies' own scripts start the building Python; the file runs only botstate's.
-        shutil.rmtree(site_packages / "bin", ignore_errors=True)
-        # setuptools would ship what an earlier build left in build/, deleted files too.
-        for leftover in [ROOT / "build", *ROOT.glob("*.egg-info")]:
-            shutil.rmtree(leftover, ignore_errors=True)
-        try:
-            pip_install(str(site_packages), "--no-deps", ".")
-        finally:
-            for leftover in [ROOT / "build", *ROOT.glob("*.egg-info")]:
-                shutil.rmtree(leftover, ignore_errors=True)
+        # The dependencies' own scripts start the building Python, and pip (which sqlite-utils
+        # asks for, to install its plugins) would be whichever release is newest: botstate needs neither.
+        for unneeded in ["bin", "pip", *[path.name for path in site_packages.glob("pip-*.dist-info")]]:
+            shutil.rmtree(site_packages / unneeded, ignore_errors=True)
+        unpack_botstate(Path(work), site_packages)
         shiv = Path(sys.executable).parent / "shiv"
         subprocess.run(
             [shiv, "--site-packages", site_packages, "--console-script", "botstate", "--output-file", output]
@@ -106,6 +116,31 @@ def build(output):
             check=True,
         )
     replace_main(output)
+
+
+def unpack_botstate(work, site_packages):
+    """Builds botstate's wheel and unpacks it into site_packages: no script, no record of this checkout's path."""
+    # setuptools would ship what an earlier build left in build/, deleted files too.
+    for leftover in [ROOT / "build", *ROOT.glob("*.egg-info")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        command = [sys.executable, "-m", "pip", "wheel", "-qq", "--disable-pip-version-check", "--no-deps"]
+        subprocess.run([*command, "--wheel-dir", work / "wheel", "."], check=True, cwd=ROOT)
+    finally:
+        for leftover in [ROOT / "build", *ROOT.glob("*.egg-info")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+    (wheel,) = (work / "wheel").glob("botstate-*.whl")
+    with zipfile.ZipFile(wheel) as unpacked:
+        unpacked.extractall(site_packages)
+
+
+def main_py():
+    """MAIN, naming the Pythons and CPUs this build carries."""
+    return (
+        MAIN.replace("{carried}", repr(tuple(sorted(TARGETS))))
+        .replace("{pythons}", f"{PYTHONS[0]} to {PYTHONS[-1]}")
+        .replace("{machines}", ", ".join(GLIBC))
+    )
 
 
 def replace_main(output):
@@ -116,7 +151,7 @@ def replace_main(output):
         rewritten.write(f"#!{SHEBANG}\n".encode())
         with zipfile.ZipFile(rewritten, "w") as archive:
             for info, data in entries:
-                archive.writestr(info, MAIN if info.filename == "__main__.py" else data)
+                archive.writestr(info, main_py() if info.filename == "__main__.py" else data)
     os.chmod(f"{output}.main", 0o755)
     os.replace(f"{output}.main", output)
 

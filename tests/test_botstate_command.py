@@ -132,7 +132,7 @@ def test_serve_takes_host_port_and_threads_over_the_settings(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     (
-        (["--port", "http"], "Error: Invalid value for '--port': 'http' is not a valid integer range."),
+        (["--port", "http"], "Error: Invalid value for '--port': 'http' is not a valid integer."),
         (["--threads", "0"], "Error: Invalid value for '--threads': 0 is not in the range 1<=x<=256."),
         (["--host", "bogus.invalid"], "botstate: cannot listen on bogus.invalid:"),
     ),

@@ -5,6 +5,8 @@ import os
 import socket
 import sqlite3
 import stat
+import subprocess
+import sys
 
 import click
 import pytest
@@ -249,3 +251,18 @@ def test_a_new_or_empty_database_file_gets_the_schema(tmp_path, content):
     done = run_botstate(["-m", "botstate", "init-db", "--json"], DATABASE=path)
     assert done.returncode == 0, done.stderr
     assert '"applied": ["0001' in done.stdout
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, the full disk of Linux")
+@pytest.mark.parametrize("args", (["--version"], ["--help"], ["bots", "list"], ["bots", "create", "my-bot"]))
+def test_output_to_a_full_disk_is_one_line(tmp_path, args):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "botstate", *args],
+            env=botstate_env(DATABASE=tmp_path / "b.db"),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert (done.returncode, done.stderr) == (1, "botstate: cannot write its output: No space left on device\n")

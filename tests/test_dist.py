@@ -23,7 +23,37 @@ from version import VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = os.environ.get("DIST_CHECK", "")
-SYSTEM_PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+SYSTEM_PYTHON = shutil.which("python3", path=SYSTEM_PATH)
+
+
+def load_build_script():
+    """scripts/build_dist.py as a module: what the build carries."""
+    spec = importlib.util.spec_from_file_location("build_dist", ROOT / "scripts" / "build_dist.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BUILD = load_build_script()
+
+
+def interpreters(versions):
+    """{version: a CPython of that version on this machine}: the system's, or pyenv's."""
+    found = {}
+    for version in versions:
+        pyenv = sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}"))
+        python = shutil.which(f"python{version}", path=SYSTEM_PATH) or (str(pyenv[-1]) if pyenv else None)
+        if python:
+            found[version] = python
+    return found
+
+
+# The system python3, and every carried version this machine has beside it.
+PYTHONS = {"system": SYSTEM_PYTHON} if SYSTEM_PYTHON else {}
+for version, python in interpreters(BUILD.PYTHONS).items():
+    if not SYSTEM_PYTHON or os.path.realpath(python) != os.path.realpath(SYSTEM_PYTHON):
+        PYTHONS[version] = python
 
 pytestmark = [
     pytest.mark.skipif(not DIST, reason="`make test-dist` builds the single file and runs these"),
@@ -31,21 +61,22 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def clean(tmp_path):
-    """(run, env, folder): run the single file with only PATH, an empty HOME and a database setting."""
+@pytest.fixture(params=sorted(PYTHONS))
+def clean(tmp_path, request):
+    """(run, env, folder): run the single file with only PATH, an empty HOME and a database setting,
+    on the system python3 and on each other carried Python found here."""
+    python = PYTHONS[request.param]
     home, folder = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     folder.mkdir()
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "BOTSTATE_DATABASE": str(folder / "b.db")}
 
     def run(*args):
-        done = subprocess.run(
-            [SYSTEM_PYTHON, DIST, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=120
-        )
+        done = subprocess.run([python, DIST, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
+    run.python = python
     return run, env, folder
 
 
@@ -60,10 +91,14 @@ def test_the_file_holds_botstate_and_its_binary_dependencies():
         assert shipped == {path.name for path in (ROOT / package).glob("*.py")}, package
 
 
+def test_the_file_names_no_folder_of_the_machine_that_built_it():
+    with zipfile.ZipFile(DIST) as built:
+        for name in built.namelist():
+            assert str(ROOT).encode() not in built.read(name), name
+        assert not [name for name in built.namelist() if name.startswith(("site-packages/bin/", "site-packages/pip/"))]
+
+
 def test_every_compiled_module_is_carried_for_each_python_and_cpu_the_build_names():
-    spec = importlib.util.spec_from_file_location("build_dist", ROOT / "scripts" / "build_dist.py")
-    build_dist = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build_dist)
     carried = {}
     for name in zipfile.ZipFile(DIST).namelist():
         if found := re.fullmatch(r"site-packages/(.+)\.cpython-(\d+)-(\w+)-linux-gnu\.so", name):
@@ -71,10 +106,10 @@ def test_every_compiled_module_is_carried_for_each_python_and_cpu_the_build_name
             carried.setdefault(module, set()).add((f"{python[0]}.{python[1:]}", machine))
     assert {"orjson/orjson", "psycopg_binary/_psycopg", "psycopg_binary/pq", "markupsafe/_speedups"} <= set(carried)
     for module, targets in carried.items():
-        assert targets == set(build_dist.TARGETS), module
+        assert targets == set(BUILD.TARGETS), module
 
 
-def test_a_bot_is_served_from_the_single_file_on_the_system_python(clean):
+def test_a_bot_is_served_from_the_single_file_on_a_plain_python(clean):
     run, env, folder = clean
     assert run("--version") == f"botstate {VERSION}\n"
     run("init-db")
@@ -84,7 +119,7 @@ def test_a_bot_is_served_from_the_single_file_on_the_system_python(clean):
     log_path = folder / "serve.log"
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            [SYSTEM_PYTHON, DIST, "serve", "--host", "127.0.0.1", "--port", "0"],
+            [run.python, DIST, "serve", "--host", "127.0.0.1", "--port", "0"],
             cwd=folder,
             env=env,
             stdout=log,
@@ -162,12 +197,30 @@ def test_admin_commands_run_as_the_service_user_with_its_environment_file(server
 
 
 @as_another_user
-def test_a_home_the_user_cannot_write_is_one_line_naming_the_folder_and_the_fix(server_root):
-    home = server_root / "read-only-home"
-    home.mkdir(mode=0o555)
+@pytest.mark.parametrize("home_kind", ("read-only", "missing"))
+def test_a_home_the_user_cannot_write_is_one_line_naming_the_folder_and_the_fix(server_root, home_kind):
+    home = server_root / f"{home_kind}-home"
+    if home_kind == "read-only":
+        home.mkdir(mode=0o555)  # else it is not there, in a folder only root may write
     refused = as_nobody(home, SYSTEM_PYTHON, DIST, "--version")
     assert (refused.returncode, refused.stdout) == (1, "")
     assert refused.stderr == (
         f"botstate: cannot unpack its dependencies into {home}/.shiv: Permission denied;"
         " set SHIV_ROOT to a folder this user can write\n"
     )
+
+
+UNCARRIED = interpreters(["3.10", "3.9", "3.15"])
+
+
+@pytest.mark.skipif(not UNCARRIED, reason="no CPython this file carries no binary modules for (3.9, 3.10, 3.15)")
+def test_a_python_the_file_carries_no_modules_for_is_one_line(tmp_path):
+    version, python = sorted(UNCARRIED.items())[0]
+    env = {"PATH": SYSTEM_PATH, "HOME": str(tmp_path)}
+    refused = subprocess.run([python, DIST, "--version"], env=env, capture_output=True, text=True, timeout=60)
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == (
+        f"botstate: this file carries binary modules for CPython {BUILD.PYTHONS[0]} to {BUILD.PYTHONS[-1]} on Linux"
+        f" ({', '.join(BUILD.GLIBC)}); this is cpython {version} on linux ({os.uname().machine})\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # refused before unpacking anything

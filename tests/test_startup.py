@@ -42,6 +42,17 @@ def test_an_unusable_database_path_is_one_line(tmp_path, command):
     assert f"cannot use the database {tmp_path / 'a-directory.db'}" in result.stderr
 
 
+@pytest.mark.parametrize("command", (["-m", "botstate", "bots", "list"], ["serve.py"]))
+def test_an_unreachable_postgresql_server_is_one_line(command):
+    with socket.socket() as closed:  # bound, never listening: connections to it are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"postgresql://botstate@127.0.0.1:{closed.getsockname()[1]}/botstate"
+        result = run_botstate(command, DATABASE_URL=url)
+    assert result.returncode != 0
+    (line,) = result.stderr.strip().splitlines()  # libpq's hint, on a line of its own, joined to it
+    assert f"cannot use the database {url}: connection failed:" in line and "Connection refused" in line
+
+
 def test_a_taken_port_is_one_line(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -51,6 +62,18 @@ def test_a_taken_port_is_one_line(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         f"botstate: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+@pytest.mark.sqlite_only("the serving marker is a file beside a SQLite database")
+def test_a_serving_marker_that_cannot_be_opened_is_one_line(tmp_path):
+    database = tmp_path / "x.db"
+    assert run_botstate(["-m", "botstate", "init-db"], DATABASE=database).returncode == 0
+    (tmp_path / "x.db-serving").mkdir()  # refused to root too, unlike a file it may not write
+    result = run_botstate(["serve.py"], DATABASE=database, PORT=0)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"botstate: cannot use the database {database}: {database}-serving: Is a directory"
     ]
 
 
