@@ -10,9 +10,10 @@ from marshmallow import ValidationError
 import jsoncodec
 import writebody
 from auth import bot_endpoint, storage
+from change_schemas import AsOfQuerySchema
 from errors import APIError, bad_request
 from schemas import StateKeySchema, StateQuerySchema, encode_cursor, first_param_error
-from storage import ItemError, StateRow, StateWrite, StorageError, VersionConflict
+from storage import HistoryGone, ItemError, StateRow, StateWrite, StorageError, VersionConflict
 from version import VERSION
 from views import row_json
 
@@ -22,6 +23,7 @@ bp = Blueprint("api", __name__)
 
 STATE_QUERY = StateQuerySchema()
 STATE_KEY = StateKeySchema()
+AS_OF_QUERY = AsOfQuerySchema()
 
 
 def state_updates(merge):
@@ -165,9 +167,16 @@ def state_not_found():
 @bp.get("/api/bots/<slug>/state/<account_id>/<ticker_id>", provide_automatic_options=False)
 @bot_endpoint
 def get_state(bot, account_id, ticker_id):
-    """One state row, with its version as ETag; 304 when If-None-Match has it."""
+    """One state row, with its version as ETag; 304 when If-None-Match has it; with asOf, as it was then."""
     key = state_key(account_id, ticker_id)
-    row = bot.call(storage().read_state, *key)
+    as_of = load_params(AS_OF_QUERY, request.args.to_dict(flat=True)).get("asOf")
+    if as_of is None:
+        row = bot.call(storage().read_state, *key)
+    else:
+        try:
+            row = bot.call(storage().state_as_of, *key, as_of)
+        except HistoryGone as gone:
+            raise APIError(404, f"State history before {gone.kept_since} is no longer kept", "NOT_FOUND") from None
     if row is None:
         raise state_not_found()
     if if_none_match_names(request.headers.get("If-None-Match"), row.version):

@@ -12,6 +12,7 @@ import config
 import metrics
 import ratelimit
 from api import bp as api_blueprint
+from changes_api import bp as changes_blueprint
 from cli import register_commands
 from errors import register_error_handlers
 from jsoncodec import JSONProvider
@@ -89,6 +90,7 @@ def create_app(test_config=None, upgrade=False):
     )
 
     app.register_blueprint(api_blueprint)
+    app.register_blueprint(changes_blueprint)
     app.register_blueprint(openapi_blueprint)
     register_error_handlers(app)
     app.before_request(_start_timer)

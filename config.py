@@ -39,6 +39,10 @@ DEFAULTS = {
     "LOG_FORMAT": "TEXT",
     # Requests per bot, in the limits library's notation ("600/minute"); empty is no limit.
     "RATE_LIMIT": "",
+    # The change log keeps this many days of history (0: none past what readers keep up with),
+    # and at most this many versions of a row (0: no cap); a row's newest version always stays.
+    "HISTORY_DAYS": 7,
+    "HISTORY_VERSIONS": 0,
 }
 
 INT_RANGES = {
@@ -56,6 +60,8 @@ INT_RANGES = {
     "MIN_BODY_RATE": (1, 1024 * 1024 * 1024),
     "CONNECTION_LIMIT": (1, 100_000),
     "METRICS": (0, 1),
+    "HISTORY_DAYS": (0, 36500),
+    "HISTORY_VERSIONS": (0, 1_000_000_000),
 }
 
 CHOICES = {

@@ -35,6 +35,22 @@ class StaleKey(StorageError):
     """The bot's key changed after the request authenticated with the old one."""
 
 
+class ChangesGone(StorageError):
+    """A change feed read from a seq older than what is kept: changes up to `pruned_seq` are gone."""
+
+    def __init__(self, pruned_seq):
+        super().__init__(f"changes up to seq {pruned_seq} are no longer kept")
+        self.pruned_seq = pruned_seq
+
+
+class HistoryGone(StorageError):
+    """An as-of read of a moment older than what is kept: history starts at `kept_since`."""
+
+    def __init__(self, kept_since):
+        super().__init__(f"history before {kept_since} is no longer kept")
+        self.kept_since = kept_since
+
+
 class ItemError(enum.Enum):
     """Why one item of a bulk write failed; the value is the client-facing message."""
 
@@ -89,3 +105,35 @@ class StateRow:
     version: int
     created_at: str
     updated_at: str
+
+
+@dataclasses.dataclass(slots=True)
+class Change:
+    """One entry of the change log: a row's upsert (with its full stored state) or its delete.
+
+    `seq` orders the database's changes as they committed; `row_id` and `created_at`
+    are the changed row's, so that the row can be told as it was then.
+    """
+
+    seq: int
+    op: str
+    account_id: str
+    ticker_id: str
+    version: int
+    state_json: str | None
+    at: str
+    row_id: str
+    created_at: str
+
+    def as_row(self, bot_id):
+        """The StateRow this upsert stored."""
+        return StateRow(
+            self.row_id,
+            bot_id,
+            self.account_id,
+            self.ticker_id,
+            self.state_json,
+            self.version,
+            self.created_at,
+            self.at,
+        )

@@ -6,16 +6,20 @@ Every SQL statement lives in a backend (backends/), each implementing Storage.
 
 from typing import Protocol
 
+from backends.pruning import Retention
 from backends.sqlite import SQLiteStorage
 from backends.transfer_sql import TRANSFER_KINDS
 from records import (
     DEFAULT_PAGE_BYTES,
     KEY_FINGERPRINT_LENGTH,
     PAGE_ROW_OVERHEAD,
+    Change,
+    ChangesGone,
     Conflict,
     Credentials,
     DatabaseBusy,
     DatabaseUnavailable,
+    HistoryGone,
     ItemError,
     NotFound,
     StaleKey,
@@ -30,10 +34,13 @@ __all__ = [
     "KEY_FINGERPRINT_LENGTH",
     "PAGE_ROW_OVERHEAD",
     "TRANSFER_KINDS",
+    "Change",
+    "ChangesGone",
     "Conflict",
     "Credentials",
     "DatabaseBusy",
     "DatabaseUnavailable",
+    "HistoryGone",
     "ItemError",
     "NotFound",
     "StaleKey",
@@ -202,6 +209,48 @@ class Storage(Protocol):
     def count_states(self, bot_id: str | None = None) -> int:
         """How many state rows exist, for one bot or all."""
 
+    # The change log
+
+    def list_changes(
+        self, credentials: Credentials, after: int, limit: int, account_id=None, ticker_id=None
+    ) -> tuple[list[Change], int]:
+        """Up to `limit` of the bot's changes with a seq past `after`, oldest first, and the seq to read after next.
+
+        Reading from each answer's seq sees every change of the bot once, in commit order:
+        a change is handed out only once no change with a lower seq can still commit. With
+        an account or ticker filter at most FEED_SCAN entries are read per call, and the seq
+        returned is where the reading stopped. ChangesGone when entries past `after` were pruned.
+        """
+
+    def state_history(
+        self,
+        bot_id: str | None,
+        account_id: str,
+        ticker_id: str,
+        limit: int,
+        before: int | None = None,
+        credentials: Credentials | None = None,
+    ) -> tuple[list[Change], int | None]:
+        """The bot's row's kept entries, newest first, and the `before` of the next page (None: no more).
+
+        With `credentials` (for the bot they name), only while the key works.
+
+        The row is the one there now, else the one deleted last: its delete comes first,
+        on the first page only. `before` keeps the upserts of lower versions.
+        """
+
+    def state_as_of(self, credentials: Credentials, account_id: str, ticker_id: str, at: str) -> StateRow | None:
+        """The bot's row for this account and ticker as it was at `at` (the stored time form), or None.
+
+        HistoryGone when `at` is older than the history kept.
+        """
+
+    def count_changes(self, bot_id: str | None = None) -> int:
+        """How many change-log entries are kept, for one bot or all."""
+
+    def prune_changes(self, batch: int = 200, stop=None) -> int:
+        """Remove what `retention` no longer keeps, a short transaction per batch; how many entries went."""
+
     # Backups and transfers
 
     def backup(self, target: str) -> None:
@@ -230,9 +279,12 @@ def open_storage(settings) -> Storage:
     if settings.get("DATABASE_URL"):
         from backends.postgres import PostgresStorage  # psycopg is imported only by those who use it
 
-        return PostgresStorage(
+        storage = PostgresStorage(
             settings["DATABASE_URL"], busy_timeout_ms=settings["BUSY_TIMEOUT_MS"], pool_size=settings["THREADS"] + 2
         )
-    return SQLiteStorage(
-        settings["DATABASE"], busy_timeout_ms=settings["BUSY_TIMEOUT_MS"], synchronous=settings["SYNCHRONOUS"]
-    )
+    else:
+        storage = SQLiteStorage(
+            settings["DATABASE"], busy_timeout_ms=settings["BUSY_TIMEOUT_MS"], synchronous=settings["SYNCHRONOUS"]
+        )
+    storage.retention = Retention(settings["HISTORY_DAYS"], settings["HISTORY_VERSIONS"])
+    return storage

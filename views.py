@@ -15,3 +15,18 @@ def row_json(row):
         "createdAt": row.created_at,
         "updatedAt": row.updated_at,
     }
+
+
+def change_json(change):
+    """A change-log entry as the API shows it: an upsert carries the state it stored, a delete none."""
+    shown = {
+        "seq": change.seq,
+        "op": change.op,
+        "accountId": change.account_id,
+        "tickerId": change.ticker_id,
+        "version": change.version,
+    }
+    if change.state_json is not None:
+        shown["state"] = jsoncodec.Raw(change.state_json)
+    shown["at"] = change.at
+    return shown

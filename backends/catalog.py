@@ -146,11 +146,16 @@ class Catalog:
                 self._in_transaction(lambda conn: self._many(conn, sql, rows), short=True)
 
     def delete_bot(self, slug):
-        """Delete the bot and, by cascade, its states; returns the bot as it was."""
+        """Delete the bot and, by cascade, its states, then its change log; returns the bot as it was."""
         bot = self.get_bot(slug)
         if bot is None:
             raise NotFound(f"Bot {slug!r} not found")
-        self._in_transaction(lambda conn: self._run(conn, "DELETE FROM bots WHERE id = :bot", {"bot": bot["id"]}))
+
+        def delete(conn):
+            self._run(conn, "DELETE FROM bots WHERE id = :bot", {"bot": bot["id"]})
+            self._forget_changes(conn, bot["id"])
+
+        self._in_transaction(delete)
         return bot
 
     def _add_key(self, conn, bot_id, api_key_hash):

@@ -58,6 +58,13 @@ class SQLiteDialect:
         """SQL: the time the parameter `name` (seconds) from now, as a time column's value."""
         return f"strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || :{name} || ' seconds')"
 
+    def seconds_ago(self, name):
+        """SQL: the time the parameter `name` (seconds) before now, as a time column's value."""
+        return f"strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || :{name} || ' seconds')"
+
+    # The larger of two values (NULL when either is).
+    greatest = "max"
+
     def import_cast(self, field):
         """SQL to append to an imported field's parameter: none, every column is text or integer."""
         return ""
@@ -155,6 +162,12 @@ class PostgresDialect(SQLiteDialect):
     def seconds_from_now(self, name):
         """SQL: the time the parameter `name` (seconds) from now."""
         return f"{self.now} + make_interval(secs => :{name})"
+
+    def seconds_ago(self, name):
+        """SQL: the time the parameter `name` (seconds) before now."""
+        return f"({self.now} - make_interval(secs => :{name}))"
+
+    greatest = "greatest"
 
     def import_cast(self, field):
         """SQL: the cast of an imported field's parameter to its column's type."""

@@ -196,9 +196,10 @@ class PostgresStorage(SQLStorage):
             time.sleep(0.01 * attempt)
 
     def start_upkeep(self):
-        """Store the keys' last use from a thread of its own, every KEY_USE_FLUSH_INTERVAL seconds."""
+        """Store the keys' last use from a thread of its own, every KEY_USE_FLUSH_INTERVAL seconds; prune."""
         if self._upkeep is not None:
             return
+        self.start_pruning()
         self._stop_upkeep.clear()
         self._upkeep = threading.Thread(
             target=self._upkeep_every, args=(keyuses.KEY_USE_FLUSH_INTERVAL,), name="botstate-upkeep", daemon=True
@@ -210,7 +211,8 @@ class PostgresStorage(SQLStorage):
             self.key_uses.flush_or_log(self.flush_key_uses)
 
     def close(self):
-        """Store the keys' last use, stop the upkeep thread and close every connection."""
+        """Store the keys' last use, stop the upkeep and pruning threads and close every connection."""
+        self.stop_pruning()
         if self._pool is not None:
             self.key_uses.flush_or_log(self.flush_key_uses)
         if self._upkeep is not None:
@@ -327,6 +329,10 @@ class PostgresStorage(SQLStorage):
             message = error.diag.message_primary
             return StorageError(f"{kind} {record.get('id', '')}: PostgreSQL refused it: {message}")
         return None
+
+    def _feed_horizon(self, conn):
+        """The largest seq below every writer still running (botstate_change_horizon, schema 0007)."""
+        return conn.execute("SELECT botstate_change_horizon()").fetchone()[0]
 
     def _write_lone(self, credentials, write, merge, max_state_bytes):
         """A lone replacement in one statement when it passes every rule: its StateRow, else None

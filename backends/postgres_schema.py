@@ -64,7 +64,91 @@ CREATE TABLE bot_keys (
 # The migrations after the baseline, (name, SQL), oldest first: each runs once on every
 # database, new or legacy. A name must sort after BASELINE and after the one before it,
 # since applied() lists them by name.
-MIGRATIONS = ()
+MIGRATIONS = (
+    (
+        "0007_change_log",
+        """
+        -- The change log: an entry per row each insert, update or delete of a state makes,
+        -- in the same transaction (the trigger below). seq comes from a sequence, so two
+        -- writers may commit in the other order than their seqs: a writer publishes, before
+        -- its first entry, a floor below all of its seqs (a shared advisory lock keyed by the
+        -- sequence's last value, held until it ends), and the feed hands out only seqs below
+        -- every published floor (botstate_change_horizon).
+        CREATE SEQUENCE state_changes_seq AS bigint;
+        CREATE TABLE state_changes (
+            seq bigint NOT NULL DEFAULT nextval('state_changes_seq') CONSTRAINT state_changes_pkey PRIMARY KEY,
+            bot_id uuid NOT NULL,
+            account_id uuid NOT NULL,
+            ticker_id uuid NOT NULL,
+            row_id uuid NOT NULL,
+            op text NOT NULL,
+            version bigint NOT NULL,
+            state json,
+            created_at timestamptz NOT NULL,
+            at timestamptz NOT NULL
+        );
+        ALTER SEQUENCE state_changes_seq OWNED BY state_changes.seq;
+        CREATE INDEX state_changes_feed ON state_changes (bot_id, seq);
+        CREATE INDEX state_changes_row ON state_changes (bot_id, account_id, ticker_id, at, seq);
+        CREATE TABLE change_horizons (
+            bot_id uuid CONSTRAINT change_horizons_pkey PRIMARY KEY,
+            pruned_seq bigint NOT NULL,
+            kept_since timestamptz
+        );
+        CREATE TABLE change_floors (
+            bot_id uuid NOT NULL,
+            account_id uuid NOT NULL,
+            ticker_id uuid NOT NULL,
+            kept_since timestamptz NOT NULL,
+            CONSTRAINT change_floors_pkey PRIMARY KEY (bot_id, account_id, ticker_id)
+        );
+        INSERT INTO state_changes (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)
+        SELECT bot_id, user_broker_account_id, ticker_id, id, 'upsert', version, state, created_at, updated_at
+        FROM user_bot_states ORDER BY updated_at;
+
+        CREATE FUNCTION botstate_log_state_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF coalesce(current_setting('botstate.change_floor', true), '') = '' THEN
+                PERFORM set_config(
+                    'botstate.change_floor',
+                    (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM state_changes_seq)::text,
+                    true
+                );
+                PERFORM pg_advisory_xact_lock_shared(current_setting('botstate.change_floor')::bigint);
+            END IF;
+            IF TG_OP = 'DELETE' THEN
+                INSERT INTO state_changes (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)
+                VALUES (OLD.bot_id, OLD.user_broker_account_id, OLD.ticker_id, OLD.id, 'delete', OLD.version, NULL,
+                        OLD.created_at, greatest(date_trunc('milliseconds', clock_timestamp()), OLD.updated_at));
+                RETURN OLD;
+            END IF;
+            INSERT INTO state_changes (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)
+            VALUES (NEW.bot_id, NEW.user_broker_account_id, NEW.ticker_id, NEW.id, 'upsert', NEW.version, NEW.state,
+                    NEW.created_at, NEW.updated_at);
+            RETURN NEW;
+        END
+        $$;
+        CREATE TRIGGER state_changes_log AFTER INSERT OR UPDATE OR DELETE ON user_bot_states
+            FOR EACH ROW EXECUTE FUNCTION botstate_log_state_change();
+
+        -- The largest seq the feed may hand out now: every entry at or below it has committed
+        -- or never will. The sequence is read before the published floors, so a writer that
+        -- publishes after this read gets only seqs above it.
+        CREATE FUNCTION botstate_change_horizon() RETURNS bigint LANGUAGE plpgsql AS $$
+        DECLARE
+            allocated bigint;
+            floor bigint;
+        BEGIN
+            SELECT CASE WHEN is_called THEN last_value ELSE 0 END INTO allocated FROM state_changes_seq;
+            SELECT min((classid::bigint << 32) | objid::bigint) INTO floor FROM pg_locks
+            WHERE locktype = 'advisory' AND mode = 'ShareLock' AND objsubid = 1
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database());
+            RETURN least(allocated, floor);
+        END
+        $$;
+        """,
+    ),
+)
 
 # Legacy: the steps that made every PostgreSQL database before the baseline, from the
 # first botstate that supported PostgreSQL: all five shipped with it and ran in one

@@ -3,12 +3,14 @@
 import contextlib
 
 from backends.catalog import Catalog
+from backends.changes import Changes
 from backends.keyuses import KeyUses, reporting
+from backends.pruning import Pruning
 from backends.states import States
 from backends.transfer_sql import TRANSFER_KINDS, export_query, transfer_conflict, transfer_statement
 
 
-class SQLStorage(Catalog, States):
+class SQLStorage(Catalog, States, Changes, Pruning):
     """The storage interface (storage.Storage) over the SQL both backends speak, through their dialect.
 
     A backend gives the connections and transactions, and tells its driver's errors apart:

@@ -105,6 +105,8 @@ class SQLiteStorage(SQLiteUpkeep, SQLiteFiles, SQLStorage):
     dialect = SQLITE
     # A planned write needs none: its transaction holds the whole database, so no row changes under it.
     savepoint_per_write = False
+    # The change log's seq is its rowid, the next after the largest: that entry stays.
+    keeps_largest_seq = True
 
     def __init__(self, path, busy_timeout_ms=5000, synchronous="NORMAL"):
         self.path = path
@@ -242,6 +244,7 @@ class SQLiteStorage(SQLiteUpkeep, SQLiteFiles, SQLStorage):
     def close(self):
         """Store the keys' last use, close every connection this storage opened, in any
         thread, and stop checkpoints."""
+        self.stop_pruning()
         self.key_uses.flush_or_log(self.flush_key_uses)
         if self._serving is not None:
             self._serving.close()  # the lock goes with it

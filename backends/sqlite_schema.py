@@ -109,6 +109,70 @@ def _move_keys_to_their_own_table(db):
     db.execute("ALTER TABLE bots DROP COLUMN api_key_hash")
 
 
+# Every change of a state row appends an entry to the change log, in the statement that
+# makes it: an insert or update its row as it now is, a delete (a cascade's too) the row's
+# last version, dated no earlier than its last write. seq is the rowid: SQLite hands out the
+# next after the largest, and writers take turns, so seqs follow commit order; the log never
+# loses its largest entry (changes.py), so no seq is handed out twice.
+_LOG_UPSERT = """
+INSERT INTO state_changes (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)
+VALUES (NEW.bot_id, NEW.user_broker_account_id, NEW.ticker_id, NEW.id, 'upsert', NEW.version, NEW.state,
+        NEW.created_at, NEW.updated_at)
+"""
+_LOG_DELETE = """
+INSERT INTO state_changes (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)
+VALUES (OLD.bot_id, OLD.user_broker_account_id, OLD.ticker_id, OLD.id, 'delete', OLD.version, NULL,
+        OLD.created_at, max(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), OLD.updated_at))
+"""
+
+
+@migrations(name="0006_change_log")
+def _add_change_log(db):
+    db.execute(
+        """CREATE TABLE state_changes (
+            seq INTEGER PRIMARY KEY,
+            bot_id TEXT NOT NULL,
+            account_id TEXT NOT NULL,
+            ticker_id TEXT NOT NULL,
+            row_id TEXT NOT NULL,
+            op TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            state TEXT,
+            created_at TEXT NOT NULL,
+            at TEXT NOT NULL
+        )"""
+    )
+    # The feed reads a bot's entries in seq order; history and as-of reads a row's in time order.
+    db.execute("CREATE INDEX state_changes_feed ON state_changes (bot_id, seq)")
+    db.execute("CREATE INDEX state_changes_row ON state_changes (bot_id, account_id, ticker_id, at)")
+    # What pruning removed: per bot, the largest seq gone and the time since which history is whole.
+    db.execute(
+        """CREATE TABLE change_horizons (
+            bot_id TEXT PRIMARY KEY,
+            pruned_seq INTEGER NOT NULL,
+            kept_since TEXT
+        ) WITHOUT ROWID"""
+    )
+    # Per row, the time since which its history is whole, once BOTSTATE_HISTORY_VERSIONS pruned it.
+    db.execute(
+        """CREATE TABLE change_floors (
+            bot_id TEXT NOT NULL,
+            account_id TEXT NOT NULL,
+            ticker_id TEXT NOT NULL,
+            kept_since TEXT NOT NULL,
+            PRIMARY KEY (bot_id, account_id, ticker_id)
+        ) WITHOUT ROWID"""
+    )
+    # The rows that exist now are their own first entries, oldest first.
+    db.execute(
+        "INSERT INTO state_changes (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)"
+        " SELECT bot_id, user_broker_account_id, ticker_id, id, 'upsert', version, state, created_at, updated_at"
+        " FROM user_bot_states ORDER BY updated_at"
+    )
+    for event, action in (("INSERT", _LOG_UPSERT), ("UPDATE", _LOG_UPSERT), ("DELETE", _LOG_DELETE)):
+        db.execute(f"CREATE TRIGGER state_changes_{event.lower()} AFTER {event} ON user_bot_states BEGIN {action}; END")
+
+
 def create_private(path):
     """Create `path` empty, readable and writable by its owner only (0600 under any umask
     that leaves the owner's bits); an existing file keeps its mode. SQLite gives a

@@ -35,7 +35,7 @@ class SQLiteUpkeep:
     """start_upkeep(), servers_running() and checkpoints of SQLiteStorage, over its connections and write lock."""
 
     def start_upkeep(self):
-        """Start the background work of a serving process: WAL checkpoints, keys' last use.
+        """Start the background work of a serving process: WAL checkpoints, keys' last use, pruning.
 
         Also marks the database as served until close(), for servers_running().
         """
@@ -43,6 +43,7 @@ class SQLiteUpkeep:
         create_private(self._serving_path)
         self._serving = open(self._serving_path, "a")  # noqa: SIM115 - held open while serving
         fcntl.flock(self._serving, fcntl.LOCK_SH)
+        self.start_pruning()
 
     def servers_running(self):
         """Whether a botstate server (a process that called start_upkeep) serves this database now."""

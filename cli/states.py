@@ -13,13 +13,13 @@ from cli.common import OneLineGroup, canonical_uuid, emit, file_label, json_opti
 from schemas import is_uuid
 from storage import TRANSFER_KINDS
 from transfer import BadRecord, dump_record, parse_record
-from views import row_json
+from views import change_json, row_json
 
 # `botstate states show`: rows shown by default, and characters of each state.
 SHOW_LIMIT = 100
 STATE_WIDTH = 60
 
-states = OneLineGroup("states", help="Export every row to JSON Lines, and import such a file (to move databases).")
+states = OneLineGroup("states", help="Show states and a row's history; export and import rows as JSON Lines.")
 
 
 @states.command("export")
@@ -157,11 +157,16 @@ def states_show(slug, account, ticker, limit, as_json):
         )
         for row in rows
     ]
-    widths = [max(len(line[column]) for line in table) for column in range(4)]
-    for line in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[4])
+    print_table(table)
     if more:
         click.echo(f"(first {limit} rows; --limit shows more)", err=True)
+
+
+def print_table(table):
+    """Rows of cells in aligned columns, the last (a state) as it is."""
+    widths = [max(len(line[column]) for line in table) for column in range(len(table[0]) - 1)]
+    for line in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1])
 
 
 def _ticker_named(ticker, symbols):
@@ -186,3 +191,37 @@ def age(stored_time, now):
 def _shortened(state_json, width=STATE_WIDTH):
     """The state's JSON, cut to `width` characters."""
     return state_json if len(state_json) <= width else state_json[: width - 1] + "…"
+
+
+@states.command("history")
+@click.argument("slug")
+@click.option("--account", required=True, help="The row's account (its UUID).")
+@click.option("--ticker", required=True, help="The row's ticker (its UUID or symbol).")
+@click.option(
+    "--limit", default=SHOW_LIMIT, show_default=True, type=click.IntRange(1, 1000), help="Show at most this many."
+)
+@json_option
+def states_history(slug, account, ticker, limit, as_json):
+    """Show a row's kept versions, newest first, with its delete first when it was deleted."""
+    database = storage()
+    with storage_errors():
+        bot = database.get_bot(slug)
+        if bot is None:
+            raise click.ClickException(f"Bot {slug!r} not found")
+        account_id = canonical_uuid(account, "--account")
+        ticker_id = _ticker_named(ticker, {row["id"]: row["symbol"] for row in database.list_tickers()})
+        changes, more = database.state_history(bot["id"], account_id, ticker_id, limit)
+    if as_json:
+        click.echo(jsoncodec.dumps([change_json(change) for change in changes]))
+        return
+    if not changes:
+        click.echo(f"No history for that row of bot {slug}.")
+        return
+    now = time.time()
+    table = [("SEQ", "OP", "VERSION", "AT", "STATE")] + [
+        (str(c.seq), c.op, str(c.version), age(c.at, now), "" if c.state_json is None else _shortened(c.state_json))
+        for c in changes
+    ]
+    print_table(table)
+    if more is not None:
+        click.echo(f"(newest {limit} versions; --limit shows more)", err=True)

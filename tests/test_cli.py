@@ -820,6 +820,7 @@ EXPECTED_COMMANDS = {
     ("states", "export"),
     ("states", "import"),
     ("states", "show"),
+    ("states", "history"),
     ("db", "backup"),
     ("db", "restore"),
     ("init-db",),

@@ -20,10 +20,10 @@ from backends.postgres_schema import (
 
 BOT = "0b0b0b0b-0000-4000-8000-000000000001"
 STATE = "5da7e000-0000-4000-8000-000000000001"
-# Two later migrations, as a future release would add them after the baseline.
+# Two later migrations, as a future release would add them after the baseline and the real ones.
 LATER = (
-    ("0007_test_state_notes", "ALTER TABLE user_bot_states ADD COLUMN note text NOT NULL DEFAULT ''"),
-    ("0008_test_key_expiry_index", "CREATE INDEX idx_bot_keys_expires_at ON bot_keys (expires_at)"),
+    ("0098_test_state_notes", "ALTER TABLE user_bot_states ADD COLUMN note text NOT NULL DEFAULT ''"),
+    ("0099_test_key_expiry_index", "CREATE INDEX idx_bot_keys_expires_at ON bot_keys (expires_at)"),
 )
 LATER_NAMES = [name for name, _ in LATER]
 
@@ -125,7 +125,8 @@ def test_the_names_sort_in_the_order_they_apply():
 
 
 @POSTGRES_ONLY
-def test_the_baseline_makes_the_same_schema_as_the_legacy_steps(connect):
+def test_the_baseline_makes_the_same_schema_as_the_legacy_steps(connect, monkeypatch):
+    monkeypatch.setattr(postgres_schema, "MIGRATIONS", ())  # the release that had only the baseline
     new, legacy = connect(), connect()
     assert in_transaction(new, migrate) == [BASELINE]
     make_legacy(legacy)
@@ -157,7 +158,8 @@ def test_a_new_database_needs_nothing_and_outdated_leaves_it_empty(connect):
 
 
 @POSTGRES_ONLY
-def test_a_legacy_database_is_recognised_with_its_rows_intact_and_nothing_rebuilt(connect):
+def test_a_legacy_database_is_recognised_with_its_rows_intact_and_nothing_rebuilt(connect, monkeypatch):
+    monkeypatch.setattr(postgres_schema, "MIGRATIONS", ())  # the release that had only the baseline
     conn = connect()
     make_legacy(conn)
     add_rows(conn)
@@ -200,6 +202,7 @@ def test_migrating_twice_changes_nothing(connect, start):
 @POSTGRES_ONLY
 def test_a_later_migration_applies_once_to_new_and_legacy_databases_alike(connect, monkeypatch):
     new, at_baseline, legacy = connect(), connect(), connect()
+    monkeypatch.setattr(postgres_schema, "MIGRATIONS", ())
     in_transaction(at_baseline, migrate)  # migrated by the release that had no later migrations yet
     make_legacy(legacy)
     add_rows(legacy)

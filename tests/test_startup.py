@@ -96,7 +96,10 @@ def older_database(path):
     newest = migrations._migrations[-1].name
     old = sqlite_utils.Database(path)
     migrations.apply(old, stop_before=newest)
-    old.execute("INSERT INTO bots VALUES ('b', 'old-bot', 'Old', 'hash', '2026-01-01T00:00:00.000Z')")
+    old.execute(
+        "INSERT INTO bots (id, slug, name, created_at) VALUES ('b', 'old-bot', 'Old', '2026-01-01T00:00:00.000Z')"
+    )
+    old.execute("INSERT INTO bot_keys (bot_id, key_hash, created_at) VALUES ('b', 'hash', '2026-01-01T00:00:00.000Z')")
     old.conn.close()
     return newest
 

@@ -173,7 +173,10 @@ def test_an_old_database_file_is_upgraded_without_losing_rows(tmp_path):
     # A database made by the release before the newest migration, holding data.
     old = sqlite_utils.Database(path)
     migrations.apply(old, stop_before=newest)
-    old.execute("INSERT INTO bots VALUES ('b', 'old-bot', 'Old', 'hash', '2026-01-01T00:00:00.000Z')")
+    old.execute(
+        "INSERT INTO bots (id, slug, name, created_at) VALUES ('b', 'old-bot', 'Old', '2026-01-01T00:00:00.000Z')"
+    )
+    old.execute("INSERT INTO bot_keys (bot_id, key_hash, created_at) VALUES ('b', 'hash', '2026-01-01T00:00:00.000Z')")
     old.execute("INSERT INTO accounts VALUES (?, 'acct', '2026-01-01T00:00:00.000Z')", [ACCOUNT_0])
     old.execute("INSERT INTO tickers VALUES (?, 'AAPL', '2026-01-01T00:00:00.000Z')", [TICKER_AAPL])
     old.execute(
@@ -190,6 +193,11 @@ def test_an_old_database_file_is_upgraded_without_losing_rows(tmp_path):
     assert (json.loads(upgraded.state_json), upgraded.version) == ({"v": 1}, 1)
     assert storage.get_bot("old-bot")["states"] == 1
     assert storage.find_bot_credentials("old-bot") == ("b", (("hash", None),))  # its key still works
+    # The rows there are the change log's first entries.
+    history, _ = storage.state_history("b", ACCOUNT_0, TICKER_AAPL, 10)
+    assert [(change.op, change.version, change.state_json, change.at) for change in history] == [
+        ("upsert", 1, '{"v":1}', "u")
+    ]
     storage.close()
 
 
