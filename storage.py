@@ -286,5 +286,8 @@ def open_storage(settings) -> Storage:
         storage = SQLiteStorage(
             settings["DATABASE"], busy_timeout_ms=settings["BUSY_TIMEOUT_MS"], synchronous=settings["SYNCHRONOUS"]
         )
-    storage.retention = Retention(settings["HISTORY_DAYS"], settings["HISTORY_VERSIONS"])
+    default = Retention()
+    storage.retention = Retention(
+        settings.get("HISTORY_DAYS", default.days), settings.get("HISTORY_VERSIONS", default.versions)
+    )
     return storage

@@ -48,6 +48,8 @@ class Changes:
                 scanned_to = self._feed_header(conn, params)
                 if scanned_to is None:
                     return [], after
+            # Only what the header counted: an entry committed since is for the next poll.
+            params["scanned_to"] = scanned_to
             changes = [Change(*row) for row in self._run(conn, self._feed_sql(account_id, ticker_id), params)]
         if len(changes) == limit:
             return changes, changes[-1].seq
@@ -89,7 +91,7 @@ class Changes:
         return self._once(
             f"feed{filters}",
             lambda: f"WITH {self._feed_scanned()} SELECT {self.change_columns()} FROM state_changes"
-            f" WHERE seq IN (SELECT seq FROM scanned){filters} ORDER BY seq LIMIT :limit",
+            f" WHERE seq IN (SELECT seq FROM scanned) AND seq <= :scanned_to{filters} ORDER BY seq LIMIT :limit",
         )
 
     def _feed_horizon(self, conn):
@@ -99,15 +101,20 @@ class Changes:
 
     def state_history(self, bot_id, account_id, ticker_id, limit, before=None, credentials=None):
         """The row's kept versions, newest first, and the `before` of the next page (see storage.Storage)."""
-        key = "bot_id = :bot AND account_id = :account AND ticker_id = :ticker"
-        sql = self._once(
+        d = self.dialect
+        row = self._once(
+            "history_row",
+            lambda: f"SELECT n, id FROM (SELECT {d.row_number} AS n, {d.text('id')} AS id, 1 AS rank"
+            " FROM user_bot_states WHERE bot_id = :bot AND user_broker_account_id = :account AND ticker_id = :ticker"
+            f" UNION ALL SELECT row_n, {d.text('row_id')}, 2 FROM state_changes WHERE seq = (SELECT max(seq)"
+            " FROM state_tombstones WHERE bot_id = :bot AND account_id = :account AND ticker_id = :ticker))"
+            " AS found ORDER BY rank LIMIT 1",
+        )
+        entries = self._once(
             "history",
-            lambda: f"SELECT {self.change_columns()} FROM state_changes WHERE {key}"
-            " AND row_id = coalesce((SELECT id FROM user_bot_states WHERE bot_id = :bot"
-            " AND user_broker_account_id = :account AND ticker_id = :ticker),"
-            f" (SELECT row_id FROM state_changes WHERE {key} ORDER BY at DESC, seq DESC LIMIT 1))"
+            lambda: f"SELECT {self.change_columns()} FROM state_changes WHERE row_n = :row_n AND row_id = :row_id"
             " AND (CAST(:before AS bigint) IS NULL OR (op = 'upsert' AND version < CAST(:before AS bigint)))"
-            f" ORDER BY at DESC, seq DESC LIMIT :fetch",
+            " ORDER BY seq DESC LIMIT :fetch",
         )
         if credentials is not None:
             bot_id = credentials.bot_id
@@ -122,7 +129,11 @@ class Changes:
         with self._reading() as conn:
             if credentials is not None:
                 rules.verify_key(*self._run(conn, self.credentials_sql(), params).fetchone())
-            changes = [Change(*row) for row in self._run(conn, sql, params)]
+            found = self._run(conn, row, params).fetchone()
+            if found is None:
+                return [], None
+            params["row_n"], params["row_id"] = found
+            changes = [Change(*found) for found in self._run(conn, entries, params)]
         if len(changes) <= limit:
             return changes, None
         last = changes[limit - 1]
@@ -132,17 +143,26 @@ class Changes:
     def state_as_of(self, credentials, account_id, ticker_id, at):
         """The bot's StateRow for this account and ticker as it was at `at`, or None (see storage.Storage)."""
         d = self.dialect
-        sql = self._once(
+        key = "bot_id = :bot AND account_id = :account AND ticker_id = :ticker"
+        # The row created last at or before `at`: the one there now, or one deleted since.
+        row = self._once(
+            "as_of_row",
+            lambda: f"SELECT n, id FROM (SELECT {d.row_number} AS n, {d.text('id')} AS id, created_at"
+            " FROM user_bot_states WHERE bot_id = :bot AND user_broker_account_id = :account AND ticker_id = :ticker"
+            f" AND created_at <= {d.time_param('at')}"
+            f" UNION ALL SELECT c.row_n, {d.text('c.row_id')}, c.created_at FROM state_tombstones AS t"
+            f" JOIN state_changes AS c ON c.seq = t.seq WHERE t.{key.replace(' AND ', ' AND t.')}"
+            f" AND c.created_at <= {d.time_param('at')}) AS alive ORDER BY created_at DESC LIMIT 1",
+        )
+        version = self._once(
             "as_of",
-            lambda: f"SELECT {self.change_columns()} FROM state_changes"
-            " WHERE bot_id = :bot AND account_id = :account AND ticker_id = :ticker"
-            f" AND at <= {d.time_param('at')} ORDER BY at DESC, seq DESC LIMIT 1",
+            lambda: f"SELECT {self.change_columns()} FROM state_changes WHERE row_n = :row_n AND row_id = :row_id"
+            f" AND at <= {d.time_param('at')} ORDER BY seq DESC LIMIT 1",
         )
         kept = self._once(
             "kept_since",
             lambda: f"SELECT (SELECT {d.time_text('kept_since')} FROM change_horizons WHERE bot_id = :bot),"
-            f" (SELECT {d.time_text('kept_since')} FROM change_floors"
-            " WHERE bot_id = :bot AND account_id = :account AND ticker_id = :ticker)",
+            f" (SELECT {d.time_text('kept_since')} FROM change_floors WHERE {key})",
         )
         params = {
             "bot": credentials.bot_id,
@@ -153,10 +173,14 @@ class Changes:
         }
         with self._reading() as conn:
             rules.verify_key(*self._run(conn, self.credentials_sql(), params).fetchone())
-            found = self._run(conn, sql, params).fetchone()
             floors = [floor for floor in self._run(conn, kept, params).fetchone() if floor is not None]
-        if floors and at < max(floors):
-            raise HistoryGone(max(floors))
+            if floors and at < max(floors):
+                raise HistoryGone(max(floors))
+            alive = self._run(conn, row, params).fetchone()
+            found = None
+            if alive is not None:
+                params["row_n"], params["row_id"] = alive
+                found = self._run(conn, version, params).fetchone()
         if found is None:
             return None
         change = Change(*found)
@@ -165,14 +189,15 @@ class Changes:
     def _forget_changes(self, conn, bot_id):
         """Delete a deleted bot's change log (its rows' deletes, that the cascade logged, too)."""
         largest = self._run(conn, "SELECT max(seq) FROM state_changes").fetchone()[0]
-        for table in ("state_changes", "change_horizons", "change_floors"):
+        for table in ("state_changes", "state_tombstones", "change_horizons", "change_floors"):
             self._run(conn, f"DELETE FROM {table} WHERE bot_id = :bot", {"bot": bot_id})
         if self.keeps_largest_seq and largest is not None:
             # In the largest entry's place, one of no bot (pruned in time): no seq is handed out twice.
             self._run(
                 conn,
-                "INSERT INTO state_changes (seq, bot_id, account_id, ticker_id, row_id, op, version, created_at, at)"
-                " SELECT :seq, '', '', '', '', 'gap', 0, '', '' WHERE NOT EXISTS"
+                "INSERT INTO state_changes"
+                " (seq, bot_id, row_n, account_id, ticker_id, row_id, op, version, created_at, at)"
+                " SELECT :seq, '', 0, '', '', '', 'gap', 0, '', '' WHERE NOT EXISTS"
                 " (SELECT 1 FROM state_changes WHERE seq >= :seq)",
                 {"seq": largest},
             )

@@ -17,6 +17,8 @@ class SQLiteDialect:
     # What a read that checks a key adds to keep it from changing until the write commits:
     # nothing, since a SQLite write transaction holds the whole database.
     key_lock = ""
+    # The column of user_bot_states that numbers each row (an INTEGER PRIMARY KEY).
+    row_number = "n"
 
     def prepare(self, sql):
         """`sql` in the driver's parameter style: sqlite3 reads :name itself."""
@@ -121,6 +123,7 @@ class PostgresDialect(SQLiteDialect):
     # The key's row stays locked against a rotation, revocation or the bot's deletion until
     # the transaction ends, so none of them lands between the check and the write it allows.
     key_lock = " FOR KEY SHARE"
+    row_number = "row_n"
 
     @functools.cache  # noqa: B019 - one instance, and a statement's text is its key
     def prepare(self, sql):

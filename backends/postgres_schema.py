@@ -74,10 +74,16 @@ MIGRATIONS = (
         -- its first entry, a floor below all of its seqs (a shared advisory lock keyed by the
         -- sequence's last value, held until it ends), and the feed hands out only seqs below
         -- every published floor (botstate_change_horizon).
+        -- Each row gets a number of its own, by which the change log finds its versions; a row
+        -- created again after a delete gets a new one.
+        CREATE SEQUENCE state_row_numbers AS bigint;
+        ALTER TABLE user_bot_states ADD COLUMN row_n bigint NOT NULL DEFAULT nextval('state_row_numbers');
+        ALTER SEQUENCE state_row_numbers OWNED BY user_bot_states.row_n;
         CREATE SEQUENCE state_changes_seq AS bigint;
         CREATE TABLE state_changes (
             seq bigint NOT NULL DEFAULT nextval('state_changes_seq') CONSTRAINT state_changes_pkey PRIMARY KEY,
             bot_id uuid NOT NULL,
+            row_n bigint NOT NULL,
             account_id uuid NOT NULL,
             ticker_id uuid NOT NULL,
             row_id uuid NOT NULL,
@@ -89,7 +95,14 @@ MIGRATIONS = (
         );
         ALTER SEQUENCE state_changes_seq OWNED BY state_changes.seq;
         CREATE INDEX state_changes_feed ON state_changes (bot_id, seq);
-        CREATE INDEX state_changes_row ON state_changes (bot_id, account_id, ticker_id, at, seq);
+        CREATE INDEX state_changes_row ON state_changes (row_n, seq);
+        CREATE TABLE state_tombstones (
+            bot_id uuid NOT NULL,
+            account_id uuid NOT NULL,
+            ticker_id uuid NOT NULL,
+            seq bigint NOT NULL,
+            CONSTRAINT state_tombstones_pkey PRIMARY KEY (bot_id, account_id, ticker_id, seq)
+        );
         CREATE TABLE change_horizons (
             bot_id uuid CONSTRAINT change_horizons_pkey PRIMARY KEY,
             pruned_seq bigint NOT NULL,
@@ -102,8 +115,8 @@ MIGRATIONS = (
             kept_since timestamptz NOT NULL,
             CONSTRAINT change_floors_pkey PRIMARY KEY (bot_id, account_id, ticker_id)
         );
-        INSERT INTO state_changes (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)
-        SELECT bot_id, user_broker_account_id, ticker_id, id, 'upsert', version, state, created_at, updated_at
+        INSERT INTO state_changes (bot_id, row_n, account_id, ticker_id, row_id, op, version, state, created_at, at)
+        SELECT bot_id, row_n, user_broker_account_id, ticker_id, id, 'upsert', version, state, created_at, updated_at
         FROM user_bot_states ORDER BY updated_at;
 
         CREATE FUNCTION botstate_log_state_change() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -117,14 +130,18 @@ MIGRATIONS = (
                 PERFORM pg_advisory_xact_lock_shared(current_setting('botstate.change_floor')::bigint);
             END IF;
             IF TG_OP = 'DELETE' THEN
-                INSERT INTO state_changes (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)
-                VALUES (OLD.bot_id, OLD.user_broker_account_id, OLD.ticker_id, OLD.id, 'delete', OLD.version, NULL,
-                        OLD.created_at, greatest(date_trunc('milliseconds', clock_timestamp()), OLD.updated_at));
+                INSERT INTO state_changes
+                    (bot_id, row_n, account_id, ticker_id, row_id, op, version, state, created_at, at)
+                VALUES (OLD.bot_id, OLD.row_n, OLD.user_broker_account_id, OLD.ticker_id, OLD.id, 'delete',
+                        OLD.version, NULL, OLD.created_at,
+                        greatest(date_trunc('milliseconds', clock_timestamp()), OLD.updated_at));
+                INSERT INTO state_tombstones (bot_id, account_id, ticker_id, seq)
+                VALUES (OLD.bot_id, OLD.user_broker_account_id, OLD.ticker_id, currval('state_changes_seq'));
                 RETURN OLD;
             END IF;
-            INSERT INTO state_changes (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)
-            VALUES (NEW.bot_id, NEW.user_broker_account_id, NEW.ticker_id, NEW.id, 'upsert', NEW.version, NEW.state,
-                    NEW.created_at, NEW.updated_at);
+            INSERT INTO state_changes (bot_id, row_n, account_id, ticker_id, row_id, op, version, state, created_at, at)
+            VALUES (NEW.bot_id, NEW.row_n, NEW.user_broker_account_id, NEW.ticker_id, NEW.id, 'upsert', NEW.version,
+                    NEW.state, NEW.created_at, NEW.updated_at);
             RETURN NEW;
         END
         $$;

@@ -56,7 +56,8 @@ class Pruning:
         horizon = self._feed_horizon(conn)
         return self._run(
             conn,
-            f"SELECT seq, {d.text('bot_id')}, {d.text('account_id')}, {d.text('ticker_id')}, {d.time_text('at')}, op"
+            f"SELECT seq, {d.text('bot_id')}, row_n, {d.text('row_id')}, {d.time_text('at')}, op,"
+            f" {d.text('account_id')}, {d.text('ticker_id')}"
             " FROM state_changes WHERE seq > :cursor AND seq <= :horizon ORDER BY seq LIMIT :batch",
             {"cursor": cursor, "horizon": NO_HORIZON if horizon is None else horizon, "batch": batch},
         ).fetchall()
@@ -67,20 +68,18 @@ class Pruning:
             conn, f"SELECT {d.time_text(d.seconds_ago('age'))}", {"age": self.retention.days * 86400}
         ).fetchone()[0]
         largest = self._run(conn, "SELECT max(seq) FROM state_changes").fetchone()[0]
-        key = "bot_id = :bot AND account_id = :account AND ticker_id = :ticker"
-        older = (
-            f"DELETE FROM state_changes WHERE {key} AND (at < {d.time_param('at')}"
-            f" OR (at = {d.time_param('at')} AND seq < :seq)) RETURNING seq"
-        )
+        # The versions of the same row before this one: it was their successor before the window.
+        older = "DELETE FROM state_changes WHERE row_n = :row_n AND row_id = :row_id AND seq < :seq RETURNING seq"
         pruned, removed, looked = {}, 0, 0
-        for seq, bot_id, account_id, ticker_id, at, op in self._batch(conn, self._age_cursor, batch):
+        for seq, bot_id, row_n, row_id, at, op, *_ in self._batch(conn, self._age_cursor, batch):
             if at > cutoff:
                 break
             looked += 1
-            params = {"bot": bot_id, "account": account_id, "ticker": ticker_id, "at": at, "seq": seq}
+            params = {"row_n": row_n, "row_id": row_id, "seq": seq}
             gone = [row[0] for row in self._run(conn, older, params)]
             if op != "upsert" and not (self.keeps_largest_seq and seq == largest):
                 self._run(conn, "DELETE FROM state_changes WHERE seq = :seq", params)
+                self._run(conn, "DELETE FROM state_tombstones WHERE seq = :seq", params)
                 gone.append(seq)
             removed += len(gone)
             if gone and bot_id:
@@ -95,18 +94,16 @@ class Pruning:
         if not rows:
             return 0, 0
         self._count_cursor = rows[-1][0]
-        key = "bot_id = :bot AND account_id = :account AND ticker_id = :ticker"
+        row = "row_n = :row_n AND row_id = :row_id"
         beyond = (
-            f"DELETE FROM state_changes WHERE seq IN (SELECT seq FROM state_changes WHERE {key}"
-            f" ORDER BY at DESC, seq DESC LIMIT :all OFFSET :keep) RETURNING seq"
+            f"DELETE FROM state_changes WHERE seq IN (SELECT seq FROM state_changes WHERE {row}"
+            " ORDER BY seq DESC LIMIT :all OFFSET :keep) RETURNING seq"
         )
         removed = 0
-        for bot_id, account_id, ticker_id in {(row[1], row[2], row[3]) for row in rows if row[1]}:
-            params = {"bot": bot_id, "account": account_id, "ticker": ticker_id}
-            gone = [
-                row[0]
-                for row in self._run(conn, beyond, {**params, "all": NO_HORIZON, "keep": self.retention.versions})
-            ]
+        for bot_id, row_n, row_id, account_id, ticker_id in {(r[1], r[2], r[3], r[6], r[7]) for r in rows if r[1]}:
+            params = {"bot": bot_id, "row_n": row_n, "row_id": row_id, "account": account_id, "ticker": ticker_id}
+            capped = {**params, "all": NO_HORIZON, "keep": self.retention.versions}
+            gone = [found[0] for found in self._run(conn, beyond, capped)]
             if not gone:
                 continue
             removed += len(gone)
@@ -114,8 +111,8 @@ class Pruning:
             self._run(
                 conn,
                 "INSERT INTO change_floors (bot_id, account_id, ticker_id, kept_since)"
-                f" SELECT :bot, :account, :ticker, min(at) FROM state_changes WHERE {key}"
-                f" ON CONFLICT (bot_id, account_id, ticker_id) DO UPDATE SET kept_since = excluded.kept_since",
+                f" SELECT :bot, :account, :ticker, min(at) FROM state_changes WHERE {row}"
+                " ON CONFLICT (bot_id, account_id, ticker_id) DO UPDATE SET kept_since = excluded.kept_since",
                 params,
             )
         return len(rows), removed

@@ -113,25 +113,52 @@ def _move_keys_to_their_own_table(db):
 # makes it: an insert or update its row as it now is, a delete (a cascade's too) the row's
 # last version, dated no earlier than its last write. seq is the rowid: SQLite hands out the
 # next after the largest, and writers take turns, so seqs follow commit order; the log never
-# loses its largest entry (changes.py), so no seq is handed out twice.
+# loses its largest entry (changes.py), so no seq is handed out twice. row_n is the row's
+# number (user_bot_states.n), which a row created again after a delete gets anew.
 _LOG_UPSERT = """
-INSERT INTO state_changes (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)
-VALUES (NEW.bot_id, NEW.user_broker_account_id, NEW.ticker_id, NEW.id, 'upsert', NEW.version, NEW.state,
+INSERT INTO state_changes (bot_id, row_n, account_id, ticker_id, row_id, op, version, state, created_at, at)
+VALUES (NEW.bot_id, NEW.n, NEW.user_broker_account_id, NEW.ticker_id, NEW.id, 'upsert', NEW.version, NEW.state,
         NEW.created_at, NEW.updated_at)
 """
 _LOG_DELETE = """
-INSERT INTO state_changes (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)
-VALUES (OLD.bot_id, OLD.user_broker_account_id, OLD.ticker_id, OLD.id, 'delete', OLD.version, NULL,
-        OLD.created_at, max(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), OLD.updated_at))
+INSERT INTO state_changes (bot_id, row_n, account_id, ticker_id, row_id, op, version, state, created_at, at)
+VALUES (OLD.bot_id, OLD.n, OLD.user_broker_account_id, OLD.ticker_id, OLD.id, 'delete', OLD.version, NULL,
+        OLD.created_at, max(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), OLD.updated_at));
+INSERT INTO state_tombstones (bot_id, account_id, ticker_id, seq) VALUES
+    (OLD.bot_id, OLD.user_broker_account_id, OLD.ticker_id, last_insert_rowid())
 """
 
 
 @migrations(name="0006_change_log")
 def _add_change_log(db):
+    # Each row gets a number of its own (an explicit INTEGER PRIMARY KEY, so VACUUM keeps it),
+    # by which the change log finds its versions; SQLite adds a column so only by a rebuild.
+    db.execute(
+        """CREATE TABLE user_bot_states_new (
+            n INTEGER PRIMARY KEY,
+            id TEXT NOT NULL,
+            bot_id TEXT NOT NULL REFERENCES bots (id) ON DELETE CASCADE,
+            user_broker_account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+            ticker_id TEXT NOT NULL REFERENCES tickers (id) ON DELETE CASCADE,
+            state TEXT NOT NULL,
+            version INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (bot_id, user_broker_account_id, ticker_id)
+        )"""
+    )
+    db.execute(
+        "INSERT INTO user_bot_states_new (id, bot_id, user_broker_account_id, ticker_id, state, version,"
+        " created_at, updated_at) SELECT id, bot_id, user_broker_account_id, ticker_id, state, version,"
+        " created_at, updated_at FROM user_bot_states ORDER BY updated_at"
+    )
+    db.execute("DROP TABLE user_bot_states")
+    db.execute("ALTER TABLE user_bot_states_new RENAME TO user_bot_states")
     db.execute(
         """CREATE TABLE state_changes (
             seq INTEGER PRIMARY KEY,
             bot_id TEXT NOT NULL,
+            row_n INTEGER NOT NULL,
             account_id TEXT NOT NULL,
             ticker_id TEXT NOT NULL,
             row_id TEXT NOT NULL,
@@ -142,9 +169,20 @@ def _add_change_log(db):
             at TEXT NOT NULL
         )"""
     )
-    # The feed reads a bot's entries in seq order; history and as-of reads a row's in time order.
+    # The feed reads a bot's entries in seq order, history and as-of reads a row's: both
+    # indexes take small keys that mostly grow, so a write adds little to either.
     db.execute("CREATE INDEX state_changes_feed ON state_changes (bot_id, seq)")
-    db.execute("CREATE INDEX state_changes_row ON state_changes (bot_id, account_id, ticker_id, at)")
+    db.execute("CREATE INDEX state_changes_row ON state_changes (row_n, seq)")
+    # A key's deleted rows (their delete's seq), for the history and as-of reads of a row that is gone.
+    db.execute(
+        """CREATE TABLE state_tombstones (
+            bot_id TEXT NOT NULL,
+            account_id TEXT NOT NULL,
+            ticker_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (bot_id, account_id, ticker_id, seq)
+        ) WITHOUT ROWID"""
+    )
     # What pruning removed: per bot, the largest seq gone and the time since which history is whole.
     db.execute(
         """CREATE TABLE change_horizons (
@@ -165,9 +203,9 @@ def _add_change_log(db):
     )
     # The rows that exist now are their own first entries, oldest first.
     db.execute(
-        "INSERT INTO state_changes (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)"
-        " SELECT bot_id, user_broker_account_id, ticker_id, id, 'upsert', version, state, created_at, updated_at"
-        " FROM user_bot_states ORDER BY updated_at"
+        "INSERT INTO state_changes (bot_id, row_n, account_id, ticker_id, row_id, op, version, state, created_at, at)"
+        " SELECT bot_id, n, user_broker_account_id, ticker_id, id, 'upsert', version, state, created_at, updated_at"
+        " FROM user_bot_states ORDER BY n"
     )
     for event, action in (("INSERT", _LOG_UPSERT), ("UPDATE", _LOG_UPSERT), ("DELETE", _LOG_DELETE)):
         db.execute(f"CREATE TRIGGER state_changes_{event.lower()} AFTER {event} ON user_bot_states BEGIN {action}; END")

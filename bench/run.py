@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 import config  # noqa: E402
 import keys  # noqa: E402
 from app import create_app  # noqa: E402
+from bench.changelog import disk_use, drop_change_log  # noqa: E402
 from storage import Credentials, StateWrite  # noqa: E402
 
 THREADS = 4
@@ -46,6 +47,10 @@ BODIES_PER_CASE = 200
 # Reference rows, not targets: bench/floor.py, one bare SQLite call per request.
 FLOOR_POST = "reference: bare upsert route, 1 state"
 FLOOR_GET = "reference: bare read route, 1 row"
+CHANGE_LOG_OFF_1 = "POST 1 state, change log off"
+CHANGE_LOG_OFF_1000 = "POST 1000 states, change log off"
+EMPTY_POLL = "GET changes, nothing new"
+POLL_PATH = f"/api/bots/bench/changes?after={10**15}"
 NO_POSTGRES = (
     "PostgreSQL column empty: no server (make bench starts one with scripts/with-postgres; see docs/performance.md)"
 )
@@ -152,11 +157,13 @@ def make_database(database, prefill_rows=0):
 
 
 def make_data_sets(settings_of, prefill):
-    """The data sets "empty" and "full" (`prefill` rows), made by make_database on `settings_of(name)`."""
+    """The data sets "empty", "full" (`prefill` rows) and "nolog" (empty, its change log's triggers
+    dropped), made by make_database on `settings_of(name)`."""
     data_sets = {}
-    for name, rows in (("empty", 0), ("full", prefill)):
+    for name, rows in (("empty", 0), ("full", prefill), ("nolog", 0)):
         data_sets[name] = settings_of(name)
         make_database(data_sets[name], prefill_rows=rows)
+    drop_change_log(data_sets["nolog"])
     return data_sets
 
 
@@ -190,25 +197,23 @@ def postgres_server(server_url):
     return f"PostgreSQL {version}, fsync {fsync}, synchronous_commit {synchronous}"
 
 
+def bench_state(rng):
+    """A typical state, as the bench writes it."""
+    return {
+        "position": "long",
+        "entryPrice": 145.0,
+        "stopLoss": 140.0,
+        "quantity": rng.randint(1, 500),
+        "indicators": {"rsi": round(rng.uniform(0, 100), 2), "macd": 1.2},
+    }
+
+
 def state_items(count, rng):
     """`count` items with distinct random (account, ticker) keys and a typical state."""
     keys_ = set()
     while len(keys_) < count:
         keys_.add((rng.choice(ACCOUNTS), rng.choice(TICKERS)))
-    return [
-        {
-            "accountId": a,
-            "tickerId": t,
-            "state": {
-                "position": "long",
-                "entryPrice": 145.0,
-                "stopLoss": 140.0,
-                "quantity": rng.randint(1, 500),
-                "indicators": {"rsi": round(rng.uniform(0, 100), 2), "macd": 1.2},
-            },
-        }
-        for a, t in keys_
-    ]
+    return [{"accountId": a, "tickerId": t, "state": bench_state(rng)} for a, t in keys_]
 
 
 def write_lines(path, lines):
@@ -262,6 +267,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="seconds per case, on each database (default 10)")
     parser.add_argument("--prefill", type=int, default=1_000_000, help="rows for the full-table cases")
+    parser.add_argument(
+        "--disk-writes",
+        type=int,
+        default=1_000_000,
+        help="writes for the change log's disk figures (default 1,000,000)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit(
@@ -291,7 +302,11 @@ def main():
                 print(f"  {label}, PostgreSQL: {row['postgres']['rps']:,.0f} req/s", file=sys.stderr)
             results.append(row)
         memory = body_limit_memory(sqlite["empty"])
-    report(results, args.prefill, memory, note)
+        print(f"Writing {args.disk_writes:,} states with and without the change log...", file=sys.stderr)
+        pairs = [(a, t) for a in ACCOUNTS for t in TICKERS]
+        rng = random.Random(20261201)
+        disk = (args.disk_writes, len(pairs), *disk_use(work, pairs, args.disk_writes, lambda n: bench_state(rng)))
+    report(results, args.prefill, memory, note, disk)
 
 
 def make_cases(work, prefill):
@@ -322,6 +337,9 @@ def make_cases(work, prefill):
         (f"POST 1000 states, {prefill:,} rows", "botstate", "POST", 1000, dict(bodies=work / "thousand.txt"), "full"),
         ("PATCH 1 state", "botstate", "PATCH", 1, dict(bodies=one), "empty"),
         ("GET one row", "botstate", "GET", 1, dict(paths=paths), "empty"),
+        (CHANGE_LOG_OFF_1, "botstate", "POST", 1, dict(bodies=one), "nolog"),
+        (CHANGE_LOG_OFF_1000, "botstate", "POST", 1000, dict(bodies=work / "thousand.txt"), "nolog"),
+        (EMPTY_POLL, "botstate", "GET", 1, dict(paths=write_lines(work / "poll.txt", [POLL_PATH])), "empty"),
         (FLOOR_POST, "floor", "POST", 1, dict(bodies=one), "floor"),
         (FLOOR_GET, "floor", "GET", 1, dict(paths=paths), "floor"),
     ]
@@ -387,7 +405,7 @@ def postgres_cell(figures, ceiling):
     return f"{figures['rps']:,.0f} ({figures['rps'] / ceiling:.2f}){errors}"
 
 
-def report(results, prefill, memory, postgres_note=None):
+def report(results, prefill, memory, postgres_note=None, disk=None):
     """Print the table and whether each target is met; exit 1 if any is not."""
     ceiling = results[0]["rps"]
     print(
@@ -427,6 +445,9 @@ def report(results, prefill, memory, postgres_note=None):
         ("peak RSS under 1000-state load < 150 MB", 150 - post1000["rss"], 0.0),
         ("GET one row >= 0.8x ceiling", by["GET one row"]["rps"] / ceiling, 0.8),
         ("PATCH 1 state >= 0.8x ceiling", by["PATCH 1 state"]["rps"] / ceiling, 0.8),
+        ("1-state POST >= 0.9x with the change log off", post1["rps"] / by[CHANGE_LOG_OFF_1]["rps"], 0.9),
+        ("1000-state POST >= 0.8x with the change log off", post1000["rps"] / by[CHANGE_LOG_OFF_1000]["rps"], 0.8),
+        ("empty changes poll >= GET one row", by[EMPTY_POLL]["rps"] / by["GET one row"]["rps"], 1.0),
         ("no errors in any case", -sum(r["errors"] for r in results), 0.0),
         ("a request at the body limit holds at most 5x its size", 5 - memory[1] / memory[0], 0.0),
     ]
@@ -439,6 +460,13 @@ def report(results, prefill, memory, postgres_note=None):
         f"\nOne {memory[0]:.1f} MB request at the body limit raised peak RSS by {memory[1]:.0f} MB"
         f" ({memory[1] / memory[0]:.1f}x its size)."
     )
+    if disk is not None:
+        writes, rows, per_version, with_log, without = disk
+        print(
+            f"\nChange log: {per_version:,.0f} bytes per logged version; after {writes:,} writes of the bench's"
+            f" state over {min(writes, rows):,} rows the database takes {with_log / 1e6:,.1f} MB"
+            f" ({without / 1e6:,.1f} MB without the log), all of it kept by the default retention."
+        )
     print()
     failed = 0
     for name, value, threshold in targets:

@@ -1,6 +1,8 @@
 """The change log: every write and delete appends entries, the feed hands them out once in order,
 history and as-of reads answer from them."""
 
+import time
+
 import pytest
 from conftest import POSTGRES_ONLY
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
@@ -229,3 +231,21 @@ def test_the_cli_shows_a_rows_history_newest_first(client, bot, registered, runn
     assert table[0].split() == ["SEQ", "OP", "VERSION", "AT", "STATE"]
     assert [line.split()[1:3] for line in table[1:]] == [["upsert", "2"], ["upsert", "1"]]
     assert runner.invoke(args=[*args[:3], "--account", ACCOUNT_0, "--ticker", "NOPE"]).exit_code == 1
+
+
+def test_as_of_finds_a_row_deleted_and_created_again_as_it_was_in_each_life(client, bot, registered):
+    path = f"/api/bots/my-bot/state/{ACCOUNT_0}/{TICKER_AAPL}"
+    first = post(client, bot, item(state={"life": 1}))[0]["data"]
+    time.sleep(0.002)
+    client.delete(path, headers=headers(bot))
+    time.sleep(0.002)
+    second = post(client, bot, item(state={"life": 2}))[0]["data"]
+    deleted_at = [c["at"] for c in feed(client, bot)[0] if c["op"] == "delete"][0]
+
+    def as_of(at):
+        return client.get(path, query_string={"asOf": at}, headers=headers(bot))
+
+    assert as_of(first["updatedAt"]).json["data"] == first
+    assert as_of(deleted_at).status_code == 404
+    assert as_of(second["updatedAt"]).json["data"] == second
+    assert first["id"] != second["id"]
