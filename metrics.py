@@ -24,7 +24,7 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Histogram  # only when metrics are on
 
         self.registry = CollectorRegistry()
-        self.registry.register(_StorageRetries(storage))
+        self.registry.register(_StorageCounters(storage))
         self.requests = Counter(
             "botstate_requests",
             "HTTP requests answered, by route and status.",
@@ -66,20 +66,25 @@ def method_label(method):
     return method if method in METHODS else OTHER
 
 
-class _StorageRetries:
-    """The storage's count of write transactions tried again, read at each scrape."""
+class _StorageCounters:
+    """The storage's counts, read at each scrape: write transactions tried again, change-log entries pruned."""
 
     def __init__(self, storage):
         self.storage = storage
 
     def collect(self):
-        """The botstate_database_retries counter."""
+        """The botstate_database_retries and botstate_changes_pruned counters."""
         from prometheus_client.core import CounterMetricFamily
 
         yield CounterMetricFamily(
             "botstate_database_retries",
             "Write transactions tried again after the database aborted them to break a deadlock (PostgreSQL).",
             value=self.storage.retries,
+        )
+        yield CounterMetricFamily(
+            "botstate_changes_pruned",
+            "Change-log entries removed by this process's pruning (BOTSTATE_HISTORY_DAYS, BOTSTATE_HISTORY_VERSIONS).",
+            value=self.storage.changes_pruned,
         )
 
 

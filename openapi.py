@@ -4,9 +4,10 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, current_app, jsonify
 
+import change_schemas
 import schemas
 
-API_VERSION = "1.2.0"
+API_VERSION = "1.3.0"
 
 bp = Blueprint("openapi", __name__)
 
@@ -29,6 +30,7 @@ def _errors(*statuses):
         401: _json("API key required", "AuthError"),
         403: _json("Invalid API key for this bot", "AuthError"),
         404: _json("Bot (or state row) not found", "Error"),
+        410: _json("Changes past `after` are no longer kept: list the states to resync", "Error"),
         412: _json("If-Match does not match the row's version", "Error", ETAG),
         413: _json("Request body too large", "Error"),
         429: _json("The bot is past its rate limit (only with BOTSTATE_RATE_LIMIT set)", "Error", RETRY_AFTER),
@@ -74,6 +76,9 @@ def build_document(updates_schema):
         ("Error", schemas.ErrorSchema),
         ("AuthError", schemas.AuthErrorSchema),
         ("Health", schemas.HealthSchema),
+        ("Change", change_schemas.ChangeSchema),
+        ("ChangesPage", change_schemas.ChangesPageSchema),
+        ("HistoryPage", change_schemas.HistoryPageSchema),
     ):
         spec.components.schema(name, schema=schema)
 
@@ -108,7 +113,9 @@ def build_document(updates_schema):
         operations={
             "get": {
                 "summary": "Read one user bot state",
+                "description": "The row as it is, or with asOf as it was at that moment.",
                 "parameters": row_path()
+                + [{"in": "query", "schema": change_schemas.AsOfQuerySchema}]
                 + [
                     {
                         "in": "header",
@@ -141,6 +148,28 @@ def build_document(updates_schema):
                     **_errors(*AUTHENTICATED, 412),
                 },
             },
+        },
+    )
+    spec.path(
+        path="/api/bots/{slug}/changes",
+        operations={
+            "get": {
+                "summary": "List the bot's changes",
+                "description": "The bot's changes after seq `after`, oldest first; poll again from nextAfter.",
+                "parameters": [SLUG, {"in": "query", "schema": change_schemas.ChangesQuerySchema}],
+                "responses": {"200": _json("Changes", "ChangesPage"), **_errors(*AUTHENTICATED, 410)},
+            }
+        },
+    )
+    spec.path(
+        path="/api/bots/{slug}/state/{accountId}/{tickerId}/history",
+        operations={
+            "get": {
+                "summary": "List one row's kept versions",
+                "description": "Newest first, its delete first when it was deleted; pass nextBefore as before.",
+                "parameters": row_path() + [{"in": "query", "schema": change_schemas.HistoryQuerySchema}],
+                "responses": {"200": _json("Versions", "HistoryPage"), **_errors(*AUTHENTICATED)},
+            }
         },
     )
     spec.path(

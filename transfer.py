@@ -11,7 +11,8 @@ from storage import TRANSFER_KINDS
 # Versions past this lose their last digits in JavaScript clients (and near 2**63 overflow).
 MAX_VERSION = 2**53
 KEY_HASH = re.compile(r"[0-9a-f]{64}")
-UUID_FIELDS = {"id", "botId", "accountId", "tickerId"}
+UUID_FIELDS = {"id", "botId", "accountId", "tickerId", "rowId"}
+CHANGE_OPS = ("upsert", "delete")
 OPTIONAL_TIMES = {"expiresAt", "lastUsedAt"}
 
 
@@ -31,7 +32,7 @@ class BadRecord(ValueError):
 def dump_record(kind, record):
     """One line of the export: the record as JSON, its kind first, the state exactly as stored."""
     line = {"kind": kind, **record}
-    if kind == "state":
+    if record.get("state") is not None:
         line["state"] = jsoncodec.Raw(record["state"])
     return jsoncodec.dumps_bytes(line) + b"\n"
 
@@ -55,11 +56,20 @@ def parse_record(line):
             f"a {kind} record has the fields {', '.join(fields)}"
             + (f"; missing {', '.join(missing)}" if missing else f"; unknown {', '.join(unknown)}")
         )
-    return kind, {field: _checked(kind, field, value[field]) for field in fields}
+    record = {field: _checked(kind, field, value[field]) for field in fields}
+    if kind == "change" and (record["state"] is None) != (record["op"] == "delete"):
+        raise BadRecord("a change has a state if it is an upsert, and none if it is a delete")
+    return kind, record
 
 
 def _checked(kind, field, value):
     """The field's value as stored, or BadRecord."""
+    if kind == "change" and field == "state" and value is None:
+        return None  # a delete's
+    if field == "op":
+        if value not in CHANGE_OPS:
+            raise BadRecord(f"op must be one of {', '.join(CHANGE_OPS)}, got {value!r}")
+        return value
     if field == "state":
         if not isinstance(value, dict):
             raise BadRecord("state must be a JSON object")
@@ -78,7 +88,7 @@ def _checked(kind, field, value):
     if field in UUID_FIELDS:
         ok = is_uuid(value)
         value = value.lower()
-    elif field.endswith("At"):
+    elif field.endswith("At") or field == "at":
         ok = clock.is_stored_time(value)
     else:
         ok = _VALIDATORS[field](value)

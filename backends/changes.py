@@ -17,12 +17,23 @@ NO_HORIZON = 2**62
 class Changes:
     """The change-log methods of storage.Storage, over SQLStorage's statements."""
 
-    def change_columns(self):
-        """SQL: a Change's columns, in its order, of state_changes."""
-        d = self.dialect
+    def change_columns(self, table=""):
+        """SQL: a Change's columns, in its order, of state_changes (or its alias `table`)."""
+        d, p = self.dialect, f"{table}." if table else ""
         return (
-            f"seq, op, {d.text('account_id')}, {d.text('ticker_id')}, version, {d.text('state')},"
-            f" {d.time_text('at')}, {d.text('row_id')}, {d.time_text('created_at')}"
+            f"{p}seq, {p}op, {d.text(p + 'account_id')}, {d.text(p + 'ticker_id')}, {p}version,"
+            f" {d.text(p + 'state')}, {d.time_text(p + 'at')}, {d.text(p + 'row_id')}, {d.time_text(p + 'created_at')}"
+        )
+
+    def _walk_sql(self, condition):
+        """SQL: a row's entries from :head back along their links, at most :depth steps, that
+        meet `condition` (on alias c), newest first, at most :fetch of them."""
+        return (
+            "WITH RECURSIVE chain(seq, depth) AS (SELECT CAST(:head AS bigint), 0 UNION ALL"
+            " SELECT c.prev_seq, chain.depth + 1 FROM chain JOIN state_changes AS c ON c.seq = chain.seq"
+            " WHERE c.prev_seq IS NOT NULL AND chain.depth < :depth)"
+            f" SELECT {self.change_columns('c')} FROM chain JOIN state_changes AS c ON c.seq = chain.seq"
+            f" WHERE {condition} ORDER BY chain.depth LIMIT :fetch"
         )
 
     def list_changes(self, credentials, after, limit, account_id=None, ticker_id=None):
@@ -99,22 +110,25 @@ class Changes:
         when every committed entry may go (writers take turns: SQLite)."""
         return None
 
+    def _row_head(self, conn, params):
+        """The newest entry of the bot's row for :account and :ticker (its delete when it is
+        gone) as (seq, version, op), or None."""
+        sql = self._once(
+            "row_head",
+            lambda: "SELECT c.seq, c.version, c.op FROM state_changes AS c WHERE c.seq = coalesce("
+            "(SELECT log_seq FROM user_bot_states WHERE bot_id = :bot AND user_broker_account_id = :account"
+            " AND ticker_id = :ticker), (SELECT max(seq) FROM state_tombstones WHERE bot_id = :bot"
+            " AND account_id = :account AND ticker_id = :ticker))",
+        )
+        return self._run(conn, sql, params).fetchone()
+
     def state_history(self, bot_id, account_id, ticker_id, limit, before=None, credentials=None):
         """The row's kept versions, newest first, and the `before` of the next page (see storage.Storage)."""
-        d = self.dialect
-        row = self._once(
-            "history_row",
-            lambda: f"SELECT n, id FROM (SELECT {d.row_number} AS n, {d.text('id')} AS id, 1 AS rank"
-            " FROM user_bot_states WHERE bot_id = :bot AND user_broker_account_id = :account AND ticker_id = :ticker"
-            f" UNION ALL SELECT row_n, {d.text('row_id')}, 2 FROM state_changes WHERE seq = (SELECT max(seq)"
-            " FROM state_tombstones WHERE bot_id = :bot AND account_id = :account AND ticker_id = :ticker))"
-            " AS found ORDER BY rank LIMIT 1",
-        )
         entries = self._once(
             "history",
-            lambda: f"SELECT {self.change_columns()} FROM state_changes WHERE row_n = :row_n AND row_id = :row_id"
-            " AND (CAST(:before AS bigint) IS NULL OR (op = 'upsert' AND version < CAST(:before AS bigint)))"
-            " ORDER BY seq DESC LIMIT :fetch",
+            lambda: self._walk_sql(
+                "(CAST(:before AS bigint) IS NULL OR (c.op = 'upsert' AND c.version < CAST(:before AS bigint)))"
+            ),
         )
         if credentials is not None:
             bot_id = credentials.bot_id
@@ -129,10 +143,14 @@ class Changes:
         with self._reading() as conn:
             if credentials is not None:
                 rules.verify_key(*self._run(conn, self.credentials_sql(), params).fetchone())
-            found = self._run(conn, row, params).fetchone()
-            if found is None:
+            head = self._row_head(conn, params)
+            if head is None:
                 return [], None
-            params["row_n"], params["row_id"] = found
+            seq, version, op = head
+            # A row's versions go down by one a link (its delete, first, has the version it removed),
+            # so the page ends within this many steps.
+            skipped = 0 if before is None else max(version - before + 1, 0)
+            params.update(head=seq, depth=skipped + limit + 2)
             changes = [Change(*found) for found in self._run(conn, entries, params)]
         if len(changes) <= limit:
             return changes, None
@@ -143,26 +161,21 @@ class Changes:
     def state_as_of(self, credentials, account_id, ticker_id, at):
         """The bot's StateRow for this account and ticker as it was at `at`, or None (see storage.Storage)."""
         d = self.dialect
-        key = "bot_id = :bot AND account_id = :account AND ticker_id = :ticker"
-        # The row created last at or before `at`: the one there now, or one deleted since.
-        row = self._once(
-            "as_of_row",
-            lambda: f"SELECT n, id FROM (SELECT {d.row_number} AS n, {d.text('id')} AS id, created_at"
-            " FROM user_bot_states WHERE bot_id = :bot AND user_broker_account_id = :account AND ticker_id = :ticker"
-            f" AND created_at <= {d.time_param('at')}"
-            f" UNION ALL SELECT c.row_n, {d.text('c.row_id')}, c.created_at FROM state_tombstones AS t"
-            f" JOIN state_changes AS c ON c.seq = t.seq WHERE t.{key.replace(' AND ', ' AND t.')}"
+        # The newest entry of the row created last at or before `at`: the one there now, or one deleted since.
+        heads = self._once(
+            "as_of_head",
+            lambda: "SELECT seq FROM (SELECT log_seq AS seq, created_at FROM user_bot_states WHERE bot_id = :bot"
+            f" AND user_broker_account_id = :account AND ticker_id = :ticker AND created_at <= {d.time_param('at')}"
+            " UNION ALL SELECT c.seq, c.created_at FROM state_tombstones AS t JOIN state_changes AS c"
+            " ON c.seq = t.seq WHERE t.bot_id = :bot AND t.account_id = :account AND t.ticker_id = :ticker"
             f" AND c.created_at <= {d.time_param('at')}) AS alive ORDER BY created_at DESC LIMIT 1",
         )
-        version = self._once(
-            "as_of",
-            lambda: f"SELECT {self.change_columns()} FROM state_changes WHERE row_n = :row_n AND row_id = :row_id"
-            f" AND at <= {d.time_param('at')} ORDER BY seq DESC LIMIT 1",
-        )
+        version = self._once("as_of", lambda: self._walk_sql(f"c.at <= {d.time_param('at')}"))
         kept = self._once(
             "kept_since",
             lambda: f"SELECT (SELECT {d.time_text('kept_since')} FROM change_horizons WHERE bot_id = :bot),"
-            f" (SELECT {d.time_text('kept_since')} FROM change_floors WHERE {key})",
+            f" (SELECT {d.time_text('kept_since')} FROM change_floors"
+            " WHERE bot_id = :bot AND account_id = :account AND ticker_id = :ticker)",
         )
         params = {
             "bot": credentials.bot_id,
@@ -170,16 +183,18 @@ class Changes:
             "account": account_id,
             "ticker": ticker_id,
             "at": at,
+            "depth": NO_HORIZON,
+            "fetch": 1,
         }
         with self._reading() as conn:
             rules.verify_key(*self._run(conn, self.credentials_sql(), params).fetchone())
             floors = [floor for floor in self._run(conn, kept, params).fetchone() if floor is not None]
             if floors and at < max(floors):
                 raise HistoryGone(max(floors))
-            alive = self._run(conn, row, params).fetchone()
+            head = self._run(conn, heads, params).fetchone()
             found = None
-            if alive is not None:
-                params["row_n"], params["row_id"] = alive
+            if head is not None:
+                params["head"] = head[0]
                 found = self._run(conn, version, params).fetchone()
         if found is None:
             return None
@@ -195,11 +210,56 @@ class Changes:
             # In the largest entry's place, one of no bot (pruned in time): no seq is handed out twice.
             self._run(
                 conn,
-                "INSERT INTO state_changes"
-                " (seq, bot_id, row_n, account_id, ticker_id, row_id, op, version, created_at, at)"
-                " SELECT :seq, '', 0, '', '', '', 'gap', 0, '', '' WHERE NOT EXISTS"
+                "INSERT INTO state_changes (seq, bot_id, account_id, ticker_id, row_id, op, version, created_at, at)"
+                " SELECT :seq, '', '', '', '', 'gap', 0, '', '' WHERE NOT EXISTS"
                 " (SELECT 1 FROM state_changes WHERE seq >= :seq)",
                 {"seq": largest},
+            )
+
+    def _import_changes(self, conn, logged_before, changes):
+        """The imported change records of each bot that had no change log before the import: in
+        place of what the import of its rows logged, in their order, with new seqs. A bot that
+        had one keeps it (importing a file again changes nothing)."""
+        d = self.dialect
+        had_log = self._once(
+            "had_log",
+            lambda: "SELECT EXISTS (SELECT 1 FROM state_changes WHERE bot_id = :bot AND seq <= :before)",
+        )
+        fresh = {}
+        for bot_id in dict.fromkeys(change["botId"] for change in changes):
+            fresh[bot_id] = not self._run(conn, had_log, {"bot": bot_id, "before": logged_before}).fetchone()[0]
+            if fresh[bot_id]:
+                for table in ("state_changes", "state_tombstones"):
+                    self._run(
+                        conn,
+                        f"DELETE FROM {table} WHERE bot_id = :bot AND seq > :before",
+                        {"bot": bot_id, "before": logged_before},
+                    )
+        insert = (
+            "INSERT INTO state_changes"
+            " (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at, prev_seq)"
+            f" VALUES (:botId, :accountId, :tickerId, :rowId, :op, :version, {d.state_param('state')},"
+            f" {d.time_param('createdAt')}, {d.time_param('at')}, :prev) RETURNING seq"
+        )
+        heads = {}
+        for change in changes:
+            if not fresh[change["botId"]]:
+                continue
+            seq = self._run(conn, insert, {**change, "prev": heads.get(change["rowId"])}).fetchone()[0]
+            heads[change["rowId"]] = seq
+            if change["op"] == "delete":
+                self._run(
+                    conn,
+                    "INSERT INTO state_tombstones (bot_id, account_id, ticker_id, seq)"
+                    " VALUES (:botId, :accountId, :tickerId, :seq)",
+                    {**change, "seq": seq},
+                )
+        for change in {change["rowId"]: change for change in changes if fresh[change["botId"]]}.values():
+            self._run(
+                conn,
+                "UPDATE user_bot_states SET log_seq = :seq WHERE bot_id = :botId"
+                " AND user_broker_account_id = :accountId AND ticker_id = :tickerId AND id = :rowId",
+                {**change, "seq": heads[change["rowId"]]},
             )
 
     def count_changes(self, bot_id=None):

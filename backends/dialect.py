@@ -17,8 +17,12 @@ class SQLiteDialect:
     # What a read that checks a key adds to keep it from changing until the write commits:
     # nothing, since a SQLite write transaction holds the whole database.
     key_lock = ""
-    # The column of user_bot_states that numbers each row (an INTEGER PRIMARY KEY).
-    row_number = "n"
+    # What a statement that inserts or updates a state row adds, so that the row points to the
+    # change-log entry its trigger appends: that entry's seq, the next after the largest.
+    next_log_seq = "(SELECT coalesce(max(seq), 0) + 1 FROM state_changes)"
+    log_seq_column = ", log_seq"
+    log_seq_value = f", {next_log_seq}"
+    log_seq_set = f", log_seq = {next_log_seq}"
 
     def prepare(self, sql):
         """`sql` in the driver's parameter style: sqlite3 reads :name itself."""
@@ -59,6 +63,10 @@ class SQLiteDialect:
     def seconds_from_now(self, name):
         """SQL: the time the parameter `name` (seconds) from now, as a time column's value."""
         return f"strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || :{name} || ' seconds')"
+
+    def differs(self, a, b):
+        """SQL: whether two values differ (NULL differs from a value, not from NULL)."""
+        return f"{a} IS NOT {b}"
 
     def seconds_ago(self, name):
         """SQL: the time the parameter `name` (seconds) before now, as a time column's value."""
@@ -123,7 +131,8 @@ class PostgresDialect(SQLiteDialect):
     # The key's row stays locked against a rotation, revocation or the bot's deletion until
     # the transaction ends, so none of them lands between the check and the write it allows.
     key_lock = " FOR KEY SHARE"
-    row_number = "row_n"
+    # Nothing: a trigger gives the row its entry's seq before it is written (schema 0007).
+    log_seq_column = log_seq_value = log_seq_set = ""
 
     @functools.cache  # noqa: B019 - one instance, and a statement's text is its key
     def prepare(self, sql):
@@ -165,6 +174,10 @@ class PostgresDialect(SQLiteDialect):
     def seconds_from_now(self, name):
         """SQL: the time the parameter `name` (seconds) from now."""
         return f"{self.now} + make_interval(secs => :{name})"
+
+    def differs(self, a, b):
+        """SQL: whether two values differ, compared as text (json has no equality)."""
+        return f"{a}::text IS DISTINCT FROM {b}::text"
 
     def seconds_ago(self, name):
         """SQL: the time the parameter `name` (seconds) before now."""

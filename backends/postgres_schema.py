@@ -68,22 +68,17 @@ MIGRATIONS = (
     (
         "0007_change_log",
         """
-        -- The change log: an entry per row each insert, update or delete of a state makes,
-        -- in the same transaction (the trigger below). seq comes from a sequence, so two
-        -- writers may commit in the other order than their seqs: a writer publishes, before
-        -- its first entry, a floor below all of its seqs (a shared advisory lock keyed by the
-        -- sequence's last value, held until it ends), and the feed hands out only seqs below
+        -- The change log: an entry per row each insert, update or delete of a state makes, in
+        -- the same transaction (the triggers below). Each entry points to the row's entry before
+        -- it (prev_seq), and the row to its newest (log_seq). seq comes from a sequence, so two
+        -- writers may commit in the other order than their seqs: a writer publishes, before it
+        -- takes its first seq, a floor below all of its seqs (a shared advisory lock keyed by
+        -- the sequence's last value, held until it ends), and the feed hands out only seqs below
         -- every published floor (botstate_change_horizon).
-        -- Each row gets a number of its own, by which the change log finds its versions; a row
-        -- created again after a delete gets a new one.
-        CREATE SEQUENCE state_row_numbers AS bigint;
-        ALTER TABLE user_bot_states ADD COLUMN row_n bigint NOT NULL DEFAULT nextval('state_row_numbers');
-        ALTER SEQUENCE state_row_numbers OWNED BY user_bot_states.row_n;
         CREATE SEQUENCE state_changes_seq AS bigint;
         CREATE TABLE state_changes (
             seq bigint NOT NULL DEFAULT nextval('state_changes_seq') CONSTRAINT state_changes_pkey PRIMARY KEY,
             bot_id uuid NOT NULL,
-            row_n bigint NOT NULL,
             account_id uuid NOT NULL,
             ticker_id uuid NOT NULL,
             row_id uuid NOT NULL,
@@ -91,11 +86,12 @@ MIGRATIONS = (
             version bigint NOT NULL,
             state json,
             created_at timestamptz NOT NULL,
-            at timestamptz NOT NULL
+            at timestamptz NOT NULL,
+            prev_seq bigint
         );
         ALTER SEQUENCE state_changes_seq OWNED BY state_changes.seq;
         CREATE INDEX state_changes_feed ON state_changes (bot_id, seq);
-        CREATE INDEX state_changes_row ON state_changes (row_n, seq);
+        ALTER TABLE user_bot_states ADD COLUMN log_seq bigint;
         CREATE TABLE state_tombstones (
             bot_id uuid NOT NULL,
             account_id uuid NOT NULL,
@@ -115,11 +111,13 @@ MIGRATIONS = (
             kept_since timestamptz NOT NULL,
             CONSTRAINT change_floors_pkey PRIMARY KEY (bot_id, account_id, ticker_id)
         );
-        INSERT INTO state_changes (bot_id, row_n, account_id, ticker_id, row_id, op, version, state, created_at, at)
-        SELECT bot_id, row_n, user_broker_account_id, ticker_id, id, 'upsert', version, state, created_at, updated_at
-        FROM user_bot_states ORDER BY updated_at;
+        UPDATE user_bot_states SET log_seq = nextval('state_changes_seq');
+        INSERT INTO state_changes (seq, bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)
+        SELECT log_seq, bot_id, user_broker_account_id, ticker_id, id, 'upsert', version, state, created_at, updated_at
+        FROM user_bot_states;
 
-        CREATE FUNCTION botstate_log_state_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        -- Once per transaction, before its first seq: the floor below all of its seqs, published.
+        CREATE FUNCTION botstate_publish_change_floor() RETURNS void LANGUAGE plpgsql AS $$
         BEGIN
             IF coalesce(current_setting('botstate.change_floor', true), '') = '' THEN
                 PERFORM set_config(
@@ -129,24 +127,43 @@ MIGRATIONS = (
                 );
                 PERFORM pg_advisory_xact_lock_shared(current_setting('botstate.change_floor')::bigint);
             END IF;
+        END
+        $$;
+        -- Before a row is written: publish the floor once per transaction, then give the row
+        -- its entry's seq (a seq an insert skipped by ON CONFLICT burns is only a gap).
+        CREATE FUNCTION botstate_number_state_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM botstate_publish_change_floor();
+            NEW.log_seq := nextval('state_changes_seq');
+            RETURN NEW;
+        END
+        $$;
+        -- Once it is written: its entry.
+        CREATE FUNCTION botstate_log_state_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
             IF TG_OP = 'DELETE' THEN
+                PERFORM botstate_publish_change_floor();
                 INSERT INTO state_changes
-                    (bot_id, row_n, account_id, ticker_id, row_id, op, version, state, created_at, at)
-                VALUES (OLD.bot_id, OLD.row_n, OLD.user_broker_account_id, OLD.ticker_id, OLD.id, 'delete',
-                        OLD.version, NULL, OLD.created_at,
-                        greatest(date_trunc('milliseconds', clock_timestamp()), OLD.updated_at));
+                    (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at, prev_seq)
+                VALUES (OLD.bot_id, OLD.user_broker_account_id, OLD.ticker_id, OLD.id, 'delete', OLD.version, NULL,
+                        OLD.created_at, greatest(date_trunc('milliseconds', clock_timestamp()), OLD.updated_at),
+                        OLD.log_seq);
                 INSERT INTO state_tombstones (bot_id, account_id, ticker_id, seq)
                 VALUES (OLD.bot_id, OLD.user_broker_account_id, OLD.ticker_id, currval('state_changes_seq'));
                 RETURN OLD;
             END IF;
-            INSERT INTO state_changes (bot_id, row_n, account_id, ticker_id, row_id, op, version, state, created_at, at)
-            VALUES (NEW.bot_id, NEW.row_n, NEW.user_broker_account_id, NEW.ticker_id, NEW.id, 'upsert', NEW.version,
-                    NEW.state, NEW.created_at, NEW.updated_at);
+            INSERT INTO state_changes
+                (seq, bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at, prev_seq)
+            VALUES (NEW.log_seq, NEW.bot_id, NEW.user_broker_account_id, NEW.ticker_id, NEW.id, 'upsert',
+                    NEW.version, NEW.state, NEW.created_at, NEW.updated_at,
+                    CASE WHEN TG_OP = 'UPDATE' THEN OLD.log_seq END);
             RETURN NEW;
         END
         $$;
-        CREATE TRIGGER state_changes_log AFTER INSERT OR UPDATE OR DELETE ON user_bot_states
-            FOR EACH ROW EXECUTE FUNCTION botstate_log_state_change();
+        CREATE TRIGGER state_changes_number BEFORE INSERT OR UPDATE OF state, version, updated_at
+            ON user_bot_states FOR EACH ROW EXECUTE FUNCTION botstate_number_state_change();
+        CREATE TRIGGER state_changes_log AFTER INSERT OR UPDATE OF state, version, updated_at OR DELETE
+            ON user_bot_states FOR EACH ROW EXECUTE FUNCTION botstate_log_state_change();
 
         -- The largest seq the feed may hand out now: every entry at or below it has committed
         -- or never will. The sequence is read before the published floors, so a writer that

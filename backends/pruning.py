@@ -37,6 +37,8 @@ class Pruning:
     _age_cursor = 0
     _count_cursor = 0
     _pruner = None
+    # Entries this storage pruned (GET /metrics shows it).
+    changes_pruned = 0
 
     def prune_changes(self, batch=PRUNE_BATCH, stop=None):
         """Remove what retention no longer keeps, a transaction per `batch` entries looked at,
@@ -46,21 +48,44 @@ class Pruning:
             while prune is not None and not (stop is not None and stop.wait(BATCH_PAUSE)):
                 looked, gone = self._in_transaction(lambda conn, prune=prune: prune(conn, batch), short=True)
                 removed += gone
+                self.changes_pruned += gone
                 if looked < batch:
                     break
         return removed
 
     def _batch(self, conn, cursor, batch):
-        """The next `batch` entries after seq `cursor` that have committed, oldest first."""
+        """The next `batch` entries after seq `cursor` that have committed, oldest first:
+        (seq, bot, at, op, prev_seq, account, ticker)."""
         d = self.dialect
         horizon = self._feed_horizon(conn)
         return self._run(
             conn,
-            f"SELECT seq, {d.text('bot_id')}, row_n, {d.text('row_id')}, {d.time_text('at')}, op,"
+            f"SELECT seq, {d.text('bot_id')}, {d.time_text('at')}, op, prev_seq,"
             f" {d.text('account_id')}, {d.text('ticker_id')}"
             " FROM state_changes WHERE seq > :cursor AND seq <= :horizon ORDER BY seq LIMIT :batch",
             {"cursor": cursor, "horizon": NO_HORIZON if horizon is None else horizon, "batch": batch},
         ).fetchall()
+
+    def _links(self, conn, seq, skip=0):
+        """The seqs of the entries from `seq` back along their links, but the first `skip`."""
+        rows = self._run(
+            conn,
+            "WITH RECURSIVE chain(seq, depth) AS (SELECT CAST(:seq AS bigint), 0 UNION ALL"
+            " SELECT c.prev_seq, chain.depth + 1 FROM chain JOIN state_changes AS c ON c.seq = chain.seq"
+            " WHERE c.prev_seq IS NOT NULL)"
+            " SELECT c.seq FROM chain JOIN state_changes AS c ON c.seq = chain.seq WHERE chain.depth >= :skip"
+            " ORDER BY chain.depth",
+            {"seq": seq, "skip": skip},
+        )
+        return [row[0] for row in rows]
+
+    def _delete_entries(self, conn, seqs):
+        """Delete these entries, and the deleted rows they are the deletes of."""
+        d = self.dialect
+        for table in ("state_changes", "state_tombstones"):
+            self._run(
+                conn, f"DELETE FROM {table} WHERE {d.in_set('seq', 'seqs', 'bigint')}", {"seqs": d.set_param(seqs)}
+            )
 
     def _prune_by_age(self, conn, batch):
         d = self.dialect
@@ -68,22 +93,20 @@ class Pruning:
             conn, f"SELECT {d.time_text(d.seconds_ago('age'))}", {"age": self.retention.days * 86400}
         ).fetchone()[0]
         largest = self._run(conn, "SELECT max(seq) FROM state_changes").fetchone()[0]
-        # The versions of the same row before this one: it was their successor before the window.
-        older = "DELETE FROM state_changes WHERE row_n = :row_n AND row_id = :row_id AND seq < :seq RETURNING seq"
         pruned, removed, looked = {}, 0, 0
-        for seq, bot_id, row_n, row_id, at, op, *_ in self._batch(conn, self._age_cursor, batch):
+        for seq, bot_id, at, op, prev_seq, *_ in self._batch(conn, self._age_cursor, batch):
             if at > cutoff:
                 break
             looked += 1
-            params = {"row_n": row_n, "row_id": row_id, "seq": seq}
-            gone = [row[0] for row in self._run(conn, older, params)]
+            # The row's versions before this one: it was their successor before the window began.
+            gone = [] if prev_seq is None else self._links(conn, prev_seq)
             if op != "upsert" and not (self.keeps_largest_seq and seq == largest):
-                self._run(conn, "DELETE FROM state_changes WHERE seq = :seq", params)
-                self._run(conn, "DELETE FROM state_tombstones WHERE seq = :seq", params)
-                gone.append(seq)
-            removed += len(gone)
-            if gone and bot_id:
-                pruned[bot_id] = max(pruned.get(bot_id, 0), *gone)
+                gone.append(seq)  # a delete older than the window: the row was gone all through it
+            if gone:
+                self._delete_entries(conn, gone)
+                removed += len(gone)
+                if bot_id:
+                    pruned[bot_id] = max(pruned.get(bot_id, 0), *gone)
             self._age_cursor = seq
         for bot_id, seq in pruned.items():
             self._mark_pruned(conn, bot_id, seq, cutoff)
@@ -94,26 +117,21 @@ class Pruning:
         if not rows:
             return 0, 0
         self._count_cursor = rows[-1][0]
-        row = "row_n = :row_n AND row_id = :row_id"
-        beyond = (
-            f"DELETE FROM state_changes WHERE seq IN (SELECT seq FROM state_changes WHERE {row}"
-            " ORDER BY seq DESC LIMIT :all OFFSET :keep) RETURNING seq"
-        )
         removed = 0
-        for bot_id, row_n, row_id, account_id, ticker_id in {(r[1], r[2], r[3], r[6], r[7]) for r in rows if r[1]}:
-            params = {"bot": bot_id, "row_n": row_n, "row_id": row_id, "account": account_id, "ticker": ticker_id}
-            capped = {**params, "all": NO_HORIZON, "keep": self.retention.versions}
-            gone = [found[0] for found in self._run(conn, beyond, capped)]
+        for seq, bot_id, _, _, _, account_id, ticker_id in rows:
+            gone = self._links(conn, seq, skip=self.retention.versions) if bot_id else []
             if not gone:
                 continue
+            self._delete_entries(conn, gone)
             removed += len(gone)
             self._mark_pruned(conn, bot_id, max(gone), None)
+            oldest = self._links(conn, seq, skip=self.retention.versions - 1)
             self._run(
                 conn,
                 "INSERT INTO change_floors (bot_id, account_id, ticker_id, kept_since)"
-                f" SELECT :bot, :account, :ticker, min(at) FROM state_changes WHERE {row}"
+                " SELECT :bot, :account, :ticker, at FROM state_changes WHERE seq = :seq"
                 " ON CONFLICT (bot_id, account_id, ticker_id) DO UPDATE SET kept_since = excluded.kept_since",
-                params,
+                {"bot": bot_id, "account": account_id, "ticker": ticker_id, "seq": oldest[0]},
             )
         return len(rows), removed
 

@@ -99,17 +99,25 @@ class SQLStorage(Catalog, States, Changes, Pruning):
         """Upsert (kind, record) pairs in one transaction, so that each row is as its record says;
         `on_progress(n)` is called as records are done.
 
-        Raises Conflict when a record clashes with another row (a slug or symbol
-        taken by another id) or names a bot, account or ticker that is not there.
+        Change records replace what the import of the rows logged: they are appended to the
+        change log in their order, with new seqs. Raises Conflict when a record clashes with
+        another row (a slug or symbol taken by another id) or names a bot, account or ticker
+        that is not there.
         """
         d = self.dialect
         statements = {
-            kind: d.prepare(transfer_statement(kind, lambda field: f":{field}", d.import_cast))
+            kind: d.prepare(transfer_statement(kind, lambda field: f":{field}", d.import_cast, d.differs))
             for kind in TRANSFER_KINDS
+            if kind != "change"
         }
 
         def upsert(conn):
+            logged_before = self._run(conn, "SELECT coalesce(max(seq), 0) FROM state_changes").fetchone()[0]
+            changes = []
             for kind, record in reporting(records, on_progress):
+                if kind == "change":
+                    changes.append(record)
+                    continue
                 try:
                     conn.execute(statements[kind], record)
                 except Exception as error:
@@ -121,6 +129,8 @@ class SQLStorage(Catalog, States, Changes, Pruning):
                     if refusal is None:
                         raise
                     raise refusal from None
+            if changes:
+                self._import_changes(conn, logged_before, changes)
 
         self._in_transaction(upsert)
 
@@ -129,7 +139,7 @@ class SQLStorage(Catalog, States, Changes, Pruning):
         d = self.dialect
 
         def exported(column):
-            if column.endswith("_at"):
+            if column.endswith("_at") or column == "at":
                 return d.time_text(column)
             if column == "id" or column.endswith("_id") or column == "state":
                 return d.text(column)

@@ -64,8 +64,8 @@ def _database_fault(error):
 # ?6 the key hash, ?7 the size limit in bytes (NULL: none).
 _LONE_WRITE = """
 INSERT INTO user_bot_states
-    (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)
-SELECT {new_id}, ?1, ?2, ?3, {new_state}, 1, {now}, {now}
+    (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at, log_seq)
+SELECT {new_id}, ?1, ?2, ?3, {new_state}, 1, {now}, {now}, {next_log_seq}
 WHERE (?5 IS NULL OR ?5 = 0 OR EXISTS (
     SELECT 1 FROM user_bot_states WHERE bot_id = ?1 AND user_broker_account_id = ?2 AND ticker_id = ?3
 ))
@@ -76,7 +76,8 @@ WHERE (?5 IS NULL OR ?5 = 0 OR EXISTS (
 ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO UPDATE SET
     state = {updated_state},
     version = user_bot_states.version + 1,
-    updated_at = max(user_bot_states.updated_at, excluded.updated_at)
+    updated_at = max(user_bot_states.updated_at, excluded.updated_at),
+    log_seq = excluded.log_seq
 WHERE (?5 IS NULL OR user_bot_states.version = ?5)
     AND (?7 IS NULL OR length(CAST({updated_state} AS BLOB)) <= ?7)
 RETURNING {columns}
@@ -94,6 +95,7 @@ def _lone_write(merge, key_works, columns):
         new_state=new_state,
         updated_state=updated_state,
         now=SQLITE.now,
+        next_log_seq=SQLITE.next_log_seq,
         key_works=key_works,
         columns=columns,
     )

@@ -111,19 +111,27 @@ def _move_keys_to_their_own_table(db):
 
 # Every change of a state row appends an entry to the change log, in the statement that
 # makes it: an insert or update its row as it now is, a delete (a cascade's too) the row's
-# last version, dated no earlier than its last write. seq is the rowid: SQLite hands out the
-# next after the largest, and writers take turns, so seqs follow commit order; the log never
-# loses its largest entry (changes.py), so no seq is handed out twice. row_n is the row's
-# number (user_bot_states.n), which a row created again after a delete gets anew.
+# last version, dated no earlier than its last write. seq is the rowid: writers take turns,
+# so seqs follow commit order, and the log never loses its largest entry (changes.py), so no
+# seq is handed out twice. Each entry points to the row's entry before it (prev_seq), and the
+# row to its newest (log_seq), which the statements that write rows set to the seq its entry
+# takes (SQLITE.next_log_seq); one that does not (an import, a hand-made UPDATE) gets it here.
 _LOG_UPSERT = """
-INSERT INTO state_changes (bot_id, row_n, account_id, ticker_id, row_id, op, version, state, created_at, at)
-VALUES (NEW.bot_id, NEW.n, NEW.user_broker_account_id, NEW.ticker_id, NEW.id, 'upsert', NEW.version, NEW.state,
-        NEW.created_at, NEW.updated_at)
+INSERT INTO state_changes (seq, bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at, prev_seq)
+VALUES ({seq}, NEW.bot_id, NEW.user_broker_account_id, NEW.ticker_id, NEW.id, 'upsert', NEW.version, NEW.state,
+        NEW.created_at, NEW.updated_at, {prev});
+UPDATE user_bot_states SET log_seq = last_insert_rowid() WHERE {unset} AND rowid = NEW.rowid
 """
+_LOG_INSERT = _LOG_UPSERT.format(seq="NEW.log_seq", prev="NULL", unset="NEW.log_seq IS NULL")
+_LOG_UPDATE = _LOG_UPSERT.format(
+    seq="CASE WHEN NEW.log_seq IS NOT OLD.log_seq THEN NEW.log_seq END",
+    prev="OLD.log_seq",
+    unset="NEW.log_seq IS OLD.log_seq",
+)
 _LOG_DELETE = """
-INSERT INTO state_changes (bot_id, row_n, account_id, ticker_id, row_id, op, version, state, created_at, at)
-VALUES (OLD.bot_id, OLD.n, OLD.user_broker_account_id, OLD.ticker_id, OLD.id, 'delete', OLD.version, NULL,
-        OLD.created_at, max(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), OLD.updated_at));
+INSERT INTO state_changes (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at, prev_seq)
+VALUES (OLD.bot_id, OLD.user_broker_account_id, OLD.ticker_id, OLD.id, 'delete', OLD.version, NULL,
+        OLD.created_at, max(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), OLD.updated_at), OLD.log_seq);
 INSERT INTO state_tombstones (bot_id, account_id, ticker_id, seq) VALUES
     (OLD.bot_id, OLD.user_broker_account_id, OLD.ticker_id, last_insert_rowid())
 """
@@ -131,34 +139,10 @@ INSERT INTO state_tombstones (bot_id, account_id, ticker_id, seq) VALUES
 
 @migrations(name="0006_change_log")
 def _add_change_log(db):
-    # Each row gets a number of its own (an explicit INTEGER PRIMARY KEY, so VACUUM keeps it),
-    # by which the change log finds its versions; SQLite adds a column so only by a rebuild.
-    db.execute(
-        """CREATE TABLE user_bot_states_new (
-            n INTEGER PRIMARY KEY,
-            id TEXT NOT NULL,
-            bot_id TEXT NOT NULL REFERENCES bots (id) ON DELETE CASCADE,
-            user_broker_account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
-            ticker_id TEXT NOT NULL REFERENCES tickers (id) ON DELETE CASCADE,
-            state TEXT NOT NULL,
-            version INTEGER NOT NULL DEFAULT 1,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            UNIQUE (bot_id, user_broker_account_id, ticker_id)
-        )"""
-    )
-    db.execute(
-        "INSERT INTO user_bot_states_new (id, bot_id, user_broker_account_id, ticker_id, state, version,"
-        " created_at, updated_at) SELECT id, bot_id, user_broker_account_id, ticker_id, state, version,"
-        " created_at, updated_at FROM user_bot_states ORDER BY updated_at"
-    )
-    db.execute("DROP TABLE user_bot_states")
-    db.execute("ALTER TABLE user_bot_states_new RENAME TO user_bot_states")
     db.execute(
         """CREATE TABLE state_changes (
             seq INTEGER PRIMARY KEY,
             bot_id TEXT NOT NULL,
-            row_n INTEGER NOT NULL,
             account_id TEXT NOT NULL,
             ticker_id TEXT NOT NULL,
             row_id TEXT NOT NULL,
@@ -166,13 +150,15 @@ def _add_change_log(db):
             version INTEGER NOT NULL,
             state TEXT,
             created_at TEXT NOT NULL,
-            at TEXT NOT NULL
+            at TEXT NOT NULL,
+            prev_seq INTEGER
         )"""
     )
-    # The feed reads a bot's entries in seq order, history and as-of reads a row's: both
-    # indexes take small keys that mostly grow, so a write adds little to either.
+    # The feed reads a bot's entries in seq order: an index that only grows at its end. A row's
+    # entries are found by their links instead (an index by row would take a write to a page
+    # anywhere in it for every entry).
     db.execute("CREATE INDEX state_changes_feed ON state_changes (bot_id, seq)")
-    db.execute("CREATE INDEX state_changes_row ON state_changes (row_n, seq)")
+    db.execute("ALTER TABLE user_bot_states ADD COLUMN log_seq INTEGER")
     # A key's deleted rows (their delete's seq), for the history and as-of reads of a row that is gone.
     db.execute(
         """CREATE TABLE state_tombstones (
@@ -201,14 +187,19 @@ def _add_change_log(db):
             PRIMARY KEY (bot_id, account_id, ticker_id)
         ) WITHOUT ROWID"""
     )
-    # The rows that exist now are their own first entries, oldest first.
+    # The rows that exist now are their own first entries.
     db.execute(
-        "INSERT INTO state_changes (bot_id, row_n, account_id, ticker_id, row_id, op, version, state, created_at, at)"
-        " SELECT bot_id, n, user_broker_account_id, ticker_id, id, 'upsert', version, state, created_at, updated_at"
-        " FROM user_bot_states ORDER BY n"
+        "INSERT INTO state_changes (seq, bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)"
+        " SELECT rowid, bot_id, user_broker_account_id, ticker_id, id, 'upsert', version, state, created_at,"
+        " updated_at FROM user_bot_states"
     )
-    for event, action in (("INSERT", _LOG_UPSERT), ("UPDATE", _LOG_UPSERT), ("DELETE", _LOG_DELETE)):
-        db.execute(f"CREATE TRIGGER state_changes_{event.lower()} AFTER {event} ON user_bot_states BEGIN {action}; END")
+    db.execute("UPDATE user_bot_states SET log_seq = rowid")
+    for event, action in (("INSERT", _LOG_INSERT), ("UPDATE OF state, version, updated_at", _LOG_UPDATE)):
+        db.execute(
+            f"CREATE TRIGGER state_changes_{event.split()[0].lower()} AFTER {event} ON user_bot_states"
+            f" BEGIN {action}; END"
+        )
+    db.execute(f"CREATE TRIGGER state_changes_delete AFTER DELETE ON user_bot_states BEGIN {_LOG_DELETE}; END")
 
 
 def create_private(path):

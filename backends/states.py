@@ -169,9 +169,9 @@ class States:
         if created:
             sql = (
                 "INSERT INTO user_bot_states"
-                " (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at)"
-                f" VALUES (:id, :bot, :account, :ticker, {d.state_param('state')}, :version,"
-                f" {d.time_param('created')}, {d.time_param('updated')})"
+                f" (id, bot_id, user_broker_account_id, ticker_id, state, version, created_at, updated_at"
+                f"{d.log_seq_column}) VALUES (:id, :bot, :account, :ticker, {d.state_param('state')}, :version,"
+                f" {d.time_param('created')}, {d.time_param('updated')}{d.log_seq_value})"
                 " ON CONFLICT (bot_id, user_broker_account_id, ticker_id) DO NOTHING"
             )
             if self._many(conn, sql, [_row_params(row) for row in created]) != len(created):
@@ -179,7 +179,7 @@ class States:
         if updated:
             sql = (
                 f"UPDATE user_bot_states SET state = {d.state_param('state')}, version = :version,"
-                f" updated_at = {d.time_param('updated')}"
+                f" updated_at = {d.time_param('updated')}{d.log_seq_set}"
                 " WHERE bot_id = :bot AND user_broker_account_id = :account AND ticker_id = :ticker"
                 " AND version = :prior"
             )

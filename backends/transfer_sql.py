@@ -13,6 +13,12 @@ TRANSFER_KINDS = {
         "user_bot_states",
         ("id", "botId", "accountId", "tickerId", "state", "version", "createdAt", "updatedAt"),
     ),
+    # The change log, oldest first (without its seqs, which the importing database hands out anew):
+    # imported after the rows, in place of what their import logged.
+    "change": (
+        "state_changes",
+        ("botId", "accountId", "tickerId", "rowId", "op", "version", "state", "createdAt", "at"),
+    ),
 }
 # Each field's column, where the names differ.
 TRANSFER_COLUMNS = {
@@ -25,6 +31,8 @@ TRANSFER_COLUMNS = {
     "tickerId": "ticker_id",
     "updatedAt": "updated_at",
 }
+# The change log's own column names, where they differ from TRANSFER_COLUMNS'.
+CHANGE_COLUMNS = {"accountId": "account_id", "rowId": "row_id"}
 # The key each kind is upserted by.
 TRANSFER_KEYS = {
     "bot": ("id",),
@@ -32,31 +40,47 @@ TRANSFER_KEYS = {
     "account": ("id",),
     "ticker": ("id",),
     "state": ("botId", "accountId", "tickerId"),
+    "change": ("seq",),  # the order of the export; not a field
 }
 
 
-def transfer_statement(kind, placeholder, cast=lambda field: ""):
+def column_of(kind, field):
+    """The column that holds a record field of `kind`."""
+    if kind == "change" and field in CHANGE_COLUMNS:
+        return CHANGE_COLUMNS[field]
+    return TRANSFER_COLUMNS.get(field, field)
+
+
+def transfer_statement(kind, placeholder, cast=lambda field: "", differs=None):
     """The upsert of one record of `kind`: its row is made exactly as the record says.
 
-    `placeholder(field)` is the driver's parameter syntax; `cast(field)` a type cast to append.
+    `placeholder(field)` is the driver's parameter syntax; `cast(field)` a type cast to append;
+    `differs(a, b)` SQL that two values differ: a state row is only written when it changes,
+    so that importing it again logs no change.
     """
     table, fields = TRANSFER_KINDS[kind]
-    columns = [TRANSFER_COLUMNS.get(field, field) for field in fields]
-    key = [TRANSFER_COLUMNS.get(field, field) for field in TRANSFER_KEYS[kind]]
+    columns = [column_of(kind, field) for field in fields]
+    key = [column_of(kind, field) for field in TRANSFER_KEYS[kind]]
     values = ", ".join(placeholder(field) + cast(field) for field in fields)
     updates = ", ".join(f"{column} = excluded.{column}" for column in columns if column not in key)
+    changed = ""
+    if kind == "state" and differs is not None:
+        changed = " WHERE " + " OR ".join(
+            differs(f"{table}.{column}", f"excluded.{column}") for column in columns if column not in key
+        )
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
-        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}{changed}"
     )
 
 
 def export_query(kind, column=lambda name: name):
     """The SELECT of every row of `kind`, as records, in key order; `column(name)` wraps each column."""
     table, fields = TRANSFER_KINDS[kind]
-    selected = ", ".join(f'{column(TRANSFER_COLUMNS.get(field, field))} AS "{field}"' for field in fields)
-    order = ", ".join(TRANSFER_COLUMNS.get(field, field) for field in TRANSFER_KEYS[kind])
-    return f"SELECT {selected} FROM {table} ORDER BY {order}"
+    selected = ", ".join(f'{column(column_of(kind, field))} AS "{field}"' for field in fields)
+    order = ", ".join(column_of(kind, field) for field in TRANSFER_KEYS[kind])
+    where = " WHERE op <> 'gap'" if kind == "change" else ""  # SQLite's stand-in for its largest seq
+    return f"SELECT {selected} FROM {table}{where} ORDER BY {order}"
 
 
 def transfer_conflict(kind, record, foreign_key):

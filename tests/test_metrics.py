@@ -68,3 +68,14 @@ def test_metrics_show_the_storages_retries(configured):
     storage.retries = 3
     text = client.get("/metrics").get_data(as_text=True)
     assert re.search(r"^botstate_database_retries_total 3\.0$", text, re.M), text
+
+
+def test_metrics_count_the_change_log_entries_pruned(configured):
+    client, bot, storage = configured(METRICS=1, HISTORY_DAYS=0)
+    body = {"states": [{"accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": {"n": n}} for n in range(1)]}
+    for _ in range(3):
+        assert client.post("/api/bots/b/state", json=body, headers={"x-api-key": bot["apiKey"]}).status_code == 200
+    assert re.search(r"^botstate_changes_pruned_total 0\.0$", client.get("/metrics").get_data(as_text=True), re.M)
+    assert storage.prune_changes() == 2
+    text = client.get("/metrics").get_data(as_text=True)
+    assert re.search(r"^botstate_changes_pruned_total 2\.0$", text, re.M), text

@@ -60,7 +60,7 @@ def test_server_conforms_to_its_openapi_document(case):
 
 
 @BACKEND_INDEPENDENT
-def test_document_is_openapi_3_1_with_the_key_scheme(client):
+def test_document_is_openapi_3_1_with_the_key_scheme(app, client):
     document = client.get("/openapi.json").get_json()
     assert document["openapi"] == "3.1.0"
     assert document["components"]["securitySchemes"]["ApiKey"] == {
@@ -69,15 +69,15 @@ def test_document_is_openapi_3_1_with_the_key_scheme(client):
         "name": "x-api-key",
     }
     operations = {(path, method) for path, item in document["paths"].items() for method in item}
-    assert operations == {
-        ("/api/bots/{slug}/state", "post"),
-        ("/api/bots/{slug}/state", "patch"),
-        ("/api/bots/{slug}/state", "get"),
-        ("/api/bots/{slug}/state/{accountId}/{tickerId}", "get"),
-        ("/api/bots/{slug}/state/{accountId}/{tickerId}", "delete"),
-        ("/healthz", "get"),
-        ("/openapi.json", "get"),
+    # Every route the app serves, each method of it, and nothing else (/metrics is off by default).
+    camel = {"account_id": "accountId", "ticker_id": "tickerId"}  # Flask's path names, the API's
+    served = {
+        (re.sub(r"<(\w+)>", lambda name: "{" + camel.get(name[1], name[1]) + "}", rule.rule), method.lower())
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in rule.methods - {"HEAD", "OPTIONS"}
     }
+    assert ("/api/bots/{slug}/changes", "get") in served and operations == served
 
 
 def test_document_states_the_configured_limit(tmp_path):

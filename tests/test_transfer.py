@@ -104,12 +104,14 @@ def test_data_moves_from_sqlite_to_either_backend_and_back_unchanged(tmp_path, n
     old_key, new_key = populate(source)
     original = exported(source, tmp_path / "source.jsonl")
     kinds = [json.loads(line)["kind"] for line in original.splitlines()]
-    assert kinds == ["bot"] * 2 + ["key"] * 3 + ["account"] * 2 + ["ticker"] * 2 + ["state"] * 4
+    logged = sum(len(request) for request in WRITES)  # the change log: an upsert per item written
+    assert kinds == ["bot"] * 2 + ["key"] * 3 + ["account"] * 2 + ["ticker"] * 2 + ["state"] * 4 + ["change"] * logged
 
     target = new_database()
     flask(target, "init-db")
     imported = json.loads(flask(target, "states", "import", str(tmp_path / "source.jsonl"), "--json").stdout)
-    assert imported == {"imported": {"bot": 2, "key": 3, "account": 2, "ticker": 2, "state": 4}, "total": 13}
+    counts = {"bot": 2, "key": 3, "account": 2, "ticker": 2, "state": 4, "change": logged}
+    assert imported == {"imported": counts, "total": sum(counts.values())}
     assert exported(target, tmp_path / "target.jsonl") == original  # every row, every byte
 
     flask(target, "states", "import", str(tmp_path / "target.jsonl"))  # again: changes nothing
@@ -138,11 +140,11 @@ def test_an_export_file_is_private_and_stdout_gets_the_same_lines(tmp_path, data
     path = tmp_path / "out.jsonl"
     completed = flask(database, "states", "export", "-o", str(path))
     assert os.stat(path).st_mode & 0o777 == 0o600  # it holds key hashes
-    assert "Exported 2 rows (1 bot, 1 key, 0 accounts, 0 tickers, 0 states)" in completed.stderr
+    assert "Exported 2 rows (1 bot, 1 key, 0 accounts, 0 tickers, 0 states, 0 changes)" in completed.stderr
     assert flask(database, "states", "export").stdout.encode() == path.read_bytes()
     summary = json.loads(flask(database, "states", "export", "-o", str(path), "--json").stdout)
     assert summary == {
-        "exported": {"bot": 1, "key": 1, "account": 0, "ticker": 0, "state": 0},
+        "exported": {"bot": 1, "key": 1, "account": 0, "ticker": 0, "state": 0, "change": 0},
         "total": 2,
         "file": str(path),
     }
@@ -160,13 +162,41 @@ def nested(depth):
 
 BOT = {"kind": "bot", "id": ACCOUNT_0, "slug": "alpha", "name": "Alpha", "createdAt": "2026-01-02T03:04:05.678Z"}
 
+CHANGE = {
+    "kind": "change",
+    "botId": ACCOUNT_0,
+    "accountId": ACCOUNT_1,
+    "tickerId": TICKER_AAPL,
+    "rowId": TICKER_MSFT,
+    "op": "upsert",
+    "version": 1,
+    "state": {"a": 1},
+    "createdAt": "2026-01-02T03:04:05.678Z",
+    "at": "2026-01-02T03:04:05.678Z",
+}
+
 BAD_LINES = [
     ("not json", b"{nope", "line 2: not JSON"),
     ("not an object", b"[1]", "line 2: not a JSON object"),
     (
         "unknown kind",
         json.dumps({**BOT, "kind": "robot"}).encode(),
-        "line 2: kind must be one of bot, key, account, ticker, state, got 'robot'",
+        "line 2: kind must be one of bot, key, account, ticker, state, change, got 'robot'",
+    ),
+    (
+        "change of no op",
+        json.dumps({**CHANGE, "op": "merge"}).encode(),
+        "line 2: op must be one of upsert, delete, got 'merge'",
+    ),
+    (
+        "delete with a state",
+        json.dumps({**CHANGE, "op": "delete"}).encode(),
+        "line 2: a change has a state if it is an upsert, and none if it is a delete",
+    ),
+    (
+        "upsert without a state",
+        json.dumps({**CHANGE, "state": None}).encode(),
+        "line 2: a change has a state if it is an upsert, and none if it is a delete",
     ),
     (
         "missing field",
@@ -290,3 +320,39 @@ def test_a_bad_file_is_refused_with_its_reason_and_imports_nothing(tmp_path, dat
     assert completed.stderr.strip().startswith(expected), completed.stderr
     assert len(completed.stderr.strip().splitlines()) == 1, completed.stderr
     assert in_process(runner, "states", "export").stdout_bytes == before
+
+
+def test_a_rows_history_moves_with_it_deletes_and_new_lives_too(tmp_path, new_database, backend):
+    source = {"DATABASE": str(tmp_path / "source.sqlite")}
+    key, _ = populate(source)
+    process, url, _ = start_server(source)
+    try:
+        row = f"{url}/api/bots/alpha/state/{ACCOUNT_0}/{TICKER_AAPL}"
+        assert requests.delete(row, headers={"x-api-key": key}, timeout=30).status_code == 200
+        body = {"states": [{"accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": {"again": True}}]}
+        assert requests.post(f"{url}/api/bots/alpha/state", json=body, headers={"x-api-key": key}, timeout=30).ok
+        before = history_and_feed(url, key)
+    finally:
+        stop_server(process)
+    flask(source, "states", "export", "-o", str(tmp_path / "moved.jsonl"))
+    target = new_database()
+    flask(target, "init-db")
+    flask(target, "states", "import", str(tmp_path / "moved.jsonl"))
+    flask(target, "states", "import", str(tmp_path / "moved.jsonl"))  # again: adds nothing
+    process, url, _ = start_server(target)
+    try:
+        assert history_and_feed(url, key) == before
+    finally:
+        stop_server(process)
+
+
+def history_and_feed(url, key):
+    """Bot alpha's feed (without seqs, which a move renumbers) and the history of its first row."""
+    headers = {"x-api-key": key}
+    feed = requests.get(f"{url}/api/bots/alpha/changes", params={"limit": 1000}, headers=headers, timeout=30).json()
+    history = requests.get(
+        f"{url}/api/bots/alpha/state/{ACCOUNT_0}/{TICKER_AAPL}/history", headers=headers, timeout=30
+    ).json()
+    strip = [{k: v for k, v in change.items() if k != "seq"} for change in feed["data"]]
+    assert [c["op"] for c in strip].count("delete") == 1
+    return strip, [{k: v for k, v in change.items() if k != "seq"} for change in history["data"]]
