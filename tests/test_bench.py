@@ -1,7 +1,7 @@
 """`make bench` still runs: a one-second pass over every case (no timing is asserted).
 
-`make bench-check` runs it, beside a throwaway PostgreSQL server: 11 cases of load take two
-cores for 20 s, which `make test` would spend measuring rather than testing botstate.
+`make bench-check` runs it, beside a throwaway PostgreSQL server: its cases of load take two
+cores for about 30 s, which `make test` would spend measuring rather than testing botstate.
 """
 
 import os
@@ -23,6 +23,9 @@ CASES = (
     "POST 1000 states, 2,000 rows",
     "PATCH 1 state",
     "GET one row",
+    "POST 1 state, change log off",
+    "POST 1000 states, change log off",
+    "GET changes, nothing new",
     "reference: bare upsert route, 1 state",
     "reference: bare read route, 1 row",
 )
@@ -32,7 +35,7 @@ CASES = (
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
 def test_bench_runs_every_case_without_errors():
     result = subprocess.run(
-        [sys.executable, "bench/run.py", "--duration", "1", "--prefill", "2000"],
+        [sys.executable, "bench/run.py", "--duration", "1", "--prefill", "2000", "--disk-writes", "20000"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -57,4 +60,5 @@ def test_bench_runs_every_case_without_errors():
     assert verdicts and len(verdicts) == len(re.findall(r"^(PASS|FAIL)", result.stdout, re.M)), result.stdout
     assert result.returncode == ("FAIL" in verdicts), result.stdout  # exit 1 exactly when a target is missed
     assert re.search(r"request at the body limit raised peak RSS by \d+ MB", result.stdout)
+    assert re.search(r"Change log: [\d,]+ bytes per logged version; after 20,000 writes", result.stdout)
     assert re.search(r"they reach \d\.\d\dx \(upsert\) and \d\.\d\dx \(read\) of the ceiling", result.stdout)

@@ -88,8 +88,19 @@ def test_a_bot_never_sees_another_bots_changes(client, bot, registered, storage)
     post(client, bot, item(state={"mine": 1}))
     seen, _ = feed(client, bot)
     assert [c["state"] for c in seen] == [{"mine": 1}]
-    history = client.get(f"/api/bots/other-bot/state/{ACCOUNT_0}/{TICKER_AAPL}/history", headers=headers(bot))
-    assert history.status_code == 403
+    for path, query in (
+        ("changes", {}),
+        (f"state/{ACCOUNT_0}/{TICKER_AAPL}/history", {}),
+        (f"state/{ACCOUNT_0}/{TICKER_AAPL}", {"asOf": "2999-01-01T00:00:00Z"}),
+    ):
+        other = client.get(f"/api/bots/other-bot/{path}", query_string=query, headers=headers(bot))
+        assert (other.status_code, other.json) == (403, {"message": "Invalid API key for this bot"}), path
+    mine = client.get(
+        f"/api/bots/my-bot/state/{ACCOUNT_0}/{TICKER_AAPL}",
+        query_string={"asOf": "2999-01-01T00:00:00Z"},
+        headers=headers(bot),
+    )
+    assert mine.json["data"]["state"] == {"mine": 1}
 
 
 def test_history_lists_the_rows_versions_newest_first_with_its_delete(client, bot, registered):
