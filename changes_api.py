@@ -6,7 +6,7 @@ from api import load_params, state_key, state_not_found
 from auth import bot_endpoint, storage
 from change_schemas import ChangesQuerySchema, HistoryQuerySchema
 from errors import APIError
-from storage import ChangesGone
+from storage import ChangesAhead, ChangesGone
 from views import change_json
 
 bp = Blueprint("changes", __name__)
@@ -32,6 +32,8 @@ def list_changes(bot):
         raise APIError(
             410, f"Changes up to seq {gone.pruned_seq} are no longer kept; list the states to resync", "GONE"
         ) from None
+    except ChangesAhead as ahead:
+        raise APIError(410, f"No change has a seq past {ahead.largest}; list the states to resync", "GONE") from None
     return jsonify(data=[change_json(change) for change in changes], nextAfter=next_after)
 
 

@@ -43,6 +43,14 @@ class ChangesGone(StorageError):
         self.pruned_seq = pruned_seq
 
 
+class ChangesAhead(StorageError):
+    """A change feed read from past every seq handed out (`largest`): the database was restored or moved."""
+
+    def __init__(self, largest):
+        super().__init__(f"no change has a seq past {largest}")
+        self.largest = largest
+
+
 class HistoryGone(StorageError):
     """An as-of read of a moment older than what is kept: history starts at `kept_since`."""
 

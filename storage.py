@@ -14,6 +14,7 @@ from records import (
     KEY_FINGERPRINT_LENGTH,
     PAGE_ROW_OVERHEAD,
     Change,
+    ChangesAhead,
     ChangesGone,
     Conflict,
     Credentials,
@@ -35,6 +36,7 @@ __all__ = [
     "PAGE_ROW_OVERHEAD",
     "TRANSFER_KINDS",
     "Change",
+    "ChangesAhead",
     "ChangesGone",
     "Conflict",
     "Credentials",
@@ -219,7 +221,8 @@ class Storage(Protocol):
         Reading from each answer's seq sees every change of the bot once, in commit order:
         a change is handed out only once no change with a lower seq can still commit. With
         an account or ticker filter at most FEED_SCAN entries are read per call, and the seq
-        returned is where the reading stopped. ChangesGone when entries past `after` were pruned.
+        returned is where the reading stopped. ChangesGone when entries past `after` were pruned;
+        ChangesAhead when `after` is past every seq handed out (a restored or moved database).
         """
 
     def state_history(

@@ -5,7 +5,7 @@ changes) in the statement that changes the row; this reads and prunes them.
 """
 
 from backends import rules
-from records import Change, ChangesGone, HistoryGone
+from records import Change, ChangesAhead, ChangesGone, HistoryGone
 
 # A filtered feed (one account or ticker) reads at most this many of the bot's entries
 # per request and answers where it stopped, so that a rare match costs bounded time.
@@ -25,13 +25,14 @@ class Changes:
             f" {d.text(p + 'state')}, {d.time_text(p + 'at')}, {d.text(p + 'row_id')}, {d.time_text(p + 'created_at')}"
         )
 
-    def _walk_sql(self, condition):
-        """SQL: a row's entries from :head back along their links, at most :depth steps, that
-        meet `condition` (on alias c), newest first, at most :fetch of them."""
+    def _walk_sql(self, condition, onward="TRUE"):
+        """SQL: a row's entries from :head back along their links, at most :depth steps and on
+        only past entries that meet `onward`, that meet `condition` (both on alias c), newest
+        first, at most :fetch of them."""
         return (
             "WITH RECURSIVE chain(seq, depth) AS (SELECT CAST(:head AS bigint), 0 UNION ALL"
             " SELECT c.prev_seq, chain.depth + 1 FROM chain JOIN state_changes AS c ON c.seq = chain.seq"
-            " WHERE c.prev_seq IS NOT NULL AND chain.depth < :depth)"
+            f" WHERE c.prev_seq IS NOT NULL AND chain.depth < :depth AND {onward})"
             f" SELECT {self.change_columns('c')} FROM chain JOIN state_changes AS c ON c.seq = chain.seq"
             f" WHERE {condition} ORDER BY chain.depth LIMIT :fetch"
         )
@@ -72,13 +73,17 @@ class Changes:
         sql = self._once(
             "feed_header",
             lambda: f"WITH {self._feed_scanned()} SELECT {self.key_works(':bot', ':key')},"
-            " (SELECT pruned_seq FROM change_horizons WHERE bot_id = :bot), (SELECT max(seq) FROM scanned)",
+            " (SELECT pruned_seq FROM change_horizons WHERE bot_id = :bot), (SELECT max(seq) FROM scanned),"
+            f" ({self.dialect.largest_seq})",
         )
-        works, pruned_seq, scanned_to = self._run(conn, sql, params).fetchone()
+        works, pruned_seq, scanned_to, largest = self._run(conn, sql, params).fetchone()
         if not works:
             rules.verify_key(*self._run(conn, self.credentials_sql(), params).fetchone())
         if pruned_seq is not None and params["after"] < pruned_seq:
             raise ChangesGone(pruned_seq)
+        if scanned_to is None and params["after"] > (largest or 0):
+            # Past every seq handed out: a reader of a database restored or moved since, whose seqs went back.
+            raise ChangesAhead(largest or 0)
         return scanned_to
 
     @staticmethod
@@ -170,7 +175,15 @@ class Changes:
             " ON c.seq = t.seq WHERE t.bot_id = :bot AND t.account_id = :account AND t.ticker_id = :ticker"
             f" AND c.created_at <= {d.time_param('at')}) AS alive ORDER BY created_at DESC LIMIT 1",
         )
-        version = self._once("as_of", lambda: self._walk_sql(f"c.at <= {d.time_param('at')}"))
+        # Back from the newest until the first entry at or before `at`, and no further.
+        version = self._once(
+            "as_of", lambda: self._walk_sql(f"c.at <= {d.time_param('at')}", onward=f"c.at > {d.time_param('at')}")
+        )
+        oldest = self._once(
+            "oldest_kept",
+            lambda: f"SELECT {d.time_text('c.at')} FROM (SELECT seq FROM ({self._walk_sql('TRUE')}) AS walked"
+            " ORDER BY seq LIMIT 1) AS first JOIN state_changes AS c ON c.seq = first.seq",
+        )
         kept = self._once(
             "kept_since",
             lambda: f"SELECT (SELECT {d.time_text('kept_since')} FROM change_horizons WHERE bot_id = :bot),"
@@ -192,12 +205,12 @@ class Changes:
             if floors and at < max(floors):
                 raise HistoryGone(max(floors))
             head = self._run(conn, heads, params).fetchone()
-            found = None
-            if head is not None:
-                params["head"] = head[0]
-                found = self._run(conn, version, params).fetchone()
-        if found is None:
-            return None
+            if head is None:
+                return None
+            params["head"] = head[0]
+            found = self._run(conn, version, params).fetchone()
+            if found is None:  # the row was there then, its versions of then are not (never logged, or pruned)
+                raise HistoryGone(self._run(conn, oldest, {**params, "fetch": NO_HORIZON}).fetchone()[0])
         change = Change(*found)
         return change.as_row(credentials.bot_id) if change.op == "upsert" else None
 
@@ -221,6 +234,8 @@ class Changes:
         place of what the import of its rows logged, in their order, with new seqs. A bot that
         had one keeps it (importing a file again changes nothing)."""
         d = self.dialect
+        if d.publish_floor is not None:
+            self._run(conn, d.publish_floor)  # seqs taken here, with no row's trigger to publish first
         had_log = self._once(
             "had_log",
             lambda: "SELECT EXISTS (SELECT 1 FROM state_changes WHERE bot_id = :bot AND seq <= :before)",

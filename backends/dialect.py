@@ -23,6 +23,9 @@ class SQLiteDialect:
     log_seq_column = ", log_seq"
     log_seq_value = f", {next_log_seq}"
     log_seq_set = f", log_seq = {next_log_seq}"
+    # The largest seq handed out, and what publishes a writer's seq floor (none: writers take turns).
+    largest_seq = "SELECT max(seq) FROM state_changes"
+    publish_floor = None
 
     def prepare(self, sql):
         """`sql` in the driver's parameter style: sqlite3 reads :name itself."""
@@ -133,6 +136,8 @@ class PostgresDialect(SQLiteDialect):
     key_lock = " FOR KEY SHARE"
     # Nothing: a trigger gives the row its entry's seq before it is written (schema 0007).
     log_seq_column = log_seq_value = log_seq_set = ""
+    largest_seq = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM state_changes_seq"
+    publish_floor = "SELECT botstate_publish_change_floor()"
 
     @functools.cache  # noqa: B019 - one instance, and a statement's text is its key
     def prepare(self, sql):

@@ -156,7 +156,8 @@ MIGRATIONS = (
                 (seq, bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at, prev_seq)
             VALUES (NEW.log_seq, NEW.bot_id, NEW.user_broker_account_id, NEW.ticker_id, NEW.id, 'upsert',
                     NEW.version, NEW.state, NEW.created_at, NEW.updated_at,
-                    CASE WHEN TG_OP = 'UPDATE' THEN OLD.log_seq END);
+                    -- A row whose version did not go up (an import took it back) starts its history anew.
+                    CASE WHEN TG_OP = 'UPDATE' AND NEW.version > OLD.version THEN OLD.log_seq END);
             RETURN NEW;
         END
         $$;

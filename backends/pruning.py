@@ -44,9 +44,13 @@ class Pruning:
         """Remove what retention no longer keeps, a transaction per `batch` entries looked at,
         until none is left or `stop` (an Event) is set; how many entries went."""
         removed = 0
-        for prune in (self._prune_by_age, self._prune_by_count if self.retention.versions else None):
-            while prune is not None and not (stop is not None and stop.wait(BATCH_PAUSE)):
-                looked, gone = self._in_transaction(lambda conn, prune=prune: prune(conn, batch), short=True)
+        for prune, cursor in (("_prune_by_age", "_age_cursor"), ("_prune_by_count", "_count_cursor")):
+            if prune == "_prune_by_count" and not self.retention.versions:
+                continue
+            while not (stop is not None and stop.wait(BATCH_PAUSE)):
+                work = getattr(self, prune)
+                looked, gone, moved_to = self._in_transaction(lambda conn, work=work: work(conn, batch), short=True)
+                setattr(self, cursor, moved_to)  # only once committed: a batch undone is done again
                 removed += gone
                 self.changes_pruned += gone
                 if looked < batch:
@@ -93,30 +97,34 @@ class Pruning:
             conn, f"SELECT {d.time_text(d.seconds_ago('age'))}", {"age": self.retention.days * 86400}
         ).fetchone()[0]
         largest = self._run(conn, "SELECT max(seq) FROM state_changes").fetchone()[0]
-        pruned, removed, looked = {}, 0, 0
+        now = self._run(conn, f"SELECT {d.time_text(d.now)}").fetchone()[0]
+        pruned, removed, looked, cursor = {}, 0, 0, self._age_cursor
         for seq, bot_id, at, op, prev_seq, *_ in self._batch(conn, self._age_cursor, batch):
-            if at > cutoff:
-                break
+            if cutoff < at <= now:
+                break  # from here on the entries are in the window
+            if op != "upsert" and self.keeps_largest_seq and seq == largest:
+                break  # the largest stays; once a newer entry comes, this one goes
             looked += 1
+            cursor = seq
+            if at > now:
+                continue  # dated ahead of the clock (a clock that ran fast): its versions wait for its successor
             # The row's versions before this one: it was their successor before the window began.
             gone = [] if prev_seq is None else self._links(conn, prev_seq)
-            if op != "upsert" and not (self.keeps_largest_seq and seq == largest):
+            if op != "upsert":
                 gone.append(seq)  # a delete older than the window: the row was gone all through it
             if gone:
                 self._delete_entries(conn, gone)
                 removed += len(gone)
                 if bot_id:
                     pruned[bot_id] = max(pruned.get(bot_id, 0), *gone)
-            self._age_cursor = seq
         for bot_id, seq in pruned.items():
             self._mark_pruned(conn, bot_id, seq, cutoff)
-        return looked, removed
+        return looked, removed, cursor
 
     def _prune_by_count(self, conn, batch):
         rows = self._batch(conn, self._count_cursor, batch)
         if not rows:
-            return 0, 0
-        self._count_cursor = rows[-1][0]
+            return 0, 0, self._count_cursor
         removed = 0
         for seq, bot_id, _, _, _, account_id, ticker_id in rows:
             gone = self._links(conn, seq, skip=self.retention.versions) if bot_id else []
@@ -133,7 +141,7 @@ class Pruning:
                 " ON CONFLICT (bot_id, account_id, ticker_id) DO UPDATE SET kept_since = excluded.kept_since",
                 {"bot": bot_id, "account": account_id, "ticker": ticker_id, "seq": oldest[0]},
             )
-        return len(rows), removed
+        return len(rows), removed, rows[-1][0]
 
     def _mark_pruned(self, conn, bot_id, seq, kept_since):
         """Record that the bot's changes up to `seq` may be gone, and (unless None) that its

@@ -125,7 +125,8 @@ UPDATE user_bot_states SET log_seq = last_insert_rowid() WHERE {unset} AND rowid
 _LOG_INSERT = _LOG_UPSERT.format(seq="NEW.log_seq", prev="NULL", unset="NEW.log_seq IS NULL")
 _LOG_UPDATE = _LOG_UPSERT.format(
     seq="CASE WHEN NEW.log_seq IS NOT OLD.log_seq THEN NEW.log_seq END",
-    prev="OLD.log_seq",
+    # A row whose version did not go up (an import took it back) starts its history anew.
+    prev="CASE WHEN NEW.version > OLD.version THEN OLD.log_seq END",
     unset="NEW.log_seq IS OLD.log_seq",
 )
 _LOG_DELETE = """

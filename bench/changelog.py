@@ -32,6 +32,17 @@ def drop_change_log(database):
         conn.commit()
 
 
+def largest_seq(database):
+    """The largest seq of a bench database's change log: where a reader that kept up polls from."""
+    if "DATABASE_URL" in database:
+        import psycopg
+
+        with psycopg.connect(database["DATABASE_URL"], autocommit=True) as conn:
+            return conn.execute("SELECT coalesce(max(seq), 0) FROM state_changes").fetchone()[0]
+    with contextlib.closing(sqlite3.connect(database["DATABASE"])) as conn:
+        return conn.execute("SELECT coalesce(max(seq), 0) FROM state_changes").fetchone()[0]
+
+
 def file_bytes(path):
     """The bytes a SQLite database takes once its WAL is folded in."""
     with contextlib.closing(sqlite3.connect(path)) as conn:

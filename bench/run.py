@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import config  # noqa: E402
 import keys  # noqa: E402
 from app import create_app  # noqa: E402
-from bench.changelog import disk_use, drop_change_log  # noqa: E402
+from bench.changelog import disk_use, drop_change_log, largest_seq  # noqa: E402
 from storage import Credentials, StateWrite  # noqa: E402
 
 THREADS = 4
@@ -50,7 +50,7 @@ FLOOR_GET = "reference: bare read route, 1 row"
 CHANGE_LOG_OFF_1 = "POST 1 state, change log off"
 CHANGE_LOG_OFF_1000 = "POST 1000 states, change log off"
 EMPTY_POLL = "GET changes, nothing new"
-POLL_PATH = f"/api/bots/bench/changes?after={10**15}"
+POLL_PATH = "/api/bots/bench/changes?after={after}"
 NO_POSTGRES = (
     "PostgreSQL column empty: no server (make bench starts one with scripts/with-postgres; see docs/performance.md)"
 )
@@ -339,7 +339,7 @@ def make_cases(work, prefill):
         ("GET one row", "botstate", "GET", 1, dict(paths=paths), "empty"),
         (CHANGE_LOG_OFF_1, "botstate", "POST", 1, dict(bodies=one), "nolog"),
         (CHANGE_LOG_OFF_1000, "botstate", "POST", 1000, dict(bodies=work / "thousand.txt"), "nolog"),
-        (EMPTY_POLL, "botstate", "GET", 1, dict(paths=write_lines(work / "poll.txt", [POLL_PATH])), "empty"),
+        (EMPTY_POLL, "botstate", "GET", 1, dict(paths=work / "poll.txt"), "empty"),
         (FLOOR_POST, "floor", "POST", 1, dict(bodies=one), "floor"),
         (FLOOR_GET, "floor", "GET", 1, dict(paths=paths), "floor"),
     ]
@@ -358,6 +358,8 @@ def measure(server, method, files, duration, one, database):
                 capture_output=True,
                 timeout=60,
             )
+        if str(files.get("paths", "")).endswith("poll.txt"):  # the empty poll: from what the log holds now
+            write_lines(files["paths"], [POLL_PATH.format(after=largest_seq(database))])
         rps, p50, p99, errors = run_wrk(url, method, duration, **{k: str(v) for k, v in files.items()})
         rss = memory_mb(process.pid, "VmHWM")
     finally:

@@ -260,3 +260,49 @@ def test_as_of_finds_a_row_deleted_and_created_again_as_it_was_in_each_life(clie
     assert as_of(deleted_at).status_code == 404
     assert as_of(second["updatedAt"]).json["data"] == second
     assert first["id"] != second["id"]
+
+
+def test_a_reader_past_every_seq_handed_out_is_told_to_resync(client, bot, registered):
+    post(client, bot, item())
+    _, last = feed(client, bot)
+    ahead = client.get("/api/bots/my-bot/changes", query_string={"after": last + 1}, headers=headers(bot))
+    assert (ahead.status_code, ahead.json) == (
+        410,
+        {"error": f"No change has a seq past {last}; list the states to resync", "code": "GONE"},
+    )
+
+
+def test_history_pages_stay_whole_after_an_import_took_a_row_back(client, bot, registered, storage, runner, tmp_path):
+    for n in range(3):
+        post(client, bot, item(state={"n": n}))
+    exported = tmp_path / "older.jsonl"
+    assert runner.invoke(args=["states", "export", "-o", str(exported)]).exit_code == 0
+    for n in range(3, 6):
+        post(client, bot, item(state={"n": n}))
+    assert runner.invoke(args=["states", "import", str(exported)]).exit_code == 0
+    path = f"/api/bots/my-bot/state/{ACCOUNT_0}/{TICKER_AAPL}/history"
+    whole = client.get(path, headers=headers(bot)).json["data"]
+    seen, before = [], None
+    while True:
+        page = client.get(
+            path, query_string={"limit": 1, **({} if before is None else {"before": before})}, headers=headers(bot)
+        ).json
+        seen += page["data"]
+        if page["nextBefore"] is None:
+            break
+        before = page["nextBefore"]
+    assert seen == whole and len({c["seq"] for c in seen}) == len(seen)
+    assert whole[0]["state"] == {"n": 2} and whole[0]["version"] == 3  # the row as imported, its history anew
+
+
+def test_as_of_a_moment_the_row_existed_but_was_not_logged_says_it_is_not_kept(client, bot, registered, database):
+    from conftest import execute_sql
+
+    row = post(client, bot, item())[0]["data"]
+    # As a row carried over by the migration: its first logged version is later than its creation.
+    execute_sql(database, "UPDATE user_bot_states SET created_at = ?", ("2020-01-01T00:00:00.000Z",))
+    execute_sql(database, "UPDATE state_changes SET created_at = ?", ("2020-01-01T00:00:00.000Z",))
+    path = f"/api/bots/my-bot/state/{ACCOUNT_0}/{TICKER_AAPL}"
+    answer = client.get(path, query_string={"asOf": "2021-01-01T00:00:00Z"}, headers=headers(bot))
+    assert answer.status_code == 404
+    assert answer.json["error"] == f"State history before {row['updatedAt']} is no longer kept"

@@ -72,7 +72,7 @@ KEY_CHECKED_CALLS = {
     "list empty": lambda s, bot, key: s.list_states(None, 10, account_id=ACCOUNT_1, credentials=Credentials(bot, key)),
     "delete": lambda s, bot, key: s.delete_state(Credentials(bot, key), ACCOUNT_0, TICKER_AAPL),
     "changes": lambda s, bot, key: s.list_changes(Credentials(bot, key), 0, 10),
-    "changes, none new": lambda s, bot, key: s.list_changes(Credentials(bot, key), 2**40, 10),
+    "changes, none new": lambda s, bot, key: s.list_changes(Credentials(bot, key), 1, 10),
     "history": lambda s, bot, key: s.state_history(None, ACCOUNT_0, TICKER_AAPL, 10, credentials=Credentials(bot, key)),
     "as of": lambda s, bot, key: s.state_as_of(
         Credentials(bot, key), ACCOUNT_0, TICKER_AAPL, "2999-01-01T00:00:00.000Z"

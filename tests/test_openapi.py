@@ -46,6 +46,12 @@ def api_schema(live_server, bot, registered, storage):
             # The real bot, so that requests pass authentication and reach the database.
             "parameters": {"path.slug": "my-bot"},
             "generation": {"max-examples": EXAMPLES_PER_OPERATION, "mode": "all"},
+            # A valid poll of the change feed from past every seq handed out is told to resync (410).
+            "checks": {
+                "positive_data_acceptance": {
+                    "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "410", "429", "5xx"]
+                }
+            },
         }
     )
     return schemathesis.openapi.from_url(f"{live_server.url}/openapi.json", config=config)

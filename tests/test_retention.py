@@ -1,7 +1,8 @@
 """What the change log keeps: BOTSTATE_HISTORY_DAYS and BOTSTATE_HISTORY_VERSIONS, pruning, and the 410 behind it."""
 
+import pytest
 from conftest import execute_sql, settings_of
-from spec_data import ACCOUNT_0, TICKER_AAPL
+from spec_data import ACCOUNT_0, TICKER_AAPL, TICKER_MSFT
 
 ROW = f"state/{ACCOUNT_0}/{TICKER_AAPL}"
 
@@ -82,3 +83,58 @@ def test_deleting_a_bot_deletes_its_log_and_no_seq_is_handed_out_twice(configure
     again = {"slug": "b", "apiKey": key}
     write(client, again, 2)
     assert [change["seq"] > last for change in get(client, again, "changes").json["data"]] == [True]
+
+
+def test_a_batch_undone_is_pruned_again_on_the_next_pass(configured, monkeypatch):
+    client, bot, storage = configured(HISTORY_DAYS=0)
+    for n in range(3):
+        write(client, bot, n)
+    real, failures = storage._mark_pruned, []
+
+    def fail_once(*args):
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("the disk is full")
+        return real(*args)
+
+    monkeypatch.setattr(storage, "_mark_pruned", fail_once)
+    with pytest.raises(RuntimeError):
+        storage.prune_changes()
+    assert storage.prune_changes() == 2  # the undone batch's entries, not skipped
+
+
+def test_a_row_dated_ahead_of_the_clock_holds_no_other_row_back(configured):
+    client, bot, storage = configured(HISTORY_DAYS=0)
+    execute_sql(
+        settings_of(storage),
+        "INSERT INTO tickers (id, symbol, created_at) VALUES (?, 'MSFT', ?)",
+        (TICKER_MSFT, "2026-01-01T00:00:00.000Z"),
+    )
+    write(client, bot, 0)
+    body = {"states": [{"accountId": ACCOUNT_0, "tickerId": TICKER_MSFT, "state": {"ahead": 1}}]}
+    assert client.post("/api/bots/b/state", json=body, headers={"x-api-key": bot["apiKey"]}).status_code == 200
+    execute_sql(
+        settings_of(storage),
+        "UPDATE state_changes SET at = ? WHERE ticker_id = ?",
+        ("2099-01-01T00:00:00.000Z", TICKER_MSFT),
+    )
+    for n in range(1, 5):
+        write(client, bot, n)
+    storage.prune_changes()
+    assert [change["version"] for change in get(client, bot, f"{ROW}/history").json["data"]] == [5]
+
+
+def test_a_delete_kept_as_the_largest_goes_once_a_newer_entry_comes(configured):
+    client, bot, storage = configured(HISTORY_DAYS=0)
+    write(client, bot, 0)
+    assert client.delete(f"/api/bots/b/{ROW}", headers={"x-api-key": bot["apiKey"]}).status_code == 200
+    storage.prune_changes()
+    execute_sql(
+        settings_of(storage),
+        "INSERT INTO tickers (id, symbol, created_at) VALUES (?, 'MSFT', ?)",
+        (TICKER_MSFT, "2026-01-01T00:00:00.000Z"),
+    )
+    body = {"states": [{"accountId": ACCOUNT_0, "tickerId": TICKER_MSFT, "state": {"other": 1}}]}
+    assert client.post("/api/bots/b/state", json=body, headers={"x-api-key": bot["apiKey"]}).status_code == 200
+    storage.prune_changes()
+    assert get(client, bot, f"{ROW}/history").status_code == 404  # its delete, and the row, are gone
