@@ -251,7 +251,7 @@ class Storage(Protocol):
     def count_changes(self, bot_id: str | None = None) -> int:
         """How many change-log entries are kept, for one bot or all."""
 
-    def prune_changes(self, batch: int = 200, stop=None) -> int:
+    def prune_changes(self, batch: int = 100, stop=None) -> int:
         """Remove what `retention` no longer keeps, a short transaction per batch; how many entries went."""
 
     # Backups and transfers

@@ -14,7 +14,7 @@ from backends.changes import NO_HORIZON
 log = logging.getLogger("botstate.storage")
 
 # Entries looked at per transaction: each batch holds the write lock for a few ms at most.
-PRUNE_BATCH = 200
+PRUNE_BATCH = 100
 # Seconds between pruning passes, and between the batches of one pass.
 PRUNE_INTERVAL = 5.0
 BATCH_PAUSE = 0.01
