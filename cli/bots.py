@@ -5,7 +5,7 @@ import sys
 import click
 
 import keys
-from cli.common import OneLineGroup, check_name, emit, json_option, storage, storage_errors
+from cli.common import OneLineGroup, check_name, emit, existing_bot, json_option, storage, storage_errors
 from schemas import MAX_SLUG_LENGTH, is_valid_bot_slug
 
 MAX_GRACE_SECONDS = 30 * 24 * 3600
@@ -127,9 +127,7 @@ def bots_keys(slug, as_json):
 def bots_delete(slug, yes, as_json):
     """Delete a bot and every state it stored."""
     with storage_errors():
-        bot = storage().get_bot(slug)
-        if bot is None:
-            raise click.ClickException(f"Bot {slug!r} not found")
+        bot = existing_bot(storage(), slug)
         if not yes:
             if as_json or not sys.stdin.isatty():
                 raise click.ClickException(

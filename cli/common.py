@@ -94,6 +94,14 @@ def storage_errors():
         raise click.ClickException(str(error)) from None
 
 
+def existing_bot(database, slug):
+    """The bot `slug` of `database`, or the one-line error that it does not exist."""
+    bot = database.get_bot(slug)
+    if bot is None:
+        raise click.ClickException(f"Bot {slug!r} not found")
+    return bot
+
+
 def canonical_uuid(value, what):
     """The lowercase form of a UUID option, or a clear usage error."""
     if not is_uuid(value):

@@ -9,7 +9,17 @@ import click
 
 import clock
 import jsoncodec
-from cli.common import OneLineGroup, canonical_uuid, emit, file_label, json_option, progress, storage, storage_errors
+from cli.common import (
+    OneLineGroup,
+    canonical_uuid,
+    emit,
+    existing_bot,
+    file_label,
+    json_option,
+    progress,
+    storage,
+    storage_errors,
+)
 from schemas import is_uuid
 from storage import TRANSFER_KINDS
 from transfer import BadRecord, dump_record, parse_record
@@ -122,9 +132,7 @@ def states_show(slug, account, ticker, limit, as_json):
     """Show a bot's states as a table: tickers by symbol, accounts by name, age of each update."""
     database = storage()
     with storage_errors():
-        bot = database.get_bot(slug)
-        if bot is None:
-            raise click.ClickException(f"Bot {slug!r} not found")
+        bot = existing_bot(database, slug)
         symbols = {row["id"]: row["symbol"] for row in database.list_tickers()}
         names = {row["id"]: row["name"] for row in database.list_accounts()}
         account_id = None if account is None else canonical_uuid(account, "--account")
@@ -205,9 +213,7 @@ def states_history(slug, account, ticker, limit, as_json):
     """Show a row's kept versions, newest first, with its delete first when it was deleted."""
     database = storage()
     with storage_errors():
-        bot = database.get_bot(slug)
-        if bot is None:
-            raise click.ClickException(f"Bot {slug!r} not found")
+        bot = existing_bot(database, slug)
         account_id = canonical_uuid(account, "--account")
         ticker_id = _ticker_named(ticker, {row["id"]: row["symbol"] for row in database.list_tickers()})
         changes, more = database.state_history(bot["id"], account_id, ticker_id, limit)
