@@ -23,7 +23,9 @@ CASES = (
     "POST 1000 states, 2,000 rows",
     "PATCH 1 state",
     "GET one row",
+    "POST 1 state, change log on",
     "POST 1 state, change log off",
+    "POST 1000 states, change log on",
     "POST 1000 states, change log off",
     "GET changes, nothing new",
     "reference: bare upsert route, 1 state",
@@ -35,7 +37,18 @@ CASES = (
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
 def test_bench_runs_every_case_without_errors():
     result = subprocess.run(
-        [sys.executable, "bench/run.py", "--duration", "1", "--prefill", "2000", "--disk-writes", "20000"],
+        [
+            sys.executable,
+            "bench/run.py",
+            "--duration",
+            "1",
+            "--prefill",
+            "2000",
+            "--disk-writes",
+            "20000",
+            "--rounds",
+            "2",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -61,4 +74,20 @@ def test_bench_runs_every_case_without_errors():
     assert result.returncode == ("FAIL" in verdicts), result.stdout  # exit 1 exactly when a target is missed
     assert re.search(r"request at the body limit raised peak RSS by \d+ MB", result.stdout)
     assert re.search(r"Change log: [\d,]+ bytes per logged version; after 20,000 writes", result.stdout)
+    assert "The change log on and off rows ran on twin data sets, 2 times each in turn" in result.stdout
     assert re.search(r"they reach \d\.\d\dx \(upsert\) and \d\.\d\dx \(read\) of the ceiling", result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("rates", "kept"),
+    (([30.0], 30.0), ([30.0, 10.0, 20.0], 20.0), ([40.0, 10.0], 10.0), ([5.0, 9.0, 7.0, 8.0], 7.0)),
+)
+def test_turns_keep_the_median_round_and_every_rounds_errors(rates, kept):
+    from bench.run import median_round
+
+    rows = [{"rps": rate, "errors": n, "postgres": {"rps": -rate, "errors": 1}} for n, rate in enumerate(rates)]
+    row = median_round(rows)
+    assert row["rps"] == kept
+    assert row["errors"] == sum(range(len(rates)))
+    assert row["postgres"] == {"rps": sorted(-rate for rate in rates)[(len(rates) - 1) // 2], "errors": len(rates)}
+    assert median_round([dict(r, postgres=None) for r in rows])["postgres"] is None
