@@ -72,7 +72,7 @@ class Changes:
         when the key no longer works or `after` is older than what is kept."""
         sql = self._once(
             "feed_header",
-            lambda: f"WITH {self._feed_scanned()} SELECT {self.key_works(':bot', ':key')},"
+            lambda: f"WITH {self.dialect.feed_scanned} SELECT {self.key_works(':bot', ':key')},"
             " (SELECT pruned_seq FROM change_horizons WHERE bot_id = :bot), (SELECT max(seq) FROM scanned),"
             f" ({self.dialect.largest_seq})",
         )
@@ -86,14 +86,6 @@ class Changes:
             raise ChangesAhead(largest or 0)
         return scanned_to
 
-    @staticmethod
-    def _feed_scanned():
-        """SQL: the CTE `scanned`, the seqs of the entries a feed request reads."""
-        return (
-            "scanned AS (SELECT seq FROM state_changes WHERE bot_id = :bot AND seq > :after AND seq <= :horizon"
-            " ORDER BY seq LIMIT :scan)"
-        )
-
     def _feed_sql(self, account_id, ticker_id):
         """SQL: the entries of `scanned` that the filters keep, oldest first."""
         filters = "".join(
@@ -106,7 +98,7 @@ class Changes:
         )
         return self._once(
             f"feed{filters}",
-            lambda: f"WITH {self._feed_scanned()} SELECT {self.change_columns()} FROM state_changes"
+            lambda: f"WITH {self.dialect.feed_scanned} SELECT {self.change_columns()} FROM state_changes"
             f" WHERE seq IN (SELECT seq FROM scanned) AND seq <= :scanned_to{filters} ORDER BY seq LIMIT :limit",
         )
 
@@ -216,9 +208,14 @@ class Changes:
 
     def _forget_changes(self, conn, bot_id):
         """Delete a deleted bot's change log (its rows' deletes, that the cascade logged, too)."""
+        d = self.dialect
         largest = self._run(conn, "SELECT max(seq) FROM state_changes").fetchone()[0]
-        for table in ("state_changes", "state_tombstones", "change_horizons", "change_floors"):
-            self._run(conn, f"DELETE FROM {table} WHERE bot_id = :bot", {"bot": bot_id})
+        params = {"bot": bot_id, "before": None}
+        self._run(conn, f"DELETE FROM state_changes WHERE seq IN ({d.bot_entries})", params)
+        if d.forget_runs is not None:
+            self._run(conn, d.forget_runs, params)
+        for table in ("state_tombstones", "change_horizons", "change_floors"):
+            self._run(conn, f"DELETE FROM {table} WHERE bot_id = :bot", params)
         if self.keeps_largest_seq and largest is not None:
             # In the largest entry's place, one of no bot (pruned in time): no seq is handed out twice.
             self._run(
@@ -238,18 +235,17 @@ class Changes:
             self._run(conn, d.publish_floor)  # seqs taken here, with no row's trigger to publish first
         had_log = self._once(
             "had_log",
-            lambda: "SELECT EXISTS (SELECT 1 FROM state_changes WHERE bot_id = :bot AND seq <= :before)",
+            lambda: f"SELECT EXISTS (SELECT 1 FROM ({d.bot_entries}) AS entries WHERE seq <= :before)",
         )
         fresh = {}
         for bot_id in dict.fromkeys(change["botId"] for change in changes):
             fresh[bot_id] = not self._run(conn, had_log, {"bot": bot_id, "before": logged_before}).fetchone()[0]
             if fresh[bot_id]:
+                params = {"bot": bot_id, "before": logged_before}
                 for table in ("state_changes", "state_tombstones"):
-                    self._run(
-                        conn,
-                        f"DELETE FROM {table} WHERE bot_id = :bot AND seq > :before",
-                        {"bot": bot_id, "before": logged_before},
-                    )
+                    self._run(conn, f"DELETE FROM {table} WHERE bot_id = :bot AND seq > :before", params)
+                if d.forget_runs is not None:
+                    self._run(conn, d.forget_runs, params)
         insert = (
             "INSERT INTO state_changes"
             " (bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at, prev_seq)"
@@ -281,4 +277,4 @@ class Changes:
         """How many change-log entries are kept, for one bot or all."""
         if bot_id is None:
             return self._scalar("SELECT count(*) FROM state_changes")
-        return self._scalar("SELECT count(*) FROM state_changes WHERE bot_id = :bot", {"bot": bot_id})
+        return self._scalar(f"SELECT count(*) FROM ({self.dialect.bot_entries}) AS entries", {"bot": bot_id})

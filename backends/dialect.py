@@ -26,6 +26,31 @@ class SQLiteDialect:
     # The largest seq handed out, and what publishes a writer's seq floor (none: writers take turns).
     largest_seq = "SELECT max(seq) FROM state_changes"
     publish_floor = None
+    # A bot's entries are found by its runs (schema 0007): each from its first seq to the next run's.
+    _run_entries = (
+        "change_runs AS r JOIN state_changes AS e ON e.seq >= r.first_seq AND e.seq < coalesce("
+        "(SELECT min(n.first_seq) FROM change_runs AS n WHERE n.first_seq > r.first_seq), {end})"
+        " WHERE r.bot_id = :bot AND e.bot_id = :bot"
+    )
+    # The CTE `scanned`: the seqs of the bot's entries after :after, at most :scan of them, from
+    # the run that holds :after on, and none past :horizon.
+    feed_scanned = (
+        f"scanned AS (SELECT e.seq FROM {_run_entries.format(end=':horizon + 1')}"
+        " AND r.first_seq >= coalesce((SELECT max(b.first_seq) FROM change_runs AS b WHERE b.bot_id = :bot"
+        " AND b.first_seq <= :after), 0) AND e.seq > :after AND e.seq <= :horizon"
+        " ORDER BY r.first_seq, e.seq LIMIT :scan)"
+    )
+    # SQL: the seqs of all the bot's entries.
+    bot_entries = f"SELECT e.seq FROM {_run_entries.format(end=str(2**62))}"
+    # What deleting the bot's entries (all of them, or those after :before) leaves to delete.
+    forget_runs = "DELETE FROM change_runs WHERE bot_id = :bot AND first_seq > coalesce(:before, -1)"
+    # The runs that held the entries :seqs (a set parameter) and hold none any more.
+    drop_empty_runs = (
+        "DELETE FROM change_runs WHERE first_seq IN (SELECT (SELECT max(r.first_seq) FROM change_runs AS r"
+        " WHERE r.first_seq <= g.value) FROM json_each(:seqs) AS g) AND NOT EXISTS (SELECT 1 FROM state_changes"
+        " AS e WHERE e.seq >= change_runs.first_seq AND e.seq < coalesce((SELECT min(n.first_seq)"
+        f" FROM change_runs AS n WHERE n.first_seq > change_runs.first_seq), {2**62}))"
+    )
 
     def prepare(self, sql):
         """`sql` in the driver's parameter style: sqlite3 reads :name itself."""
@@ -138,6 +163,13 @@ class PostgresDialect(SQLiteDialect):
     log_seq_column = log_seq_value = log_seq_set = ""
     largest_seq = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM state_changes_seq"
     publish_floor = "SELECT botstate_publish_change_floor()"
+    # An index by (bot, seq) finds a bot's entries: writers run side by side, so runs would be short.
+    feed_scanned = (
+        "scanned AS (SELECT seq FROM state_changes WHERE bot_id = :bot AND seq > :after AND seq <= :horizon"
+        " ORDER BY seq LIMIT :scan)"
+    )
+    bot_entries = "SELECT seq FROM state_changes WHERE bot_id = :bot"
+    forget_runs = drop_empty_runs = None
 
     @functools.cache  # noqa: B019 - one instance, and a statement's text is its key
     def prepare(self, sql):

@@ -84,12 +84,13 @@ class Pruning:
         return [row[0] for row in rows]
 
     def _delete_entries(self, conn, seqs):
-        """Delete these entries, and the deleted rows they are the deletes of."""
+        """Delete these entries, the deleted rows they are the deletes of, and the runs they leave empty."""
         d = self.dialect
+        params = {"seqs": d.set_param(seqs)}
         for table in ("state_changes", "state_tombstones"):
-            self._run(
-                conn, f"DELETE FROM {table} WHERE {d.in_set('seq', 'seqs', 'bigint')}", {"seqs": d.set_param(seqs)}
-            )
+            self._run(conn, f"DELETE FROM {table} WHERE {d.in_set('seq', 'seqs', 'bigint')}", params)
+        if d.drop_empty_runs is not None:
+            self._run(conn, d.drop_empty_runs, params)
 
     def _prune_by_age(self, conn, batch):
         d = self.dialect

@@ -14,7 +14,7 @@ from app import create_app
 from storage import Credentials, StateWrite
 
 # The triggers the migrations create (backends/sqlite_schema.py, backends/postgres_schema.py).
-SQLITE_TRIGGERS = ("state_changes_insert", "state_changes_update", "state_changes_delete")
+SQLITE_TRIGGERS = ("state_changes_insert", "state_changes_update", "state_changes_delete", "change_runs_start")
 POSTGRES_TRIGGER = "state_changes_log"
 
 
