@@ -28,20 +28,23 @@ class SQLiteDialect:
     publish_floor = None
     # A bot's entries are found by its runs (schema 0007): each from its first seq to the next run's.
     _run_entries = (
-        "change_runs AS r JOIN state_changes AS e ON e.seq >= r.first_seq AND e.seq < coalesce("
-        "(SELECT min(n.first_seq) FROM change_runs AS n WHERE n.first_seq > r.first_seq), {end})"
+        "change_runs AS r JOIN state_changes AS e ON e.seq >= {start} AND e.seq < coalesce("
+        "(SELECT min(n.first_seq) FROM change_runs AS n WHERE n.first_seq > r.first_seq{until}), {end})"
         " WHERE r.bot_id = :bot AND e.bot_id = :bot"
     )
     # The CTE `scanned`: the seqs of the bot's entries after :after, at most :scan of them, from
-    # the run that holds :after on, and none past :horizon.
+    # the run that holds :after on, and none past :horizon. Each run's entries are read between
+    # one lower and one upper bound: of two, SQLite seeks by one and reads on to the other.
     feed_scanned = (
-        f"scanned AS (SELECT e.seq FROM {_run_entries.format(end=':horizon + 1')}"
-        " AND r.first_seq >= coalesce((SELECT max(b.first_seq) FROM change_runs AS b WHERE b.bot_id = :bot"
-        " AND b.first_seq <= :after), 0) AND e.seq > :after AND e.seq <= :horizon"
-        " ORDER BY r.first_seq, e.seq LIMIT :scan)"
+        "scanned AS (SELECT e.seq FROM "
+        + _run_entries.format(
+            start="max(r.first_seq, :after + 1)", until=" AND n.first_seq <= :horizon", end=":horizon + 1"
+        )
+        + " AND r.first_seq <= :horizon AND r.first_seq >= coalesce((SELECT max(b.first_seq) FROM change_runs AS b"
+        " WHERE b.bot_id = :bot AND b.first_seq <= :after), 0) ORDER BY r.first_seq, e.seq LIMIT :scan)"
     )
     # SQL: the seqs of all the bot's entries.
-    bot_entries = f"SELECT e.seq FROM {_run_entries.format(end=str(2**62))}"
+    bot_entries = f"SELECT e.seq FROM {_run_entries.format(start='r.first_seq', until='', end=str(2**62))}"
     # What deleting the bot's entries (all of them, or those after :before) leaves to delete.
     forget_runs = "DELETE FROM change_runs WHERE bot_id = :bot AND first_seq > coalesce(:before, -1)"
     # The runs that held the entries :seqs (a set parameter) and hold none any more.

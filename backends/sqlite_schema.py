@@ -204,15 +204,15 @@ def _add_change_log(db):
 
 
 # The feed finds a bot's entries by runs instead of an index by bot: a run is a stretch of
-# seqs that starts at an entry whose seq before it is not the same bot's, and ends where the
-# next run (of any bot) starts. Writers take turns and append at the end, so a run is a
-# write of one bot, or a series of them, and only its first entry adds a row here; an index
-# by (bot, seq) took a write for every entry, a third of what a bulk write cost. A run that
-# loses its entries to pruning is dropped (backends/changes.py); its empty stretch then joins
-# the run before it.
+# seqs from the entry that starts it to where the next run (of any bot) starts, and holds one
+# bot's entries. Writers take turns and append at the end, so a run is a write of one bot, or
+# a series of them, and only an entry that the run before it does not hold for its bot adds a
+# row here (one that is left over, from entries deleted, is replaced); an index by (bot, seq)
+# took a write for every entry, a third of what a bulk write cost. A run that loses its
+# entries to pruning is dropped (backends/pruning.py): its empty stretch joins the run before it.
 _RUN_START = """
 INSERT OR REPLACE INTO change_runs (first_seq, bot_id) SELECT NEW.seq, NEW.bot_id
-WHERE (SELECT bot_id FROM state_changes WHERE seq = NEW.seq - 1) IS NOT NEW.bot_id
+WHERE (SELECT bot_id FROM change_runs WHERE first_seq <= NEW.seq ORDER BY first_seq DESC LIMIT 1) IS NOT NEW.bot_id
 """
 
 

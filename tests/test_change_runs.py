@@ -2,8 +2,10 @@
 PostgreSQL by an index. Whatever the writes' interleaving, pruning, deletes and upgrades, each
 bot's feed is exactly its own entries, once each, in seq order."""
 
+import contextlib
 import json
 import random
+import sqlite3
 import uuid
 
 import pytest
@@ -152,3 +154,51 @@ def test_a_log_made_before_runs_is_upgraded_to_them(tmp_path):
     assert execute_sql({"DATABASE": path}, "SELECT name FROM sqlite_master WHERE name = 'state_changes_feed'") == []
     assert_each_bot_reads_its_own(storage, [Credentials(bot, key_hash) for bot in "ab"])
     storage.close()
+
+
+def feed_ops(storage, bot, after, limit):
+    """SQLite: the bytecode operations (in thousands) that one feed request runs."""
+    conn = storage._db()
+    thousands = [0]
+    conn.set_progress_handler(lambda: thousands.__setitem__(0, thousands[0] + 1), 1000)
+    try:
+        page, _ = storage.list_changes(bot, after, limit)
+    finally:
+        conn.set_progress_handler(None, 0)
+    return page, thousands[0]
+
+
+@pytest.mark.sqlite_only("runs are SQLite's")
+def test_a_poll_of_a_bot_that_writes_rarely_reads_only_its_own_runs(storage):
+    rare, busy = make_bots(storage, count=2)
+    every, count = 200, 100  # one entry of the rare bot in every 200: a run each
+    stamp = "2026-01-01T00:00:00.000Z"
+    with contextlib.closing(sqlite3.connect(storage.path)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO state_changes (seq, bot_id, account_id, ticker_id, row_id, op, version, state, created_at, at)"
+            " VALUES (?, ?, ?, ?, ?, 'upsert', 1, '{}', ?, ?)",
+            [
+                (seq, (rare if seq % every == 0 else busy).bot_id, ACCOUNTS[0], TICKERS[0], f"r{seq}", stamp, stamp)
+                for seq in range(1, every * count + 1)
+            ],
+        )
+    for after, expected in ((0, count), (every * count // 2, count // 2)):
+        page, thousands = feed_ops(storage, rare, after, count)
+        assert [change.seq for change in page] == list(range(after + every, every * count + 1, every))
+        assert len(page) == expected
+        # Each of its runs is read from where the page is: about one step per run, not the
+        # busy bot's entries between them (over 10,000 thousand operations when it was).
+        assert thousands < 300
+
+
+@pytest.mark.sqlite_only("runs are SQLite's")
+def test_a_run_left_over_where_an_entry_goes_is_replaced_by_the_entrys_own(storage):
+    mine, other = make_bots(storage, count=2)
+    write = [StateWrite(ACCOUNTS[0], TICKERS[0], json.dumps({"n": 1}))]
+    storage.write_states(mine, write)
+    # A run of another bot where the next entry goes, as deleted entries of an older release left it.
+    [(largest,)] = execute_sql(settings_of(storage), "SELECT max(seq) FROM state_changes")
+    execute_sql(settings_of(storage), "INSERT INTO change_runs VALUES (?, ?)", (largest + 1, other.bot_id))
+    storage.write_states(mine, write)
+    assert read_feed(storage, mine, 100) == logged(storage, mine) == [largest, largest + 1]
+    assert empty_runs(storage) == []
