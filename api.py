@@ -68,13 +68,17 @@ def item_error(account_id, ticker_id, index, outcome):
         message = outcome.value.format(max_state_bytes=current_app.config["MAX_STATE_BYTES"])
     else:
         message = outcome.value
-    return {
+    failed = {
         "status": "error",
         "error": message,
         "accountId": account_id,
         "tickerId": ticker_id,
         "index": index,
     }
+    # After the spec's fields: a client written against the spec sees nothing change.
+    if isinstance(outcome, VersionConflict):
+        return {**failed, "code": outcome.code, "currentVersion": outcome.found}
+    return {**failed, "code": outcome.code}
 
 
 def write_states(bot, merge):
@@ -106,6 +110,7 @@ def write_states(bot, merge):
                 "data": row_json(outcome),
                 "accountId": account_id,
                 "tickerId": ticker_id,
+                "index": index,
             }
         )
     failures = Counter(item["error"] for item in results if item["status"] == "error")

@@ -67,6 +67,11 @@ class ItemError(enum.Enum):
     STATE_TOO_LARGE = "State exceeds {max_state_bytes} bytes"
     FAILED = "Failed to update state"
 
+    @property
+    def code(self):
+        """The machine-readable code a per-item error carries beside its message."""
+        return "INTERNAL_ERROR" if self is ItemError.FAILED else self.name
+
 
 @dataclasses.dataclass(frozen=True)
 class VersionConflict:
@@ -74,6 +79,7 @@ class VersionConflict:
 
     expected: object
     found: int
+    code = "VERSION_CONFLICT"  # not a field: the per-item error's code
 
 
 @dataclasses.dataclass(frozen=True)

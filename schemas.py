@@ -11,6 +11,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, pre_l
 
 import clock
 from jsoncodec import depth_exceeds
+from records import ItemError, VersionConflict
 
 SLUG_PATTERN = re.compile(r"[a-zA-Z0-9_-]+")
 # Only the canonical 8-4-4-4-12 form: no braces, no urn:uuid:, no missing hyphens.
@@ -431,15 +432,28 @@ class SummarySchema(Schema):
     failed = fields.Integer(required=True)
 
 
+# The codes of per-item errors, beside their messages.
+ITEM_ERROR_CODES = (*(error.code for error in ItemError), VersionConflict.code)
+
+
 class ItemResultSchema(Schema):
-    """The outcome of one item: `data` on success, `error` and `index` on failure."""
+    """The outcome of one item: `data` on success; `error`, `code` (and for a version
+    conflict `currentVersion`) on failure; `index` on both."""
 
     status = fields.String(required=True, validate=validate.OneOf(["success", "error"]))
     data = fields.Nested(StateRowSchema)
     error = fields.String()
     accountId = fields.String(required=True)
     tickerId = fields.String(required=True)
-    index = fields.Integer()
+    index = fields.Integer(
+        required=True, metadata={"description": "The item's place in the request's states array, from 0"}
+    )
+    code = fields.String(
+        validate=validate.OneOf(ITEM_ERROR_CODES), metadata={"description": "On failure: why, for programs"}
+    )
+    currentVersion = fields.Integer(
+        metadata={"description": "On a version conflict: the stored version (0: no row), to retry with"}
+    )
 
 
 class WriteResponseSchema(Schema):

@@ -128,7 +128,7 @@ def test_three_item_example_has_the_spec_shape(live_server, bot, registered, sto
     ok_0, ok_1, failed = payload["results"]
 
     for result, sent in ((ok_0, THREE_ITEMS[0]), (ok_1, THREE_ITEMS[1])):
-        assert list(result) == ["status", "data", "accountId", "tickerId"]
+        assert list(result) == ["status", "data", "accountId", "tickerId", "index"]  # the spec's, then index
         assert result["status"] == "success"
         assert result["accountId"] == sent["accountId"]
         assert result["tickerId"] == sent["tickerId"]
@@ -161,8 +161,10 @@ def test_three_item_example_has_the_spec_shape(live_server, bot, registered, sto
         "accountId": ACCOUNT_2,
         "tickerId": TICKER_UNKNOWN,
         "index": 2,
+        "code": "TICKER_NOT_FOUND",
     }
-    assert list(failed) == ["status", "error", "accountId", "tickerId", "index"]
+    assert list(failed) == ["status", "error", "accountId", "tickerId", "index", "code"]  # the spec's, then code
+    assert [ok_0["index"], ok_1["index"]] == [0, 1]
     assert storage.count_states(bot["id"]) == 2
 
 
@@ -733,6 +735,7 @@ def test_state_over_the_byte_limit_fails_alone(limited):
             "accountId": items[index]["accountId"],
             "tickerId": items[index]["tickerId"],
             "index": index,
+            "code": "STATE_TOO_LARGE",
         }
         # the refused state was not written over whatever was there
         key = (items[index]["accountId"], items[index]["tickerId"])

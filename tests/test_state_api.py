@@ -336,7 +336,9 @@ def test_post_and_patch_answer_the_same_shape_with_versions(client, bot, registe
         assert body == {
             "success": True,
             "summary": {"total": 1, "succeeded": 1, "failed": 0},
-            "results": [{"status": "success", "data": data, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL}],
+            "results": [
+                {"status": "success", "data": data, "accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "index": 0}
+            ],
         }
         assert list(data) == ROW_KEYS
         assert data["version"] == version
@@ -395,6 +397,8 @@ def test_expected_version(client, bot, registered, method, writes_before, expect
             "accountId": ACCOUNT_0,
             "tickerId": TICKER_AAPL,
             "index": 0,
+            "code": "VERSION_CONFLICT",
+            "currentVersion": version_after,  # what is stored: the version to retry with
         }
         assert after == before  # nothing of the item was written
         assert (after or {"version": 0})["version"] == version_after
@@ -417,6 +421,8 @@ def test_a_version_conflict_fails_alone(client, bot, registered, method):
         "accountId": ACCOUNT_0,
         "tickerId": TICKER_AAPL,
         "index": 1,
+        "code": "VERSION_CONFLICT",
+        "currentVersion": 2,
     }
     assert stored(client, bot) == before
     assert stored(client, bot, ACCOUNT_1, TICKER_MSFT)["state"] == {"n": "first"}

@@ -181,9 +181,11 @@ class StateMachine(RuleBasedStateMachine):
             body.append(item)
             outcome = decider.decide(StateWrite(account, ticker, jsoncodec.dumps(state), expected_version))
             if isinstance(outcome, VersionConflict):
-                expectations.append(("error", f"Version conflict: expected {outcome.expected}, found {outcome.found}"))
+                message = f"Version conflict: expected {outcome.expected}, found {outcome.found}"
+                expectations.append(("error", (message, {"code": outcome.code, "currentVersion": outcome.found})))
             elif isinstance(outcome, ItemError):
-                expectations.append(("error", outcome.value.format(max_state_bytes=MAX_STATE_BYTES)))
+                message = outcome.value.format(max_state_bytes=MAX_STATE_BYTES)
+                expectations.append(("error", (message, {"code": outcome.code})))
             else:
                 decider.accept(outcome)
                 new_state = json.loads(outcome.state_json)
@@ -203,14 +205,17 @@ class StateMachine(RuleBasedStateMachine):
             assert result["accountId"] == item["accountId"]
             assert result["tickerId"] == item["tickerId"]
             assert result["status"] == outcome, (item, result)
-            event(f"{method} {outcome}: {detail.split(':')[0] if outcome == 'error' else 'written'}")
+            assert result["index"] == index
+            event(f"{method} {outcome}: {detail[0].split(':')[0] if outcome == 'error' else 'written'}")
             if outcome == "error":
+                message, codes = detail
                 assert result == {
                     "status": "error",
-                    "error": detail,
+                    "error": message,
                     "accountId": item["accountId"],
                     "tickerId": item["tickerId"],
                     "index": index,
+                    **codes,
                 }
                 continue
             self.learn(method, result["data"], *detail)
