@@ -131,8 +131,15 @@ MIGRATIONS = (
         $$;
         -- Before a row is written: publish the floor once per transaction, then give the row
         -- its entry's seq (a seq an insert skipped by ON CONFLICT burns is only a gap).
+        -- An insert first takes the row's lock that deletes and bulk writes take (lock_rows_sql):
+        -- one that waited for a row being deleted would otherwise keep a seq from before that
+        -- delete's, and the row's new life would come before its end in the feed.
         CREATE FUNCTION botstate_number_state_change() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
+            IF TG_OP = 'INSERT' THEN
+                PERFORM pg_advisory_xact_lock(hashtextextended(
+                    NEW.bot_id::text || '/' || NEW.user_broker_account_id::text || '/' || NEW.ticker_id::text, 0));
+            END IF;
             PERFORM botstate_publish_change_floor();
             NEW.log_seq := nextval('state_changes_seq');
             RETURN NEW;

@@ -1,6 +1,7 @@
 """The change log: every write and delete appends entries, the feed hands them out once in order,
 history and as-of reads answer from them."""
 
+import threading
 import time
 
 import pytest
@@ -306,3 +307,38 @@ def test_as_of_a_moment_the_row_existed_but_was_not_logged_says_it_is_not_kept(c
     answer = client.get(path, query_string={"asOf": "2021-01-01T00:00:00Z"}, headers=headers(bot))
     assert answer.status_code == 404
     assert answer.json["error"] == f"State history before {row['updatedAt']} is no longer kept"
+
+
+@POSTGRES_ONLY  # SQLite's writers take turns
+def test_a_row_created_while_its_delete_runs_comes_after_the_delete_in_the_feed(client, bot, registered, database):
+    import psycopg
+
+    post(client, bot, item(state={"n": 1}))
+    _, after = feed(client, bot)
+    # Between the row's removal and the log's entry for it, a second: a trigger that runs first.
+    with psycopg.connect(database["DATABASE_URL"], autocommit=True) as setup:
+        setup.execute(
+            "CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM pg_sleep(1); RETURN OLD; END $$"
+        )
+        setup.execute(
+            "CREATE TRIGGER a_slow_delete AFTER DELETE ON user_bot_states FOR EACH ROW EXECUTE FUNCTION slow_delete()"
+        )
+
+    def delete():  # as delete_state does it: the row's lock, then the delete
+        with psycopg.connect(database["DATABASE_URL"]) as conn:
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"{bot['id']}/{ACCOUNT_0}/{TICKER_AAPL}"]
+            )
+            conn.execute(
+                "DELETE FROM user_bot_states WHERE user_broker_account_id = %s AND ticker_id = %s",
+                [ACCOUNT_0, TICKER_AAPL],
+            )
+
+    deleting = threading.Thread(target=delete)
+    deleting.start()
+    time.sleep(0.3)
+    post(client, bot, item(state={"n": "again"}))  # a lone write of the same row, while the delete runs
+    deleting.join(timeout=10)
+    seen = [(c["op"], c["version"]) for c in changes(client, bot, after)["data"]]
+    assert seen == [("delete", 1), ("upsert", 1)]

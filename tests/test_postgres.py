@@ -266,30 +266,41 @@ def test_a_transaction_aborted_by_a_deadlock_is_tried_again_and_counted(storage,
 
 
 @POSTGRES_ONLY
-def test_a_row_created_between_a_bulk_writes_read_and_its_write_is_read_again_not_a_503(configured, backend):
-    # Regression: a lone write takes no row locks first, so it could create a row the bulk
+def test_a_lone_write_of_a_row_a_bulk_write_holds_waits_for_it_not_a_503(configured, backend):
+    # Regression: a lone write took no row locks first, so it could create a row the bulk
     # write had read as absent; the whole transaction was tried again three times, then 503.
+    # Its insert now takes the row's lock first, so it waits for the bulk write instead.
     _, bot, storage = configured()
     storage.add_ticker("MSFT", TICKER_MSFT)
     credentials = Credentials(storage.get_bot("b")["id"], hash_key(bot["apiKey"]))
     other = open_storage(dict(DATABASE_URL=storage.url, BUSY_TIMEOUT_MS=5000, THREADS=1))
-    store, meanwhile = storage._store, []
+    store, meanwhile, lone = storage._store, [], []
 
-    def store_after_a_lone_write(conn, rows, stored):
-        if not meanwhile:
-            meanwhile.append(other.write_states(credentials, [write_of(item(state={"lone": 1}))]))
+    def store_during_a_lone_write(conn, rows, stored):
+        if not lone:
+            lone.append(
+                threading.Thread(
+                    target=lambda: meanwhile.append(
+                        other.write_states(credentials, [write_of(item(state={"lone": 1}))])
+                    )
+                )
+            )
+            lone[0].start()
+            lone[0].join(timeout=0.5)
+            assert lone[0].is_alive()  # waiting for this write's rows
         return store(conn, rows, stored)
 
-    storage._store = store_after_a_lone_write
+    storage._store = store_during_a_lone_write
     try:
         outcomes = storage.write_states(
             credentials, [write_of(item(state={"bulk": 1})), write_of(item(ACCOUNT_0, TICKER_MSFT))]
         )
+        lone[0].join(timeout=10)
     finally:
         other.close()
-    assert meanwhile[0][0].version == 1
-    assert [(row.state_json, row.version) for row in outcomes] == [('{"bulk":1}', 2), ('{"position":"long"}', 1)]
-    assert storage.get_state(credentials.bot_id, ACCOUNT_0, TICKER_AAPL) == outcomes[0]
+    assert [(row.state_json, row.version) for row in outcomes] == [('{"bulk":1}', 1), ('{"position":"long"}', 1)]
+    assert (meanwhile[0][0].state_json, meanwhile[0][0].version) == ('{"lone":1}', 2)
+    assert storage.get_state(credentials.bot_id, ACCOUNT_0, TICKER_AAPL) == meanwhile[0][0]
     assert storage.retries == 0
 
 
