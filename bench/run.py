@@ -17,7 +17,6 @@ import json
 import os
 import random
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -27,7 +26,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,6 +34,7 @@ import config  # noqa: E402
 import keys  # noqa: E402
 from app import create_app  # noqa: E402
 from bench.changelog import disk_use, drop_change_log, largest_seq  # noqa: E402
+from bench.postgres import postgres_database, postgres_server  # noqa: E402
 from storage import Credentials, StateWrite  # noqa: E402
 
 THREADS = 4
@@ -171,36 +170,6 @@ def make_data_sets(settings_of, prefill):
         make_database(data_sets[name], prefill_rows=rows)
     drop_change_log(data_sets["nolog"])
     return data_sets
-
-
-def postgres_database(server_url, cleanup):
-    """Settings for a fresh database on `server_url`'s server, dropped when `cleanup` (an ExitStack) closes."""
-    import psycopg  # only a run with a server needs it
-
-    name = f"botstate_bench_{secrets.token_hex(6)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    cleanup.callback(drop_postgres_database, server_url, name)
-    return {"DATABASE_URL": urlsplit(server_url)._replace(path=f"/{name}").geturl()}
-
-
-def drop_postgres_database(server_url, name):
-    """Drop a database that postgres_database made, whoever is still connected to it."""
-    import psycopg
-
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def postgres_server(server_url):
-    """How the server is set up, for the line under the table: its version and whether it syncs to disk."""
-    import psycopg
-
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
-        fsync = conn.execute("SHOW fsync").fetchone()[0]
-        synchronous = conn.execute("SHOW synchronous_commit").fetchone()[0]
-    return f"PostgreSQL {version}, fsync {fsync}, synchronous_commit {synchronous}"
 
 
 def bench_state(rng):
