@@ -7,13 +7,24 @@ from collections import Counter
 from flask import Blueprint, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
+import idempotency
 import jsoncodec
 import writebody
 from auth import bot_endpoint, storage
 from change_schemas import AsOfQuerySchema
 from errors import APIError, bad_request
 from schemas import StateKeySchema, StateQuerySchema, encode_cursor, first_param_error
-from storage import HistoryGone, ItemError, StateRow, StateWrite, StorageError, VersionConflict
+from storage import (
+    AnsweredBefore,
+    HistoryGone,
+    IdempotentWrite,
+    ItemError,
+    RequestInProgress,
+    StateRow,
+    StateWrite,
+    StorageError,
+    VersionConflict,
+)
 from version import VERSION
 from views import row_json
 
@@ -26,10 +37,9 @@ STATE_KEY = StateKeySchema()
 AS_OF_QUERY = AsOfQuerySchema()
 
 
-def state_updates(merge):
-    """The request body's validated items, each state as its text (None: provably too large),
+def state_updates(data, merge):
+    """The body's validated items, each state as its text (None: provably too large),
     or the 400 naming the first problem. The body is strict JSON, whatever the Content-Type says."""
-    data = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
     schema = current_app.extensions["botstate.updates_schema"]
     try:
         return writebody.load_items(data, schema, merge, current_app.config["MAX_STATE_BYTES"])
@@ -82,13 +92,47 @@ def item_error(account_id, ticker_id, index, outcome):
 
 
 def write_states(bot, merge):
-    """Validate the items, write each independently, and answer the spec's bulk response."""
-    updates = state_updates(merge)
+    """Validate the items, write each independently, and answer the spec's bulk response;
+    with an Idempotency-Key, the answer kept for it when it has one (see idempotency.py)."""
+    key = idempotency.requested_key()
+    data = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
     max_state_bytes = current_app.config["MAX_STATE_BYTES"]
+    if key is None:
+        updates = state_updates(data, merge)
+        writes = state_writes(updates, max_state_bytes)
+        outcomes = bot.call(storage().write_states, writes, merge=merge, max_state_bytes=max_state_bytes)
+        return jsonify(write_answer(updates, outcomes))
+    digest = idempotency.fingerprint(data)
+    with idempotency.running().holding(bot.credentials.bot_id, key, digest):
+        answer = bot.call(storage().find_answer, key)
+        if answer is not None:
+            return idempotency.replay(answer, digest)
+        updates = state_updates(data, merge)
+        sent = []
+
+        def kept(outcomes):
+            sent.append(jsonify(write_answer(updates, outcomes)))
+            return idempotency.stored_body(sent[-1].get_data())
+
+        writes = state_writes(updates, max_state_bytes)
+        idempotent = IdempotentWrite(key, digest, kept)
+        try:
+            bot.call(
+                storage().write_states, writes, merge=merge, max_state_bytes=max_state_bytes, idempotent=idempotent
+            )
+        except AnsweredBefore as before:  # by another server process, since the look above
+            return idempotency.replay(before.answer, digest)
+        except RequestInProgress:
+            raise idempotency.in_progress() from None
+        return sent[-1]
+
+
+def state_writes(updates, max_state_bytes):
+    """The StateWrites of validated items: canonical ids, and a state known to be too large as one over the limit."""
     too_large = None
     if any(update["state"] is None for update in updates):
         too_large = oversized_state(max_state_bytes)
-    writes = [
+    return [
         StateWrite(
             update["accountId"].lower(),
             update["tickerId"].lower(),
@@ -97,10 +141,13 @@ def write_states(bot, merge):
         )
         for update in updates
     ]
-    updates = [(update["accountId"], update["tickerId"]) for update in updates]
-    outcomes = bot.call(storage().write_states, writes, merge=merge, max_state_bytes=max_state_bytes)
+
+
+def write_answer(updates, outcomes):
+    """The spec's bulk response to validated items, given their outcomes; its summary noted for the log."""
     results = []
-    for index, ((account_id, ticker_id), outcome) in enumerate(zip(updates, outcomes, strict=False)):
+    for index, (update, outcome) in enumerate(zip(updates, outcomes, strict=False)):
+        account_id, ticker_id = update["accountId"], update["tickerId"]
         if not isinstance(outcome, StateRow):
             results.append(item_error(account_id, ticker_id, index, outcome))
             continue
@@ -117,7 +164,7 @@ def write_states(bot, merge):
     failed = sum(failures.values())
     summary = {"total": len(updates), "succeeded": len(updates) - failed, "failed": failed}
     g.summary, g.failures = summary, failures
-    return jsonify(success=True, summary=summary, results=results)
+    return {"success": True, "summary": summary, "results": results}
 
 
 @bp.post("/api/bots/<slug>/state", provide_automatic_options=False)

@@ -15,6 +15,7 @@ from api import bp as api_blueprint
 from changes_api import bp as changes_blueprint
 from cli import register_commands
 from errors import register_error_handlers
+from idempotency import Running
 from jsoncodec import JSONProvider
 from logs import configure_logging
 from openapi import bp as openapi_blueprint
@@ -85,6 +86,7 @@ def create_app(test_config=None, upgrade=False):
         storage.close()
         raise config.ConfigError(f"cannot use the database {storage.location}: {error}") from error
     app.extensions["botstate.storage"] = storage
+    app.extensions["botstate.idempotency"] = Running()
     app.extensions["botstate.updates_schema"] = StateUpdatesSchema(
         max_states=app.config["MAX_STATES"], max_depth=app.config["MAX_STATE_DEPTH"]
     )

@@ -67,13 +67,14 @@ def method_label(method):
 
 
 class _StorageCounters:
-    """The storage's counts, read at each scrape: write transactions tried again, change-log entries pruned."""
+    """The storage's counts, read at each scrape: write transactions tried again, change-log entries
+    and Idempotency-Key answers pruned."""
 
     def __init__(self, storage):
         self.storage = storage
 
     def collect(self):
-        """The botstate_database_retries and botstate_changes_pruned counters."""
+        """The botstate_database_retries, botstate_changes_pruned and botstate_idempotency_answers_pruned counters."""
         from prometheus_client.core import CounterMetricFamily
 
         yield CounterMetricFamily(
@@ -85,6 +86,11 @@ class _StorageCounters:
             "botstate_changes_pruned",
             "Change-log entries removed by this process's pruning (BOTSTATE_HISTORY_DAYS, BOTSTATE_HISTORY_VERSIONS).",
             value=self.storage.changes_pruned,
+        )
+        yield CounterMetricFamily(
+            "botstate_idempotency_answers_pruned",
+            "Idempotency-Key answers removed by this process's pruning, a day after their request.",
+            value=self.storage.answers_pruned,
         )
 
 

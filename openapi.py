@@ -5,6 +5,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, current_app, jsonify
 
 import change_schemas
+import idempotency
 import schemas
 
 API_VERSION = "1.3.0"
@@ -32,7 +33,9 @@ def _errors(*statuses):
         404: _json("Bot (or state row) not found", "Error"),
         410: _json("Changes past `after` are no longer kept: list the states to resync", "Error"),
         412: _json("If-Match does not match the row's version", "Error", ETAG),
+        409: _json("A request with this Idempotency-Key is in progress: send it again shortly", "Error"),
         413: _json("Request body too large", "Error"),
+        422: _json("The Idempotency-Key was used with a different request body (or method)", "Error"),
         429: _json("The bot is past its rate limit (only with BOTSTATE_RATE_LIMIT set)", "Error", RETRY_AFTER),
         500: _json("Internal server error", "Error"),
         503: _json("Database busy or unavailable", "Error", RETRY_AFTER),
@@ -43,15 +46,38 @@ def _errors(*statuses):
 AUTHENTICATED = (400, 401, 403, 404, 429, 500, 503)
 
 
+IDEMPOTENCY_KEY = {
+    "in": "header",
+    "name": idempotency.HEADER,
+    "required": False,
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency.MAX_KEY_LENGTH,
+        "pattern": "^[!-~]([ -~]*[!-~])?$",
+    },
+    "description": (
+        "Makes a retry safe: the first 200 is kept for a day per bot and key, and a repeat with the same body"
+        " gets it again (with Idempotent-Replayed: true) and writes nothing. A quoted string is read unquoted."
+    ),
+}
+REPLAYED = {
+    idempotency.REPLAYED_HEADER: {
+        "description": "true when this is the answer kept for the request's Idempotency-Key",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+
+
 def _write_operation(summary, description, body_schema):
     return {
         "summary": summary,
         "description": description,
-        "parameters": [SLUG],
+        "parameters": [SLUG, IDEMPOTENCY_KEY],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}},
         "responses": {
-            "200": _json("Each item's outcome; failed items do not fail the request", "WriteResponse"),
-            **_errors(*AUTHENTICATED, 413),
+            "200": _json("Each item's outcome; failed items do not fail the request", "WriteResponse", REPLAYED),
+            **_errors(*AUTHENTICATED, 409, 413, 422),
         },
     }
 

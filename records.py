@@ -59,6 +59,18 @@ class HistoryGone(StorageError):
         self.kept_since = kept_since
 
 
+class AnsweredBefore(StorageError):
+    """A write whose Idempotency-Key was answered before: `answer` is that StoredAnswer, and nothing was written."""
+
+    def __init__(self, answer):
+        super().__init__("this Idempotency-Key was answered before")
+        self.answer = answer
+
+
+class RequestInProgress(StorageError):
+    """A write whose Idempotency-Key another request holds now: nothing was written."""
+
+
 class ItemError(enum.Enum):
     """Why one item of a bulk write failed; the value is the client-facing message."""
 
@@ -151,3 +163,23 @@ class Change:
             self.created_at,
             self.at,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class IdempotentWrite:
+    """A write sent with an Idempotency-Key: the key, a digest of the request (its method and
+    body) and `answer(outcomes)`, the bytes of the answer to keep with it, made in the write's
+    transaction."""
+
+    key: str
+    fingerprint: bytes
+    answer: object
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredAnswer:
+    """The answer kept for an Idempotency-Key: the digest of the request it answered, its status and body."""
+
+    fingerprint: bytes
+    status: int
+    body: bytes

@@ -13,6 +13,7 @@ from records import (
     DEFAULT_PAGE_BYTES,
     KEY_FINGERPRINT_LENGTH,
     PAGE_ROW_OVERHEAD,
+    AnsweredBefore,
     Change,
     ChangesAhead,
     ChangesGone,
@@ -21,16 +22,23 @@ from records import (
     DatabaseBusy,
     DatabaseUnavailable,
     HistoryGone,
+    IdempotentWrite,
     ItemError,
     NotFound,
+    RequestInProgress,
     StaleKey,
     StateRow,
     StateWrite,
     StorageError,
+    StoredAnswer,
     VersionConflict,
 )
 
 __all__ = [
+    "StoredAnswer",
+    "RequestInProgress",
+    "IdempotentWrite",
+    "AnsweredBefore",
     "DEFAULT_PAGE_BYTES",
     "KEY_FINGERPRINT_LENGTH",
     "PAGE_ROW_OVERHEAD",
@@ -161,7 +169,12 @@ class Storage(Protocol):
     # States
 
     def write_states(
-        self, credentials: Credentials, writes: list[StateWrite], merge: bool = False, max_state_bytes=None
+        self,
+        credentials: Credentials,
+        writes: list[StateWrite],
+        merge: bool = False,
+        max_state_bytes=None,
+        idempotent: IdempotentWrite | None = None,
     ) -> list:
         """Write the items in order, each isolated from the others, in one transaction.
 
@@ -171,7 +184,21 @@ class Storage(Protocol):
         named before an unknown account; a state over `max_state_bytes` once merged) or a
         VersionConflict (its expected_version is not the row's: 0 for no row), which comes
         before the size. NotFound or StaleKey when the key no longer works: nothing is written.
+
+        With `idempotent`, the write is never a lone statement, and in its transaction:
+        RequestInProgress when another transaction holds the key, AnsweredBefore when an answer
+        is kept for it (nothing is written either way); else idempotent.answer(outcomes) is kept
+        with the rows, as the key's 200, for a day.
         """
+
+    def find_answer(self, credentials: Credentials, key: str) -> StoredAnswer | None:
+        """The answer kept for the bot's Idempotency-Key (for a day), or None, read with the check of the key."""
+
+    def prune_answers(self, batch: int = 500, stop=None) -> int:
+        """Remove the Idempotency-Key answers past their day, a short transaction per batch; how many went."""
+
+    def count_answers(self, bot_id: str | None = None) -> int:
+        """How many Idempotency-Key answers are kept, for one bot or all."""
 
     def read_state(self, credentials: Credentials, account_id: str, ticker_id: str) -> StateRow | None:
         """The bot's row for this account and ticker, or None, read with the check of the key."""

@@ -190,6 +190,23 @@ MIGRATIONS = (
         $$;
         """,
     ),
+    (
+        "0008_idempotent_requests",
+        """
+        -- The answers to writes sent with an Idempotency-Key (backends/answers.py): a day per
+        -- (bot, key), the body as the server sent it, compressed.
+        CREATE TABLE idempotent_requests (
+            bot_id uuid NOT NULL CONSTRAINT idempotent_requests_bot_id_fkey REFERENCES bots (id) ON DELETE CASCADE,
+            idem text NOT NULL,
+            fingerprint bytea NOT NULL,
+            status integer NOT NULL,
+            body bytea NOT NULL,
+            created_at timestamptz NOT NULL,
+            CONSTRAINT idempotent_requests_pkey PRIMARY KEY (bot_id, idem)
+        );
+        CREATE INDEX idempotent_requests_age ON idempotent_requests (created_at);
+        """,
+    ),
 )
 
 # Legacy: the steps that made every PostgreSQL database before the baseline, from the

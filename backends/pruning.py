@@ -170,6 +170,7 @@ class Pruning:
         while not self._stop_pruning.wait(interval):
             try:
                 self.prune_changes(stop=self._stop_pruning)
+                self.prune_answers(stop=self._stop_pruning)
             except Exception:  # the next pass tries again; serving goes on
                 log.exception("pruning the change log failed")
 

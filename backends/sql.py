@@ -2,6 +2,7 @@
 
 import contextlib
 
+from backends.answers import Answers
 from backends.catalog import Catalog
 from backends.changes import Changes
 from backends.keyuses import KeyUses, reporting
@@ -10,7 +11,7 @@ from backends.states import States
 from backends.transfer_sql import TRANSFER_KINDS, export_query, transfer_conflict, transfer_statement
 
 
-class SQLStorage(Catalog, States, Changes, Pruning):
+class SQLStorage(Catalog, States, Changes, Pruning, Answers):
     """The storage interface (storage.Storage) over the SQL both backends speak, through their dialect.
 
     A backend gives the connections and transactions, and tells its driver's errors apart:

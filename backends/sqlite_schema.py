@@ -229,6 +229,18 @@ def _find_entries_by_runs(db):
     db.execute("DROP INDEX state_changes_feed")
 
 
+# The answers to writes sent with an Idempotency-Key (backends/answers.py): a day per (bot, key),
+# the body as the server sent it, compressed.
+@migrations(name="0008_idempotent_requests")
+def _keep_idempotent_answers(db):
+    db.execute(
+        "CREATE TABLE idempotent_requests (bot_id TEXT NOT NULL REFERENCES bots (id) ON DELETE CASCADE,"
+        " idem TEXT NOT NULL, fingerprint BLOB NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL,"
+        " created_at TEXT NOT NULL, PRIMARY KEY (bot_id, idem)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX idempotent_requests_age ON idempotent_requests (created_at)")
+
+
 def create_private(path):
     """Create `path` empty, readable and writable by its owner only (0600 under any umask
     that leaves the owner's bits); an existing file keeps its mode. SQLite gives a

@@ -48,9 +48,9 @@ class ItemFailure(Exception):
 class States:
     """The state methods of storage.Storage, over SQLStorage's statements and a backend's transactions."""
 
-    def write_states(self, credentials, writes, merge=False, max_state_bytes=None):
+    def write_states(self, credentials, writes, merge=False, max_state_bytes=None, idempotent=None):
         """Write StateWrites in order, each item isolated from the others (see storage.Storage)."""
-        if len(writes) == 1:
+        if len(writes) == 1 and idempotent is None:
             row = self._write_lone(credentials, writes[0], merge, max_state_bytes)
             if row is not None:
                 return [row]
@@ -59,7 +59,12 @@ class States:
 
         def write(conn, isolated):
             failures.clear()  # of an attempt that was undone
-            return self._write_planned(conn, credentials, writes, merge, max_state_bytes, ids, failures, isolated)
+            if idempotent is not None:
+                self._claim_answer(conn, credentials, idempotent)
+            outcomes = self._write_planned(conn, credentials, writes, merge, max_state_bytes, ids, failures, isolated)
+            if idempotent is not None:
+                self._keep_answer(conn, credentials, idempotent, 200, idempotent.answer(outcomes))
+            return outcomes
 
         try:
             outcomes = self._in_transaction(lambda conn: write(conn, isolated=False))

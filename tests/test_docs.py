@@ -121,6 +121,7 @@ def test_every_setting_is_in_the_configuration_page():
 
 
 def test_every_validation_message_is_in_the_api_page():
+    import idempotency
     import schemas
 
     api = page("api.md")
@@ -138,6 +139,11 @@ def test_every_validation_message_is_in_the_api_page():
         f"updatedSince {schemas.TIMESTAMP_INVALID}",
         f"cursor {schemas.CURSOR_INVALID}",
         schemas.INVALID_SLUG,
+        idempotency.KEY_TOO_LONG,
+        idempotency.KEY_EMPTY,
+        idempotency.KEY_NOT_ASCII,
+        idempotency.KEY_REUSED,
+        idempotency.KEY_IN_PROGRESS,
     )
     for message in messages:
         assert message in api, message

@@ -12,7 +12,7 @@ from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, item
 
 import keys
 import storage as storage_interface
-from storage import Credentials, DatabaseBusy, StaleKey, StateWrite, open_storage
+from storage import Credentials, DatabaseBusy, IdempotentWrite, StaleKey, StateWrite, open_storage
 
 LATER, EARLIER = time.monotonic() + 3600, time.monotonic() - 1
 
@@ -67,6 +67,12 @@ KEY_CHECKED_CALLS = {
         Credentials(bot, key),
         [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}", 1), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}", 1)],
     ),
+    "replace one with an Idempotency-Key": lambda s, bot, key: s.write_states(
+        Credentials(bot, key),
+        [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}")],
+        idempotent=IdempotentWrite("k", b"digest", lambda outcomes: b"answer"),
+    ),
+    "find an Idempotency-Key's answer": lambda s, bot, key: s.find_answer(Credentials(bot, key), "k"),
     "read one": lambda s, bot, key: s.read_state(Credentials(bot, key), ACCOUNT_0, TICKER_AAPL),
     "list": lambda s, bot, key: s.list_states(None, 10, credentials=Credentials(bot, key)),
     "list empty": lambda s, bot, key: s.list_states(None, 10, account_id=ACCOUNT_1, credentials=Credentials(bot, key)),

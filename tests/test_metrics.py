@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from conftest import holding_write_lock, settings_of
+from conftest import execute_sql, holding_write_lock, settings_of
 from spec_data import ACCOUNT_0, TICKER_AAPL, TICKER_UNKNOWN, item
 
 import config
@@ -79,3 +79,15 @@ def test_metrics_count_the_change_log_entries_pruned(configured):
     assert storage.prune_changes() == 2
     text = client.get("/metrics").get_data(as_text=True)
     assert re.search(r"^botstate_changes_pruned_total 2\.0$", text, re.M), text
+
+
+def test_metrics_count_the_idempotency_answers_pruned(configured):
+    client, bot, storage = configured(METRICS=1)
+    headers = {"x-api-key": bot["apiKey"]}
+    body = {"states": [{"accountId": ACCOUNT_0, "tickerId": TICKER_AAPL, "state": {}}]}
+    for key in ("a", "b"):
+        client.post("/api/bots/b/state", json=body, headers={**headers, "Idempotency-Key": key})
+    execute_sql(settings_of(storage), "UPDATE idempotent_requests SET created_at = '2020-01-01T00:00:00.000Z'")
+    assert storage.prune_answers() == 2
+    text = client.get("/metrics").get_data(as_text=True)
+    assert re.search(r"^botstate_idempotency_answers_pruned_total 2\.0$", text, re.M), text

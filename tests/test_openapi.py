@@ -53,7 +53,7 @@ def api_schema(live_server, bot, registered, storage):
                 # are tests/test_keys.py's and tests/test_state_api.py's.
                 "ignored_auth": {"enabled": False},
                 "positive_data_acceptance": {
-                    "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "410", "429", "5xx"]
+                    "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "410", "422", "429", "5xx"]
                 },
             },
         }

@@ -1,0 +1,111 @@
+"""Idempotency-Key on POST and PATCH: the header read, the request's digest, and its answer kept and replayed.
+
+A write sent with a key keeps its answer in the same transaction as its rows
+(backends/answers.py), so an answer exists exactly when the write committed: a
+repeat with the same key and body gets that answer and writes nothing, whichever
+server process it reaches. A repeat that arrives while the first still runs gets
+a 409, and the same key with another request a 422; only a 200 is kept, so a
+request refused (400, 413, 503, ...) can be sent again with its key.
+"""
+
+import contextlib
+import hashlib
+import re
+import threading
+import zlib
+
+from flask import current_app, request
+
+from errors import APIError, bad_request
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_KEY_LENGTH = 255
+KEY_TOO_LONG = f"{HEADER} must be at most {MAX_KEY_LENGTH} characters"
+KEY_EMPTY = f"{HEADER} must not be empty"
+KEY_NOT_ASCII = f"{HEADER} must be printable ASCII"
+KEY_REUSED = f"{HEADER} was used with a different request body"
+KEY_IN_PROGRESS = f"A request with this {HEADER} is in progress"
+PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+# A Structured Field string (RFC 8941 3.3.3), as the IETF draft writes the key: "..." with \" and \\.
+SF_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])+)"')
+
+
+def requested_key():
+    """The request's Idempotency-Key (a quoted string unquoted, spaces around it dropped), None without one,
+    or the 400 naming what is wrong."""
+    value = request.headers.get(HEADER)
+    if value is None:
+        return None
+    value = value.strip(" \t")
+    if not PRINTABLE_ASCII.fullmatch(value):
+        raise bad_request(KEY_NOT_ASCII)
+    quoted = SF_STRING.fullmatch(value)
+    if quoted:
+        value = re.sub(r"\\(.)", r"\1", quoted.group(1))
+    if not value:
+        raise bad_request(KEY_EMPTY)
+    if len(value) > MAX_KEY_LENGTH:
+        raise bad_request(KEY_TOO_LONG)
+    return value
+
+
+def fingerprint(body):
+    """The digest that tells two requests with one key apart: their method and body bytes."""
+    digest = hashlib.sha256(request.method.encode())
+    digest.update(b"\n")
+    digest.update(body)
+    return digest.digest()
+
+
+def key_reused():
+    """The 422 for a key sent again with another request."""
+    return APIError(422, KEY_REUSED, "UNPROCESSABLE_ENTITY")
+
+
+def in_progress():
+    """The 409 for a key whose first request is still running."""
+    return APIError(409, KEY_IN_PROGRESS, "CONFLICT")
+
+
+class Running:
+    """The keys this process's requests hold while they run: a repeat meanwhile gets its 409 at once."""
+
+    def __init__(self):
+        self._held = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def holding(self, bot_id, key, digest):
+        """Hold (bot, key) for the block; the 409, or the 422 for another request, when a request holds it."""
+        with self._lock:
+            held = self._held.get((bot_id, key))
+            if held is None:
+                self._held[bot_id, key] = digest
+        if held is not None:
+            raise in_progress() if held == digest else key_reused()
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._held[bot_id, key]
+
+
+def running():
+    """The app's Running keys."""
+    return current_app.extensions["botstate.idempotency"]
+
+
+def stored_body(body):
+    """An answer's body as it is kept: compressed (a bulk write's answer repeats its field names)."""
+    return zlib.compress(body, 1)
+
+
+def replay(answer, digest):
+    """The kept answer, sent again; the 422 when it answered another request."""
+    if answer.fingerprint != digest:
+        raise key_reused()
+    response = current_app.response_class(zlib.decompress(answer.body), status=answer.status)
+    response.mimetype = "application/json"
+    response.headers[REPLAYED_HEADER] = "true"
+    return response
