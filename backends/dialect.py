@@ -29,11 +29,15 @@ class SQLiteDialect:
     # The largest seq handed out, and what publishes a writer's seq floor (none: writers take turns).
     largest_seq = "SELECT max(seq) FROM state_changes"
     publish_floor = None
-    # A bot's entries are found by its runs (schema 0007): each from its first seq to the next run's.
+    # A bot's entries are found by its runs (schema 0007): each from its first seq to the next run's
+    # start (only those up to a bound, in `until`), or `end` after the last.
+    _run_end = (
+        "coalesce((SELECT min(n.first_seq) FROM change_runs AS n WHERE n.first_seq > {run}.first_seq{until}), {end})"
+    )
     _run_entries = (
-        "change_runs AS r JOIN state_changes AS e ON e.seq >= {start} AND e.seq < coalesce("
-        "(SELECT min(n.first_seq) FROM change_runs AS n WHERE n.first_seq > r.first_seq{until}), {end})"
-        " WHERE r.bot_id = :bot AND e.bot_id = :bot"
+        "change_runs AS r JOIN state_changes AS e ON e.seq >= {start} AND e.seq < "
+        + _run_end.replace("{run}", "r")
+        + " WHERE r.bot_id = :bot AND e.bot_id = :bot"
     )
     # The CTE `scanned`: the seqs of the bot's entries after :after, at most :scan of them, from
     # the run that holds :after on, and none past :horizon. Each run's entries are read between
@@ -54,8 +58,9 @@ class SQLiteDialect:
     drop_empty_runs = (
         "DELETE FROM change_runs WHERE first_seq IN (SELECT (SELECT max(r.first_seq) FROM change_runs AS r"
         " WHERE r.first_seq <= g.value) FROM json_each(:seqs) AS g) AND NOT EXISTS (SELECT 1 FROM state_changes"
-        " AS e WHERE e.seq >= change_runs.first_seq AND e.seq < coalesce((SELECT min(n.first_seq)"
-        f" FROM change_runs AS n WHERE n.first_seq > change_runs.first_seq), {2**62}))"
+        " AS e WHERE e.seq >= change_runs.first_seq AND e.seq < "
+        + _run_end.format(run="change_runs", until="", end=2**62)
+        + ")"
     )
 
     def prepare(self, sql):
