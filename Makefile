@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-pg soak lint bench bench-check dist test-dist test-deploy clean
+.PHONY: run test test-ts test-pg soak lint bench bench-check dist test-dist test-deploy clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/botstate init-db
@@ -13,8 +13,28 @@ run: $(VENV)/.installed-run
 # where PYTHONDONTWRITEBYTECODE is set: otherwise every worker compiles them all again.
 PYTEST := env PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
 
+# The server's tests and the Python client's (clients/python/tests), then the TypeScript client's.
 test: $(VENV)/.installed-dev
 	$(PYTEST)
+	$(MAKE) --no-print-directory test-ts
+
+# The TypeScript client (clients/typescript): its build, type checks against the server's OpenAPI
+# document, and its tests against a real server from .venv. Without npm it is skipped, saying so,
+# except in CI.
+CLIENT_TS := clients/typescript
+test-ts: $(VENV)/.installed-dev
+	@if ! command -v npm >/dev/null; then \
+		if [ -n "$$CI" ]; then echo "test-ts: npm is needed (Node 18 or newer)" >&2; exit 1; fi; \
+		echo "test-ts: skipped, npm is not installed (Node 18 or newer runs the TypeScript client's tests)"; \
+	else \
+		$(MAKE) --no-print-directory $(CLIENT_TS)/node_modules/.installed && \
+		cd $(CLIENT_TS) && BOTSTATE_COMMAND=$(CURDIR)/$(BIN)/botstate npm test; \
+	fi
+
+# Its pinned build and test tools, from the committed lockfile.
+$(CLIENT_TS)/node_modules/.installed: $(CLIENT_TS)/package-lock.json $(CLIENT_TS)/package.json
+	cd $(CLIENT_TS) && npm ci --no-audit --no-fund
+	touch $@
 
 # Every test on both backends: SQLite, and PostgreSQL on a throwaway server that
 # scripts/with-postgres starts (installing Debian's postgresql when run as root) and stops.
