@@ -19,6 +19,7 @@ from .errors import (
     RequestInProgress,
     ServerError,
     Unavailable,
+    UnexpectedAnswer,
     VersionConflict,
     WriteFailed,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "StateUpdate",
     "Summary",
     "Unavailable",
+    "UnexpectedAnswer",
     "VersionConflict",
     "WriteFailed",
     "WriteResult",

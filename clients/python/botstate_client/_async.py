@@ -52,7 +52,7 @@ class AsyncClient:
         if timeout <= 0 or retry_deadline < 0:
             raise ValueError("timeout must be positive and retry_deadline not negative")
         self._ctx = _ops.Context(slug, api_key, Policy(timeout, retry_deadline))
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+        self._http = httpx.AsyncClient(base_url=_ops.base_url_checked(base_url), timeout=timeout)
 
     async def write(self, states: Iterable[Mapping[str, Any]], *, idempotency_key: str | None = None) -> WriteResult:
         """POST: store each state, replacing what was stored; any number of items, one result in your order."""

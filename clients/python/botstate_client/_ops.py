@@ -5,22 +5,23 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from ._protocol import Op, Request, Response
 from ._retry import Deadline, Kind, Policy, call
 from ._version import __version__
-from .errors import BadRequest, BotStateError, NetworkError, NotFound, error_from_response
+from .errors import BadRequest, BotStateError, NetworkError, NotFound, UnexpectedAnswer, error_from_response
 from .models import Change, ItemResult, StateRow, Summary, WriteResult
 
 # Used when the server's OpenAPI document cannot be read: its default BOTSTATE_MAX_STATES.
 FALLBACK_MAX_ITEMS = 1000
 PAGE_SIZE = 1000  # the most the server's list and feed endpoints take
 _ITEM_INDEX = re.compile(r"^states\[(\d+)\]")
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -46,6 +47,13 @@ class Context:
         return Deadline.after(self.policy.retry_deadline)
 
 
+def base_url_checked(base_url: str) -> str:
+    """`base_url` when it is an http:// or https:// URL; ValueError saying what one looks like otherwise."""
+    if not re.match(r"https?://[^/?#\s]+", base_url):
+        raise ValueError(f"base_url must be an http:// or https:// URL, e.g. http://127.0.0.1:8080 (not {base_url!r})")
+    return base_url
+
+
 def _row_path(ctx: Context, account_id: str, ticker_id: str) -> str:
     """The path of one state row."""
     return f"{ctx.prefix}/state/{quote(account_id, safe='')}/{quote(ticker_id, safe='')}"
@@ -56,9 +64,26 @@ def check(response: Response, request: Request) -> dict[str, Any]:
     body = response.json()
     if not 200 <= response.status < 300:
         raise error_from_response(response, request)
-    if body is None:
-        raise BotStateError(f"{request.method} {request.path}: the answer is not a JSON object", status=response.status)
+    if not isinstance(body, dict):
+        raise _unexpected(response, request)
     return body
+
+
+def _unexpected(response: Response, request: Request) -> UnexpectedAnswer:
+    return UnexpectedAnswer(
+        f"{request.method} {request.path}: HTTP {response.status} with a body botstate does not send"
+        " (is the base URL botstate's?)",
+        status=response.status,
+    )
+
+
+def parsed(response: Response, request: Request, parse: Callable[[dict[str, Any]], T]) -> T:
+    """parse() of a 2xx answer's body; UnexpectedAnswer when it lacks what botstate's answers hold."""
+    body = check(response, request)
+    try:
+        return parse(body)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise _unexpected(response, request) from None
 
 
 def _shifted(error: BotStateError, offset: int) -> BotStateError:
@@ -102,20 +127,38 @@ def max_items(ctx: Context, deadline: Deadline) -> Op[int]:
     return ctx.max_items
 
 
-def _chunk_key(key: str | None, number: int) -> str:
-    """The Idempotency-Key of chunk `number`: a fresh one, or the caller's with the chunk's number (`key-0`, ...)."""
-    return uuid.uuid4().hex if key is None else f"{key}-{number}"
+def _chunk_key(key: str | None, number: int, chunks: int) -> str:
+    """The Idempotency-Key of chunk `number`: a fresh one, or the caller's (with the chunk's number, `key-0`, ...,
+    when the write takes several requests)."""
+    if key is None:
+        return uuid.uuid4().hex
+    return key if chunks == 1 else f"{key}-{number}"
 
 
 def _parse_write(response: Response, request: Request, offset: int) -> WriteResult:
     """One chunk's answer, its indices shifted by `offset` into the caller's list."""
-    body = check(response, request)
-    summary = body["summary"]
-    return WriteResult(
-        summary=Summary(total=summary["total"], succeeded=summary["succeeded"], failed=summary["failed"]),
-        results=[ItemResult.from_json(item, offset, position) for position, item in enumerate(body["results"])],
-        replayed=response.headers.get("idempotent-replayed", "").lower() == "true",
-    )
+
+    def parse(body: dict[str, Any]) -> WriteResult:
+        """The chunk's WriteResult, from its answer's body."""
+        summary = body["summary"]
+        return WriteResult(
+            summary=Summary(total=summary["total"], succeeded=summary["succeeded"], failed=summary["failed"]),
+            results=[ItemResult.from_json(item, offset, position) for position, item in enumerate(body["results"])],
+            replayed=response.headers.get("idempotent-replayed", "").lower() == "true",
+        )
+
+    return parsed(response, request, parse)
+
+
+def _encoded(items: list[dict[str, Any]]) -> list[str]:
+    """Each item as JSON, all of them before anything is sent; TypeError naming `states[i]` for one that is not JSON."""
+    encoded = []
+    for index, item in enumerate(items):
+        try:
+            encoded.append(json.dumps(item, ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"states[{index}] cannot be sent as JSON: {error}") from None
+    return encoded
 
 
 def write(
@@ -127,11 +170,12 @@ def write(
         return WriteResult(summary=Summary(0, 0, 0), results=[])
     deadline = deadline or ctx.deadline()
     size = 1 if len(items) == 1 else (yield from max_items(ctx, deadline))
+    encoded = _encoded(items)
     offsets = range(0, len(items), size)
     parts: list[WriteResult] = []
     for number, offset in enumerate(offsets):
-        body = json.dumps({"states": items[offset : offset + size]}, ensure_ascii=False, allow_nan=False)
-        chunk_key = _chunk_key(key, number)
+        body = '{"states": [' + ", ".join(encoded[offset : offset + size]) + "]}"
+        chunk_key = _chunk_key(key, number, len(offsets))
         headers = ctx.headers(**{"content-type": "application/json", "idempotency-key": chunk_key})
         request = Request(method, f"{ctx.prefix}/state", headers=headers, content=body.encode())
         try:
@@ -151,7 +195,7 @@ def get(ctx: Context, account_id: str, ticker_id: str, deadline: Deadline | None
     request = Request("GET", _row_path(ctx, account_id, ticker_id), headers=ctx.headers())
     response = yield from call(ctx.policy, request, deadline or ctx.deadline(), Kind.READ)
     try:
-        return StateRow.from_json(check(response, request)["data"])
+        return parsed(response, request, lambda body: StateRow.from_json(body["data"]))
     except NotFound as error:
         if type(error) is NotFound and error.message == "State not found":
             return None
@@ -163,7 +207,7 @@ def delete(ctx: Context, account_id: str, ticker_id: str, if_version: int | None
     headers = ctx.headers() if if_version is None else ctx.headers(**{"if-match": f'"{if_version}"'})
     request = Request("DELETE", _row_path(ctx, account_id, ticker_id), headers=headers)
     response = yield from call(ctx.policy, request, ctx.deadline(), Kind.DELETE)
-    return StateRow.from_json(check(response, request)["data"])
+    return parsed(response, request, lambda body: StateRow.from_json(body["data"]))
 
 
 def _moment(value: datetime | str) -> str:
@@ -188,13 +232,17 @@ def states_page(
     """One page of rows, and the cursor of the next (None after the last)."""
     params = {**query, "limit": str(page_size), **({"cursor": cursor} if cursor else {})}
     request = Request("GET", f"{ctx.prefix}/state", params=params, headers=ctx.headers())
-    body = check((yield from call(ctx.policy, request, ctx.deadline(), Kind.READ)), request)
-    return [StateRow.from_json(row) for row in body["data"]], body["nextCursor"]
+    response = yield from call(ctx.policy, request, ctx.deadline(), Kind.READ)
+    return parsed(
+        response, request, lambda body: ([StateRow.from_json(row) for row in body["data"]], body["nextCursor"])
+    )
 
 
 def changes_page(ctx: Context, after: int, query: Mapping[str, str], page_size: int) -> Op[tuple[list[Change], int]]:
     """The changes after seq `after`, oldest first, and the seq to poll after next."""
     params = {**query, "after": str(after), "limit": str(page_size)}
     request = Request("GET", f"{ctx.prefix}/changes", params=params, headers=ctx.headers())
-    body = check((yield from call(ctx.policy, request, ctx.deadline(), Kind.READ)), request)
-    return [Change.from_json(change) for change in body["data"]], int(body["nextAfter"])
+    response = yield from call(ctx.policy, request, ctx.deadline(), Kind.READ)
+    return parsed(
+        response, request, lambda body: ([Change.from_json(change) for change in body["data"]], int(body["nextAfter"]))
+    )

@@ -46,7 +46,7 @@ class Response:
     def retry_after(self) -> float | None:
         """Seconds the Retry-After header asks to wait (delta-seconds or an HTTP date), or None."""
         value = self.headers.get("retry-after", "").strip()
-        if value.isdigit():
+        if value.isascii() and value.isdigit():
             return float(value)
         try:
             moment = email.utils.parsedate_to_datetime(value)

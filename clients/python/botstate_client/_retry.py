@@ -87,6 +87,9 @@ def call(policy: Policy, request: Request, deadline: Deadline, kind: Kind) -> Op
 def _answer(request: Request, reply: Response | NoResponse) -> Response:
     """The reply as an answer to return, or the NetworkError for no answer."""
     if isinstance(reply, NoResponse):
-        error = NetworkError(f"{request.method} {request.path}: no answer ({reply.error})")
+        error = NetworkError(
+            f"{request.method} {request.path}: no answer ({reply.error})",
+            idempotency_key=request.headers.get("idempotency-key"),
+        )
         raise error from reply.error
     return reply

@@ -13,7 +13,7 @@ from .errors import VersionConflict, WriteFailed
 from .models import StateRow
 
 # How many times a save re-applies the caller's function after losing a race, by default.
-SAVE_ATTEMPTS = 10
+SAVE_ATTEMPTS = 5
 
 
 class StateBase(MutableMapping[str, Any]):

@@ -91,7 +91,19 @@ class ServerError(BotStateError):
 
 
 class NetworkError(BotStateError):
-    """No answer: the connection failed, was cut or timed out (a write is retried first, safely)."""
+    """No answer: the connection failed, was cut or timed out (a write is retried first, safely).
+
+    `idempotency_key` is the key the lost write was sent with (None for a read or delete): sent again
+    with it, within a day, the write is still applied once.
+    """
+
+    def __init__(self, message: str, *, idempotency_key: str | None = None) -> None:
+        super().__init__(message)
+        self.idempotency_key = idempotency_key
+
+
+class UnexpectedAnswer(BotStateError):
+    """A 2xx answer that is not what botstate sends (a proxy's, or a base URL that is not botstate's)."""
 
 
 class WriteFailed(BotStateError):

@@ -35,7 +35,9 @@ def test_the_readme_examples_run(server: Server) -> None:
     assert "403 Invalid API key for this bot\n" in printed
 
 
-def test_the_package_and_the_example_bot_pass_mypy_strict(tmp_path: Path) -> None:
+def test_the_package_the_example_bot_and_the_readme_examples_pass_mypy_strict(tmp_path: Path) -> None:
+    readme = tmp_path / "readme_examples.py"  # one session, as test_the_readme_examples_run runs them
+    readme.write_text("\n".join(PYTHON_BLOCK.findall((CLIENT / "README.md").read_text())))
     mypy = shutil.which("mypy", path=str(Path(sys.executable).parent))
     command = [mypy] if mypy else [sys.executable, "-m", "mypy"]
     done = subprocess.run(
@@ -47,6 +49,7 @@ def test_the_package_and_the_example_bot_pass_mypy_strict(tmp_path: Path) -> Non
             str(tmp_path),
             str(PACKAGE),
             str(BOT),
+            str(readme),
         ],
         capture_output=True,
         text=True,
