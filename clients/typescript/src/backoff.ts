@@ -9,11 +9,16 @@ export function backoffMs(attempt: number, random: () => number = Math.random): 
   return ceiling / 2 + random() * (ceiling / 2);
 }
 
-/** Retry-After as milliseconds: delta-seconds or an HTTP date; undefined when absent or unreadable. */
+/**
+ * Retry-After as milliseconds: non-negative integer seconds, or an HTTP-date in the IMF-fixdate form
+ * ("Wed, 21 Oct 2015 07:28:00 GMT"; one in the past is 0). Undefined when absent or anything else
+ * ("1.5", "-1", other date forms), so that only the backoff counts.
+ */
 export function retryAfterMs(header: string | null, now: number = Date.now()): number | undefined {
   if (header === null) return undefined;
   const text = header.trim();
   if (/^\d+$/.test(text)) return Number(text) * 1000;
+  if (!/^[A-Z][a-z]{2}, /.test(text)) return undefined;
   const at = Date.parse(text);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }

@@ -2,9 +2,8 @@
 
 import type { WriteResult } from "./types.js";
 
-/** The list in runs of at most `size` (one empty run for an empty list, so the server answers it). */
+/** The list in runs of at most `size` (none for an empty list: client.ts answers that itself). */
 export function chunk<T>(items: readonly T[], size: number): T[][] {
-  if (items.length === 0) return [[]];
   const runs: T[][] = [];
   for (let start = 0; start < items.length; start += size) runs.push(items.slice(start, start + size));
   return runs;

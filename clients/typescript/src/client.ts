@@ -1,11 +1,13 @@
 /** BotStateClient: the bot's state on a botstate server, with chunking, paging and safe retries. */
 
+import { changesPage, rowAnswer, statePage, writeAnswer } from "./answers.js";
 import { ChangeFeed } from "./changes.js";
 import { chunk, mergeResults, remapMessage } from "./chunks.js";
 import { BadRequest, BotStateError, NotFound } from "./errors.js";
 import { newIdempotencyKey } from "./keys.js";
 import { FALLBACK_MAX_ITEMS, maxItemsOf } from "./limits.js";
 import { toWriteResult } from "./results.js";
+import { serializeItems, writeBody } from "./serialize.js";
 import { StateHandle, type RowStore } from "./state-handle.js";
 import { Transport, type Answer } from "./transport.js";
 import type {
@@ -20,15 +22,7 @@ import type {
   WriteOptions,
   WriteResult,
 } from "./types.js";
-import type {
-  WireChangesPage,
-  WireChangesQuery,
-  WireDeleteHeaders,
-  WireStatePage,
-  WireStateQuery,
-  WireStateResponse,
-  WireWriteResponse,
-} from "./wire.js";
+import type { WireChangesQuery, WireDeleteHeaders, WireStateQuery } from "./wire.js";
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_RETRY_DEADLINE_MS = 30_000;
@@ -42,8 +36,9 @@ export class BotStateClient implements RowStore {
   private readonly apiKey: string;
   private knownMaxItems: number | undefined;
 
+  /** Throws a TypeError when `baseUrl` is not an absolute http:// or https:// URL. */
   constructor(options: ClientOptions) {
-    this.root = options.baseUrl.replace(/\/+$/, "");
+    this.root = checkedBaseUrl(options.baseUrl);
     this.bot = `${this.root}/api/bots/${encodeURIComponent(options.slug)}`;
     this.apiKey = options.apiKey;
     this.transport = new Transport({
@@ -53,12 +48,16 @@ export class BotStateClient implements RowStore {
     });
   }
 
-  /** Stores each item's state, replacing what was stored (POST). Any number of items. */
+  /**
+   * Stores each item's state, replacing what was stored (POST). Any number of items (none: an empty
+   * result, with no request). A state JSON cannot carry as it is (a BigInt, a circular reference,
+   * NaN or Infinity) throws a TypeError naming `states[i]` before anything is sent.
+   */
   write(states: readonly StateUpdate[], options: WriteOptions = {}): Promise<WriteResult> {
     return this.sendWrite("POST", states, options);
   }
 
-  /** Applies each item's state as an RFC 7396 merge patch to what was stored (PATCH). */
+  /** Applies each item's state as an RFC 7396 merge patch to what was stored (PATCH). As write() otherwise. */
   merge(states: readonly StateUpdate[], options: WriteOptions = {}): Promise<WriteResult> {
     return this.sendWrite("PATCH", states, options);
   }
@@ -67,7 +66,7 @@ export class BotStateClient implements RowStore {
   async get(accountId: string, tickerId: string, options: CallOptions = {}): Promise<FetchedRow | null> {
     try {
       const answer = await this.call("GET", this.rowUrl(accountId, tickerId), options);
-      const row = json<WireStateResponse>(answer).data;
+      const row = rowAnswer(answer).data;
       return { ...row, etag: answer.headers.get("etag") ?? `"${row.version}"` };
     } catch (error) {
       if (error instanceof NotFound && error.message === "State not found") return null;
@@ -81,7 +80,7 @@ export class BotStateClient implements RowStore {
     let cursor: string | undefined;
     for (;;) {
       const query: WireStateQuery = { accountId: filter.accountId, tickerId: filter.tickerId, updatedSince: since, limit: filter.pageSize, cursor };
-      const page = json<WireStatePage>(await this.call("GET", this.url("/state", query), options));
+      const page = statePage(await this.call("GET", this.url("/state", query), options));
       yield* page.data;
       if (page.nextCursor === null) return;
       if (page.nextCursor === cursor) throw new BotStateError("the server returned the same cursor twice");
@@ -93,14 +92,14 @@ export class BotStateClient implements RowStore {
   async delete(accountId: string, tickerId: string, options: CallOptions & { ifVersion?: number } = {}): Promise<StateRow> {
     const headers: WireDeleteHeaders = options.ifVersion === undefined ? {} : { "If-Match": `"${options.ifVersion}"` };
     const answer = await this.call("DELETE", this.rowUrl(accountId, tickerId), options, { ...headers });
-    return json<WireStateResponse>(answer).data;
+    return rowAnswer(answer).data;
   }
 
   /** The bot's changes after `after`, oldest first, as `for await` reads them (see ChangeFeed). */
   changes(options: ChangesOptions = {}): ChangeFeed {
     return new ChangeFeed(async (after, signal) => {
       const query: WireChangesQuery = { after, limit: options.pageSize, accountId: options.accountId, tickerId: options.tickerId };
-      return json<WireChangesPage>(await this.call("GET", this.url("/changes", query), { signal }));
+      return changesPage(await this.call("GET", this.url("/changes", query), { signal }));
     }, options);
   }
 
@@ -123,14 +122,17 @@ export class BotStateClient implements RowStore {
 
   private async sendWrite(method: "POST" | "PATCH", states: readonly StateUpdate[], options: WriteOptions): Promise<WriteResult> {
     const deadline = this.transport.deadline(); // one for the whole write, however many requests it takes
-    const runs = chunk(states, await this.maxItems(options));
+    // Every item serialized before the first request, so a bad one leaves nothing stored.
+    const items = serializeItems(states);
+    if (items.length === 0) return { success: true, summary: { total: 0, succeeded: 0, failed: 0 }, results: [] };
+    const runs = chunk(items, await this.maxItems(options));
     const parts: WriteResult[] = [];
     const offsets: number[] = [];
     let offset = 0;
     for (const [n, run] of runs.entries()) {
       const given = options.idempotencyKey;
       const key = given === undefined ? newIdempotencyKey() : runs.length === 1 ? given : `${given}-${n}`;
-      const body = JSON.stringify({ states: run.map(wireItem) });
+      const body = writeBody(run);
       try {
         const answer = await this.transport.send({
           method,
@@ -141,7 +143,7 @@ export class BotStateClient implements RowStore {
           signal: options.signal,
           deadline,
         });
-        parts.push(toWriteResult(json<WireWriteResponse>(answer)));
+        parts.push(toWriteResult(writeAnswer(answer, run.length)));
         offsets.push(offset);
       } catch (error) {
         if (error instanceof BadRequest) error.message = remapMessage(error.message, offset);
@@ -175,16 +177,18 @@ export class BotStateClient implements RowStore {
   }
 }
 
-/** Only the fields the server knows, whatever else the caller's objects carry. */
-function wireItem(item: StateUpdate) {
-  const { accountId, tickerId, state, expectedVersion } = item;
-  return expectedVersion === undefined ? { accountId, tickerId, state } : { accountId, tickerId, state, expectedVersion };
-}
-
-/** The answer's JSON body as T, or an error when a 2xx answer was not JSON. */
-function json<T>(answer: Answer): T {
-  if (typeof answer.body !== "object" || answer.body === null) {
-    throw new BotStateError(`HTTP ${answer.status} answer was not JSON`, { status: answer.status, body: answer.body });
+/** The base URL without trailing slashes; a TypeError unless it is an absolute http(s) URL. */
+function checkedBaseUrl(baseUrl: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(baseUrl);
+  } catch {
+    url = undefined;
   }
-  return answer.body as T;
+  if (!url || (url.protocol !== "http:" && url.protocol !== "https:") || url.host === "" || url.search !== "" || url.hash !== "") {
+    throw new TypeError(
+      `baseUrl must be an absolute http:// or https:// URL without a query, such as "https://botstate.example.com" or "http://localhost:8080", not ${JSON.stringify(baseUrl)}`,
+    );
+  }
+  return baseUrl.replace(/\/+$/, "");
 }

@@ -73,6 +73,11 @@ export class RateLimited extends RetryLater {}
 export class Unavailable extends RetryLater {}
 /** 500 or another answer the client does not know. */
 export class ServerError extends BotStateError {}
+/**
+ * A 2xx answer that is not what the server sends (e.g. `{}` or HTML from a proxy in between):
+ * `status` and `body` are the answer's. For a write, it may have been applied.
+ */
+export class UnexpectedAnswer extends ServerError {}
 
 /** No answer: connection refused or cut, or the per-request timeout passed. */
 export class NetworkError extends BotStateError {

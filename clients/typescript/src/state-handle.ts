@@ -14,8 +14,11 @@ export interface RowStore {
 /** Changes the state in place, or returns the new one. */
 export type Mutation<S extends JsonObject> = (state: S) => S | void;
 
+/** With a mutation, how many times save() tries in all by default (the Python client's default too). */
+export const DEFAULT_SAVE_ATTEMPTS = 5;
+
 export interface SaveOptions extends CallOptions {
-  /** With a mutation: how many times to try in all before throwing the VersionConflict. Default 5. */
+  /** With a mutation: how many times to try in all before throwing the VersionConflict. Default 5 (DEFAULT_SAVE_ATTEMPTS). */
   attempts?: number;
 }
 
@@ -47,12 +50,13 @@ export class StateHandle<S extends JsonObject = JsonObject> {
 
   /**
    * Saves `state` if the row is still at `version`: a merge of what changed (a replace when the
-   * state holds a null, which a merge would remove). With `mutate`, it is applied first, and on a
-   * conflict the row is reloaded and it is applied again, up to `attempts` tries. Without one, a
-   * conflict throws VersionConflict with the current row. Other item errors throw ItemFailed.
+   * state holds a null, which a merge would remove). A member set to undefined is removed, as a
+   * deleted one is. With `mutate`, it is applied first, and on a conflict the row is reloaded and
+   * it is applied again, up to `attempts` tries (default 5). Without one, a conflict throws
+   * VersionConflict with the current row. Other item errors throw ItemFailed.
    */
   async save(mutate?: Mutation<S>, options: SaveOptions = {}): Promise<StateRow> {
-    const attempts = mutate ? (options.attempts ?? 5) : 1;
+    const attempts = mutate ? (options.attempts ?? DEFAULT_SAVE_ATTEMPTS) : 1;
     if (mutate) this.apply(mutate);
     for (let attempt = 1; ; attempt++) {
       const saved = await this.trySave(options);

@@ -38,6 +38,7 @@ export class Transport {
   /** The 2xx answer of `call`, after the retries it allows (see Call.idempotencyKey); else the error for the last outcome. */
   async send(call: Call): Promise<Answer> {
     const deadline = call.deadline ?? this.deadline();
+    checkRequest(call);
     for (let attempt = 0; ; attempt++) {
       let answer: Answer | undefined;
       let failure: unknown;
@@ -85,7 +86,8 @@ export class Transport {
     const keyed = call.idempotencyKey !== undefined;
     if (answer === undefined) return keyed ? backoffMs(attempt) : undefined;
     if (answer.status === 429 || answer.status === 503) {
-      return retryAfterMs(answer.headers.get("retry-after")) ?? backoffMs(attempt);
+      // Never less than the backoff, so "Retry-After: 0" (or an unreadable one) is no busy loop.
+      return Math.max(retryAfterMs(answer.headers.get("retry-after")) ?? 0, backoffMs(attempt));
     }
     if (answer.status === 409 && keyed && codeOf(answer.body) === "CONFLICT") return backoffMs(attempt);
     return undefined;
@@ -103,6 +105,15 @@ export class Transport {
       idempotencyKey: call.idempotencyKey,
     });
   }
+}
+
+/**
+ * Throws fetch's own TypeError for a request it could never send (a URL it cannot parse, a header
+ * value that is not a byte string, e.g. an API key with a newline): a mistake of the caller's, not
+ * a network failure, so it is thrown at once instead of being retried until the deadline.
+ */
+function checkRequest(call: Call): void {
+  new Request(call.url, { method: call.method, headers: { ...call.headers, ...(call.idempotencyKey === undefined ? {} : { "Idempotency-Key": call.idempotencyKey }) } });
 }
 
 function parseBody(text: string): unknown {

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { ItemFailed, VersionConflict } from "botstate-client";
+import { DEFAULT_SAVE_ATTEMPTS, ItemFailed, VersionConflict } from "botstate-client";
 import { recordingFetch, startServer, type Server } from "./harness.js";
 
 let server: Server;
 before(async () => {
-  server = await startServer({ accounts: 2, tickers: 5 });
+  server = await startServer({ accounts: 2, tickers: 8 });
 });
 after(() => server?.stop());
 
@@ -101,4 +101,52 @@ test("an item error other than a conflict throws ItemFailed", async () => {
   assert.ok(error instanceof ItemFailed && !(error instanceof VersionConflict));
   assert.equal(error.result.code, "TICKER_NOT_FOUND");
   assert.equal(error.message, "Ticker not found");
+});
+
+test("a member set to undefined is saved as removed, nested too; one never stored is nothing to send", async () => {
+  const { fetch, sent } = recordingFetch();
+  const client = server.client({ fetch });
+  const { accountId, tickerId } = row(5);
+  await client.write([{ accountId, tickerId, state: { stop: 140, keep: 1, inner: { a: 1, b: 2 } } }]);
+  const handle = await client.state<{ stop?: number; keep: number; inner: { a?: number; b: number }; never?: number }>(accountId, tickerId);
+  handle.state.stop = undefined;
+  handle.state.inner.a = undefined;
+  const saved = await handle.save();
+  assert.deepEqual(saved.state, { keep: 1, inner: { b: 2 } });
+  assert.equal(saved.version, 2);
+
+  handle.state.never = undefined;
+  await handle.save();
+  assert.equal(sent.filter((s) => s.method === "PATCH").length, 1, "nothing changed: no second merge");
+  assert.equal((await client.get(accountId, tickerId))?.version, 2);
+});
+
+test("an undefined member inside an array counts as absent: an equal array is nothing to send", async () => {
+  const { fetch, sent } = recordingFetch();
+  const client = server.client({ fetch });
+  const { accountId, tickerId } = row(6);
+  await client.write([{ accountId, tickerId, state: { orders: [{ id: 1 }, { id: 2 }] } }]);
+  const handle = await client.state<{ orders: Array<{ id: number; note?: string }> }>(accountId, tickerId);
+  sent.length = 0;
+  handle.state.orders[0]!.note = undefined;
+  await handle.save();
+  assert.deepEqual(sent.filter((s) => s.method === "PATCH" || s.method === "POST"), [], "no write");
+  assert.equal((await client.get(accountId, tickerId))?.version, 1);
+});
+
+test("save(mutate) tries 5 times by default before the VersionConflict", async () => {
+  assert.equal(DEFAULT_SAVE_ATTEMPTS, 5);
+  const { accountId, tickerId } = row(7);
+  const rival = server.client();
+  await rival.write([{ accountId, tickerId, state: { n: 0 } }]);
+  const racing: typeof fetch = async (input, init) => {
+    if (init?.method === "PATCH") await rival.merge([{ accountId, tickerId, state: { rival: Date.now() } }]);
+    return fetch(input, init);
+  };
+  const handle = await server.client({ fetch: racing }).state<{ n: number }>(accountId, tickerId);
+  let calls = 0;
+  const error = await handle.save((s) => void (s.n = ++calls)).catch((e: unknown) => e);
+  assert.ok(error instanceof VersionConflict, String(error));
+  assert.equal(calls, 5);
+  assert.equal(error.current?.version, 6, "the rival's five merges");
 });

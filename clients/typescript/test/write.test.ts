@@ -69,7 +69,3 @@ test("a request refused part way names the caller's index and carries what was a
   assert.equal(error.completed?.results.length, 1000);
   assert.equal(error.completed?.results[999]?.index, 999);
 });
-
-test("an empty write is the server's 400", async () => {
-  await assert.rejects(server.client().write([]), { name: "BadRequest", message: "states array cannot be empty" });
-});
