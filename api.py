@@ -103,7 +103,7 @@ def write_states(bot, merge):
         outcomes = bot.call(storage().write_states, writes, merge=merge, max_state_bytes=max_state_bytes)
         return jsonify(write_answer(updates, outcomes))
     digest = idempotency.fingerprint(data)
-    with idempotency.running().holding(bot.credentials.bot_id, key, digest):
+    with idempotency.running().holding(bot.credentials.bot_id, key):
         answer = bot.call(storage().find_answer, key)
         if answer is not None:
             return idempotency.replay(answer, digest)

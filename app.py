@@ -130,6 +130,8 @@ def _log_request(response):
     summary = g.get("summary")
     if summary is not None:
         fields["summary"] = {**summary, "errors": dict(g.failures)}
+    if g.get("replayed"):
+        fields["replayed"] = True  # the answer kept for its Idempotency-Key
     log.info(_text_line(fields), extra={"request": fields})  # logs.JSONFormatter writes the fields
     return response
 
@@ -143,4 +145,6 @@ def _text_line(fields):
     if summary is not None:
         parts.append(f"items={summary['total']} succeeded={summary['succeeded']} failed={summary['failed']}")
         parts.extend(f'"{error}"={count}' for error, count in summary["errors"].items())
+    if fields.get("replayed"):
+        parts.append("replayed")
     return " ".join(parts)

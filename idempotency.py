@@ -4,8 +4,8 @@ A write sent with a key keeps its answer in the same transaction as its rows
 (backends/answers.py), so an answer exists exactly when the write committed: a
 repeat with the same key and body gets that answer and writes nothing, whichever
 server process it reaches. A repeat that arrives while the first still runs gets
-a 409, and the same key with another request a 422; only a 200 is kept, so a
-request refused (400, 413, 503, ...) can be sent again with its key.
+a 409, and the same key with another request than the kept answer's a 422; only a
+200 is kept, so a request refused (400, 413, 503, ...) can be sent again with its key.
 """
 
 import contextlib
@@ -14,9 +14,9 @@ import re
 import threading
 import zlib
 
-from flask import current_app, request
+from flask import current_app, g, request
 
-from errors import APIError, bad_request
+from errors import RETRY_AFTER_SECONDS, APIError, bad_request
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -64,31 +64,31 @@ def key_reused():
 
 
 def in_progress():
-    """The 409 for a key whose first request is still running."""
-    return APIError(409, KEY_IN_PROGRESS, "CONFLICT")
+    """The 409 for a key whose first request is still running, with when to send it again."""
+    return APIError(409, KEY_IN_PROGRESS, "CONFLICT", {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 class Running:
     """The keys this process's requests hold while they run: a repeat meanwhile gets its 409 at once."""
 
     def __init__(self):
-        self._held = {}
+        self._held = set()
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def holding(self, bot_id, key, digest):
-        """Hold (bot, key) for the block; the 409, or the 422 for another request, when a request holds it."""
+    def holding(self, bot_id, key):
+        """Hold (bot, key) for the block; the 409 when a request holds it (whatever its body: the first
+        may still fail and keep nothing, so only a kept answer can tell a 422)."""
         with self._lock:
-            held = self._held.get((bot_id, key))
-            if held is None:
-                self._held[bot_id, key] = digest
-        if held is not None:
-            raise in_progress() if held == digest else key_reused()
+            held = (bot_id, key) in self._held
+            self._held.add((bot_id, key))
+        if held:
+            raise in_progress()
         try:
             yield
         finally:
             with self._lock:
-                del self._held[bot_id, key]
+                self._held.discard((bot_id, key))
 
 
 def running():
@@ -108,4 +108,5 @@ def replay(answer, digest):
     response = current_app.response_class(zlib.decompress(answer.body), status=answer.status)
     response.mimetype = "application/json"
     response.headers[REPLAYED_HEADER] = "true"
+    g.replayed = True  # for the request's log line
     return response

@@ -2,6 +2,7 @@
 
 import dataclasses
 import enum
+from collections.abc import Callable
 
 # Hex digits of a key's hash shown to tell keys apart (`bots keys`).
 KEY_FINGERPRINT_LENGTH = 12
@@ -173,7 +174,7 @@ class IdempotentWrite:
 
     key: str
     fingerprint: bytes
-    answer: object
+    answer: Callable[[list], bytes]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,14 +35,11 @@ from records import (
 )
 
 __all__ = [
-    "StoredAnswer",
-    "RequestInProgress",
-    "IdempotentWrite",
-    "AnsweredBefore",
     "DEFAULT_PAGE_BYTES",
     "KEY_FINGERPRINT_LENGTH",
     "PAGE_ROW_OVERHEAD",
     "TRANSFER_KINDS",
+    "AnsweredBefore",
     "Change",
     "ChangesAhead",
     "ChangesGone",
@@ -51,13 +48,16 @@ __all__ = [
     "DatabaseBusy",
     "DatabaseUnavailable",
     "HistoryGone",
+    "IdempotentWrite",
     "ItemError",
     "NotFound",
+    "RequestInProgress",
     "StaleKey",
     "StateRow",
     "StateWrite",
     "Storage",
     "StorageError",
+    "StoredAnswer",
     "VersionConflict",
     "open_storage",
 ]

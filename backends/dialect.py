@@ -4,9 +4,6 @@ import functools
 import json
 import re
 
-# The first key of the two-key advisory locks (objsubid 2) that hold Idempotency-Keys on
-# PostgreSQL, apart from the one-key locks of rows and seq floors.
-ANSWER_LOCK_CLASS = 1769300331
 # A :name parameter of the shared SQL (not a ::cast, not inside a word like HH24:MI).
 _PARAMETER = re.compile(r"(?<![:\w]):([a-z_][A-Za-z_0-9]*)")
 
@@ -168,10 +165,9 @@ class PostgresDialect(SQLiteDialect):
     """PostgreSQL: uuid and timestamptz columns, read back as text; sets travel as arrays."""
 
     name = "postgresql"
-    answer_lock = (
-        f"SELECT pg_try_advisory_xact_lock({ANSWER_LOCK_CLASS},"
-        " hashtext(CAST(:bot AS text) || '/' || CAST(:idem AS text)))"
-    )
+    # Idempotency-Keys take two-key advisory locks (objsubid 2), apart from the one-key locks of rows
+    # and seq floors: 32 bits of the bot and 32 of the key.
+    answer_lock = "SELECT pg_try_advisory_xact_lock(hashtext(CAST(:bot AS text)), hashtext(CAST(:idem AS text)))"
     # The clock's time when the statement runs, not when its transaction began (now()),
     # which a transaction waiting on a lock would date back; to the millisecond, like SQLite's.
     now = "date_trunc('milliseconds', clock_timestamp())"

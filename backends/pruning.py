@@ -168,11 +168,14 @@ class Pruning:
 
     def _prune_every(self, interval):
         while not self._stop_pruning.wait(interval):
-            try:
-                self.prune_changes(stop=self._stop_pruning)
-                self.prune_answers(stop=self._stop_pruning)
-            except Exception:  # the next pass tries again; serving goes on
-                log.exception("pruning the change log failed")
+            for prune, what in (
+                (self.prune_changes, "the change log"),
+                (self.prune_answers, "Idempotency-Key answers"),
+            ):
+                try:
+                    prune(stop=self._stop_pruning)
+                except Exception:  # the next pass tries again; serving goes on
+                    log.exception("pruning %s failed", what)
 
     def stop_pruning(self):
         """Stop the pruning thread, if it runs."""

@@ -230,13 +230,13 @@ def _find_entries_by_runs(db):
 
 
 # The answers to writes sent with an Idempotency-Key (backends/answers.py): a day per (bot, key),
-# the body as the server sent it, compressed.
+# the body as the server sent it, compressed. A rowid table: the bodies run to megabytes.
 @migrations(name="0008_idempotent_requests")
 def _keep_idempotent_answers(db):
     db.execute(
         "CREATE TABLE idempotent_requests (bot_id TEXT NOT NULL REFERENCES bots (id) ON DELETE CASCADE,"
         " idem TEXT NOT NULL, fingerprint BLOB NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL,"
-        " created_at TEXT NOT NULL, PRIMARY KEY (bot_id, idem)) WITHOUT ROWID"
+        " created_at TEXT NOT NULL, PRIMARY KEY (bot_id, idem))"
     )
     db.execute("CREATE INDEX idempotent_requests_age ON idempotent_requests (created_at)")
 

@@ -11,7 +11,6 @@ from spec_data import ACCOUNT_0, TICKER_AAPL
 import idempotency
 import keys
 from app import create_app
-from backends.dialect import ANSWER_LOCK_CLASS
 
 URL = "/api/bots/b/state"
 
@@ -220,10 +219,10 @@ def test_a_repeat_while_the_first_runs_gets_409_then_the_first_answer(configured
         first = in_background(lambda: send(client, bot, "k"))
         wait_until(lambda: app_running._held)
         repeat = send(client, bot, "k")
-        assert repeat.status_code == 409
+        assert repeat.status_code == 409 and repeat.headers["Retry-After"] == "1"
         assert repeat.get_json() == {"error": "A request with this Idempotency-Key is in progress", "code": "CONFLICT"}
-        other = send(client, bot, "k", json=body(v=2))
-        assert other.status_code == 422
+        # Another body too: the first may yet fail and keep nothing, so only a kept answer can tell a 422.
+        assert send(client, bot, "k", json=body(v=2)).status_code == 409
     first = first()
     assert first.status_code == 200 and stored_version(storage) == 1
     assert send(client, bot, "k").get_data() == first.get_data()
@@ -257,12 +256,9 @@ def test_two_server_processes_apply_a_key_once(configured, backend):
 
 
 def key_locks(storage):
-    """How many Idempotency-Key locks PostgreSQL holds now."""
-    return execute_sql(
-        settings_of(storage),
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = ?",
-        (ANSWER_LOCK_CLASS,),
-    )[0][0]
+    """How many Idempotency-Key locks (the two-key advisory locks) PostgreSQL holds now."""
+    sql = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
+    return execute_sql(settings_of(storage), sql)[0][0]
 
 
 def test_the_answer_replays_over_http(live_server, bot, registered):
@@ -282,3 +278,36 @@ def test_the_answer_replays_over_http(live_server, bot, registered):
     status, replayed, first = post("over-http")
     assert (status, replayed) == (200, None)
     assert post("over-http") == (200, "true", first)
+
+
+def test_a_first_request_that_fails_leaves_the_key_free_for_another_body(configured):
+    client, bot, storage = configured(BUSY_TIMEOUT_MS=50)
+    with holding_write_lock(settings_of(storage)):
+        assert send(client, bot, "k").status_code == 503
+    assert send(client, bot, "k", json=body(v=2)).status_code == 200  # nothing was kept for the first
+
+
+def test_answer_pruning_goes_on_when_pruning_the_change_log_fails(configured, monkeypatch):
+    client, bot, storage = configured()
+    send(client, bot, "old")
+    execute_sql(settings_of(storage), "UPDATE idempotent_requests SET created_at = '2020-01-01T00:00:00.000Z'")
+
+    def broken(**kwargs):
+        raise RuntimeError("the change log is broken")
+
+    monkeypatch.setattr(storage, "prune_changes", broken)
+    storage.start_pruning(interval=0.01)
+    try:
+        wait_until(lambda: storage.count_answers() == 0)
+    finally:
+        storage.stop_pruning()
+
+
+def test_a_replay_is_marked_in_the_request_log(configured, caplog):
+    client, bot, _ = configured()
+    send(client, bot, "k")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="botstate"):
+        send(client, bot, "k")
+    [line] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("POST ")]
+    assert line.endswith(" replayed") and caplog.records[-1].request["replayed"] is True
