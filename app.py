@@ -56,12 +56,14 @@ def default_database(app):
     return os.path.join(data, "botstate", "botstate.db")
 
 
-def create_app(test_config=None, upgrade=False):
+def create_app(test_config=None, upgrade=False, existing_only=False):
     """Build the app: defaults, then BOTSTATE_* environment, then `test_config`.
 
     A new database gets the schema. An older one is upgraded only with `upgrade`
     (the server's start, `botstate init-db`): other commands refuse it, so that a
     new CLI never changes the schema under an older server still running on it.
+    With `existing_only` (the admin commands), a SQLite file that does not exist is
+    refused instead of created: it is not the database any server reads.
     """
     app = BotstateFlask(__name__, instance_relative_config=True)
     app.config.from_mapping(config.DEFAULTS)
@@ -73,6 +75,11 @@ def create_app(test_config=None, upgrade=False):
     # Flask refuses bodies past this with a 413, which errors.py words as JSON.
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_BODY_BYTES"]
 
+    if existing_only and not app.config.get("DATABASE_URL") and not os.path.exists(app.config["DATABASE"]):
+        raise config.ConfigError(
+            f"the database {app.config['DATABASE']} does not exist: set BOTSTATE_DATABASE (or --env-file FILE)"
+            " to the service's database, or run `botstate init-db` to create it there"
+        )
     configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     for name in unknown_settings:
         log.warning("ignoring %s: not a botstate setting (see docs/configuration.md)", name)

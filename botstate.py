@@ -51,6 +51,11 @@ def output_failed(error):
     sys.exit(1)
 
 
+# The admin commands that may make the database they act on; every other one refuses a SQLite
+# file that does not exist (one made by mistake would be a database no server reads).
+MAKE_THE_DATABASE = ("init-db", "restore")
+
+
 def app_closed_with(ctx):
     """A factory of the app the admin commands use, configured from the environment; its
     storage is closed when the command ends (SQLite's WAL folded in then, not at the
@@ -59,7 +64,8 @@ def app_closed_with(ctx):
     def create_app():
         from app import create_app as create
 
-        app = create()
+        command = click.get_current_context().command.name  # the admin command that asks for the app
+        app = create(existing_only=command not in MAKE_THE_DATABASE)
         ctx.call_on_close(app.extensions["botstate.storage"].close)
         return app
 

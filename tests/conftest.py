@@ -20,6 +20,7 @@ from zygote import Zygote, forkable
 import botstate
 import keys
 from app import create_app
+from backends.sqlite import SQLiteStorage
 from keys import generate_key, hash_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -298,6 +299,14 @@ def stored_bytes(database):
         return b"".join(path.read_bytes() for path in files if path.exists())
     tables = ("bots", "bot_keys", "accounts", "tickers", "user_bot_states", "botstate_migrations")
     return "".join(repr(execute_sql(database, f"SELECT * FROM {table}")) for table in tables).encode()
+
+
+def initialized(path):
+    """`path`, made a botstate SQLite database (as `botstate init-db` makes it): admin commands refuse a missing one."""
+    storage = SQLiteStorage(str(path))
+    storage.migrate()
+    storage.close()
+    return path
 
 
 def botstate_env(**settings):

@@ -11,7 +11,7 @@ import sys
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import BACKEND_INDEPENDENT, botstate_env, run_botstate, run_python
+from conftest import BACKEND_INDEPENDENT, botstate_env, initialized, run_botstate, run_python
 from zygote import BOTSTATE_SCRIPT
 
 from backends.sqlite import SQLiteStorage
@@ -74,7 +74,7 @@ def umask(value):
     ),
 )
 def test_usage_errors_of_every_command_are_one_line(tmp_path, args, message, help_of):
-    done = flask(tmp_path / "x.db", *args)
+    done = flask(initialized(tmp_path / "x.db"), *args)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [f"Error: {message} Try 'botstate {help_of} --help' for help."]
 
@@ -259,7 +259,7 @@ def test_output_to_a_full_disk_is_one_line(tmp_path, args):
     with open("/dev/full", "w") as full:
         done = subprocess.run(
             [sys.executable, "-m", "botstate", *args],
-            env=botstate_env(DATABASE=tmp_path / "b.db"),
+            env=botstate_env(DATABASE=initialized(tmp_path / "b.db")),
             stdout=full,
             stderr=subprocess.PIPE,
             text=True,

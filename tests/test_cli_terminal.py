@@ -7,7 +7,7 @@ import sys
 import uuid
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, initialized
 
 BOTSTATE = [sys.executable, "-m", "botstate"]
 
@@ -50,12 +50,14 @@ def run_flask(args, database, stderr_tty):
 def test_import_shows_a_progress_bar_only_on_a_terminal(tmp_path, group, lines):
     source = tmp_path / "rows.txt"
     source.write_text("\n".join(lines) + "\n")
-    code, stdout, terminal = run_flask([group, "import", str(source)], tmp_path / "tty.db", stderr_tty=True)
+    database = initialized(tmp_path / "tty.db")
+    code, stdout, terminal = run_flask([group, "import", str(source)], database, stderr_tty=True)
     assert code == 0
     assert f"Importing {group}" in terminal and "100%" in terminal
     assert stdout.strip() == f"Added 1200 {group} (0 already registered)."
 
-    code, stdout, stderr = run_flask([group, "import", str(source)], tmp_path / "pipe.db", stderr_tty=False)
+    database = initialized(tmp_path / "pipe.db")
+    code, stdout, stderr = run_flask([group, "import", str(source)], database, stderr_tty=False)
     assert code == 0
     assert stderr == ""
     assert stdout.strip() == f"Added 1200 {group} (0 already registered)."

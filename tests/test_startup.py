@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 import sqlite_utils
-from conftest import run_botstate, start_server, stop_server
+from conftest import initialized, run_botstate, start_server, stop_server
 
 from backends.sqlite_schema import migrations
 
@@ -78,7 +78,8 @@ def test_a_serving_marker_that_cannot_be_opened_is_one_line(tmp_path):
 
 
 def test_unknown_settings_are_named_not_applied(tmp_path):
-    result = run_botstate(["-m", "botstate", "bots", "list", "--json"], DATABASE=tmp_path / "x.db", THRAEDS="8")
+    database = initialized(tmp_path / "x.db")
+    result = run_botstate(["-m", "botstate", "bots", "list", "--json"], DATABASE=database, THRAEDS="8")
     assert result.returncode == 0 and result.stdout.strip() == "[]"
     assert "ignoring BOTSTATE_THRAEDS: not a botstate setting" in result.stderr
 
