@@ -52,7 +52,8 @@ def output_failed(error):
 
 
 # The admin commands that may make the database they act on; every other one refuses a SQLite
-# file that does not exist (one made by mistake would be a database no server reads).
+# file that does not exist (one made by mistake would be a database no server reads). Each but
+# init-db names its database on stderr first, unless it prints --json.
 MAKE_THE_DATABASE = ("init-db", "restore")
 
 
@@ -64,8 +65,10 @@ def app_closed_with(ctx):
     def create_app():
         from app import create_app as create
 
-        command = click.get_current_context().command.name  # the admin command that asks for the app
-        app = create(existing_only=command not in MAKE_THE_DATABASE)
+        command = click.get_current_context()  # the admin command that asks for the app
+        app = create(existing_only=command.command.name not in MAKE_THE_DATABASE)
+        if command.command.name != "init-db" and not command.params.get("as_json"):  # init-db's answer names it
+            click.echo(f"botstate: database {app.extensions['botstate.storage'].location}", err=True)
         ctx.call_on_close(app.extensions["botstate.storage"].close)
         return app
 

@@ -301,6 +301,14 @@ def stored_bytes(database):
     return "".join(repr(execute_sql(database, f"SELECT * FROM {table}")) for table in tables).encode()
 
 
+def told_the_database(stderr, location):
+    """`stderr` after its first line, once that line names the database `location` (what a command not printing
+    --json says first)."""
+    first, _, rest = stderr.partition("\n")
+    assert first == f"botstate: database {location}", stderr
+    return rest
+
+
 def initialized(path):
     """`path`, made a botstate SQLite database (as `botstate init-db` makes it): admin commands refuse a missing one."""
     storage = SQLiteStorage(str(path))

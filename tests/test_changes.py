@@ -239,7 +239,7 @@ def test_the_cli_shows_a_rows_history_newest_first(client, bot, registered, runn
     import json
 
     assert [(c["version"], c["state"]) for c in json.loads(shown.output)] == [(2, {"n": 1}), (1, {"n": 0})]
-    table = runner.invoke(args=args).output.splitlines()
+    table = runner.invoke(args=args).stdout.splitlines()
     assert table[0].split() == ["SEQ", "OP", "VERSION", "AT", "STATE"]
     assert [line.split()[1:3] for line in table[1:]] == [["upsert", "2"], ["upsert", "1"]]
     assert runner.invoke(args=[*args[:3], "--account", ACCOUNT_0, "--ticker", "NOPE"]).exit_code == 1

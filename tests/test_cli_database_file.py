@@ -1,10 +1,13 @@
 """The admin commands act on the service's database, never on one they make by mistake: run without
 the service's settings, every command but `init-db` (and `db restore`, which brings a database) refuses
-a SQLite file that does not exist, in one line naming it, and creates nothing."""
+a SQLite file that does not exist, in one line naming it, and creates nothing; and each names the database
+it acts on, on stderr, unless it prints --json."""
+
+import json
 
 import click
 import pytest
-from conftest import run_botstate
+from conftest import initialized, run_botstate
 
 import botstate
 
@@ -67,3 +70,20 @@ def test_init_db_creates_it_and_then_the_commands_use_it(tmp_path):
     assert run_botstate(["-m", "botstate", "init-db"], DATABASE=database).returncode == 0
     listed = run_botstate(["-m", "botstate", "bots", "list", "--json"], DATABASE=database)
     assert (listed.returncode, listed.stdout.strip()) == (0, "[]")
+
+
+@pytest.mark.parametrize("name", sorted(ARGUMENTS))
+@pytest.mark.parametrize("as_json", (False, True), ids=("text", "json"))
+def test_a_command_names_its_database_on_stderr_once_unless_it_prints_json(tmp_path, name, as_json):
+    source = tmp_path / "rows.txt"
+    source.write_text(ACCOUNT + "\n")
+    args = [arg.format(file=source, folder=tmp_path) for arg in ARGUMENTS[name]]
+    database = initialized(tmp_path / "botstate.db")
+    done = run_botstate(["-m", "botstate", *name.split(), *args, *(["--json"] if as_json else [])], DATABASE=database)
+    named = f"botstate: database {database}"
+    if as_json:
+        assert named not in done.stderr and named not in done.stdout
+        if done.returncode == 0 and done.stdout:
+            json.loads(done.stdout)  # one JSON value, nothing else
+    else:
+        assert done.stderr.splitlines()[0] == named and done.stderr.count(named) == 1, done.stderr

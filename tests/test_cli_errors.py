@@ -11,7 +11,7 @@ import sys
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import BACKEND_INDEPENDENT, botstate_env, initialized, run_botstate, run_python
+from conftest import BACKEND_INDEPENDENT, botstate_env, initialized, run_botstate, run_python, told_the_database
 from zygote import BOTSTATE_SCRIPT
 
 from backends.sqlite import SQLiteStorage
@@ -145,7 +145,9 @@ def test_forced_restore_of_what_is_no_backup_refuses_without_a_warning(tmp_path,
     storage.start_upkeep()  # what a running server holds: servers_running() is true
     done = flask(storage.path, "db", "restore", "--force", str(source))
     assert done.returncode == 1
-    assert done.stderr.splitlines() == [f"Error: {source} is not a botstate database{why}"]
+    assert told_the_database(done.stderr, storage.path).splitlines() == [
+        f"Error: {source} is not a botstate database{why}"
+    ]
     assert storage.get_bot("my-bot") is not None
 
 
@@ -169,7 +171,9 @@ def test_a_backup_that_cannot_be_written_names_its_path_and_why(tmp_path, storag
     done = flask(storage.path, "db", "backup", str(target))
     assert done.returncode == 1
     why = "folder not writable" if where == "read-only folder" else "no such folder"
-    assert done.stderr.splitlines() == [f"Error: cannot write {target}: {folder}: {why}"]
+    assert told_the_database(done.stderr, storage.path).splitlines() == [
+        f"Error: cannot write {target}: {folder}: {why}"
+    ]
 
 
 # 6. Files are private whatever the umask
@@ -256,13 +260,15 @@ def test_a_new_or_empty_database_file_gets_the_schema(tmp_path, content):
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, the full disk of Linux")
 @pytest.mark.parametrize("args", (["--version"], ["--help"], ["bots", "list"], ["bots", "create", "my-bot"]))
 def test_output_to_a_full_disk_is_one_line(tmp_path, args):
+    database = initialized(tmp_path / "b.db")
     with open("/dev/full", "w") as full:
         done = subprocess.run(
             [sys.executable, "-m", "botstate", *args],
-            env=botstate_env(DATABASE=initialized(tmp_path / "b.db")),
+            env=botstate_env(DATABASE=database),
             stdout=full,
             stderr=subprocess.PIPE,
             text=True,
             timeout=60,
         )
-    assert (done.returncode, done.stderr) == (1, "botstate: cannot write its output: No space left on device\n")
+    stderr = told_the_database(done.stderr, database) if args[0] == "bots" else done.stderr
+    assert (done.returncode, stderr) == (1, "botstate: cannot write its output: No space left on device\n")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import requests
-from conftest import BotstateCliRunner, run_botstate, start_server, stop_server
+from conftest import BotstateCliRunner, run_botstate, start_server, stop_server, told_the_database
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
 
 from app import create_app
@@ -317,8 +317,9 @@ def test_a_bad_file_is_refused_with_its_reason_and_imports_nothing(tmp_path, dat
     completed = run_botstate([*BOTSTATE, "states", "import", str(path)], **database)
     assert completed.returncode == 1
     expected = f"Error: {path} {error}" if error.startswith("line") else f"Error: {error}"
-    assert completed.stderr.strip().startswith(expected), completed.stderr
-    assert len(completed.stderr.strip().splitlines()) == 1, completed.stderr
+    stderr = told_the_database(completed.stderr, database["DATABASE"])
+    assert stderr.strip().startswith(expected), completed.stderr
+    assert len(stderr.strip().splitlines()) == 1, completed.stderr
     assert in_process(runner, "states", "export").stdout_bytes == before
 
 
