@@ -45,6 +45,14 @@ def leaf_commands(command, path=()):
         yield " ".join(path)
 
 
+def run_command(tmp_path, name, as_json, database):
+    """`botstate NAME ARGUMENTS [--json]` on `database`, its FILE holding an account id; the finished process."""
+    source = tmp_path / "rows.txt"
+    source.write_text(ACCOUNT + "\n")
+    args = [arg.format(file=source, folder=tmp_path) for arg in ARGUMENTS[name]]
+    return run_botstate(["-m", "botstate", *name.split(), *args, *(["--json"] if as_json else [])], DATABASE=database)
+
+
 def test_every_admin_command_has_a_row():
     assert set(leaf_commands(botstate.main)) - MAKERS == set(ARGUMENTS)
 
@@ -52,11 +60,8 @@ def test_every_admin_command_has_a_row():
 @pytest.mark.parametrize("name", sorted(ARGUMENTS))
 @pytest.mark.parametrize("as_json", (False, True), ids=("text", "json"))
 def test_a_command_refuses_a_database_file_that_does_not_exist(tmp_path, name, as_json):
-    source = tmp_path / "rows.txt"
-    source.write_text(ACCOUNT + "\n")
-    args = [arg.format(file=source, folder=tmp_path) for arg in ARGUMENTS[name]]
     missing = tmp_path / "instance" / "botstate.db"
-    done = run_botstate(["-m", "botstate", *name.split(), *args, *(["--json"] if as_json else [])], DATABASE=missing)
+    done = run_command(tmp_path, name, as_json, missing)
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == (
         f"Error: the database {missing} does not exist: set BOTSTATE_DATABASE (or --env-file FILE) to the"
@@ -75,11 +80,8 @@ def test_init_db_creates_it_and_then_the_commands_use_it(tmp_path):
 @pytest.mark.parametrize("name", sorted(ARGUMENTS))
 @pytest.mark.parametrize("as_json", (False, True), ids=("text", "json"))
 def test_a_command_names_its_database_on_stderr_once_unless_it_prints_json(tmp_path, name, as_json):
-    source = tmp_path / "rows.txt"
-    source.write_text(ACCOUNT + "\n")
-    args = [arg.format(file=source, folder=tmp_path) for arg in ARGUMENTS[name]]
     database = initialized(tmp_path / "botstate.db")
-    done = run_botstate(["-m", "botstate", *name.split(), *args, *(["--json"] if as_json else [])], DATABASE=database)
+    done = run_command(tmp_path, name, as_json, database)
     named = f"botstate: database {database}"
     if as_json:
         assert named not in done.stderr and named not in done.stdout
