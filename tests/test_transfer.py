@@ -306,7 +306,7 @@ BAD_LINES = [
 
 
 @pytest.mark.parametrize("line,error", [row[1:] for row in BAD_LINES], ids=[row[0] for row in BAD_LINES])
-def test_a_bad_file_is_refused_with_its_reason_and_imports_nothing(tmp_path, database, runner, line, error):
+def test_a_bad_file_is_refused_with_its_reason_and_imports_nothing(tmp_path, database, storage, runner, line, error):
     good, path = tmp_path / "good.jsonl", tmp_path / "in.jsonl"
     good.write_bytes(json.dumps(BOT).encode() + b"\n")
     path.write_bytes(json.dumps(BOT).encode() + b"\n" + line + b"\n")
@@ -317,7 +317,7 @@ def test_a_bad_file_is_refused_with_its_reason_and_imports_nothing(tmp_path, dat
     completed = run_botstate([*BOTSTATE, "states", "import", str(path)], **database)
     assert completed.returncode == 1
     expected = f"Error: {path} {error}" if error.startswith("line") else f"Error: {error}"
-    stderr = told_the_database(completed.stderr, database["DATABASE"])
+    stderr = told_the_database(completed.stderr, storage.location)
     assert stderr.strip().startswith(expected), completed.stderr
     assert len(stderr.strip().splitlines()) == 1, completed.stderr
     assert in_process(runner, "states", "export").stdout_bytes == before
