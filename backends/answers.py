@@ -1,6 +1,5 @@
 """The answers kept for Idempotency-Keys, for both backends: found, kept with their write, pruned after a day."""
 
-from backends import rules
 from records import AnsweredBefore, RequestInProgress, StoredAnswer
 
 # How long the answer to a request sent with an Idempotency-Key is kept.
@@ -26,12 +25,8 @@ class Answers:
     def find_answer(self, credentials, key):
         """The StoredAnswer kept for the bot's Idempotency-Key `key`, or None, read with the check of the key."""
         with self._reading() as conn:
-            self._verify_credentials(conn, credentials)
+            self._verify_key(conn, {"bot": credentials.bot_id, "key": credentials.key_hash})
             return self._kept_answer(conn, credentials.bot_id, key)
-
-    def _verify_credentials(self, conn, credentials):
-        params = {"bot": credentials.bot_id, "key": credentials.key_hash}
-        rules.verify_key(*self._run(conn, self.credentials_sql(), params).fetchone())
 
     def _kept_answer(self, conn, bot_id, key):
         sql = self._once("kept answer", self._answer_sql)
@@ -47,7 +42,7 @@ class Answers:
             raise RequestInProgress(idempotent.key)
         answer = self._kept_answer(conn, credentials.bot_id, idempotent.key)
         if answer is not None:
-            self._verify_credentials(conn, credentials)  # a key revoked since gets no answer
+            self._verify_key(conn, {"bot": credentials.bot_id, "key": credentials.key_hash})  # revoked: no answer
             raise AnsweredBefore(answer)
 
     def _keep_answer(self, conn, credentials, idempotent, status, body):

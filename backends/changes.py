@@ -4,7 +4,6 @@ The backends' triggers append the entries (one per row an insert, update or dele
 changes) in the statement that changes the row; this reads and prunes them.
 """
 
-from backends import rules
 from records import Change, ChangesAhead, ChangesGone, HistoryGone
 
 # A filtered feed (one account or ticker) reads at most this many of the bot's entries
@@ -78,7 +77,7 @@ class Changes:
         )
         works, pruned_seq, scanned_to, largest = self._run(conn, sql, params).fetchone()
         if not works:
-            rules.verify_key(*self._run(conn, self.credentials_sql(), params).fetchone())
+            self._verify_key(conn, params)
         if pruned_seq is not None and params["after"] < pruned_seq:
             raise ChangesGone(pruned_seq)
         if scanned_to is None and params["after"] > (largest or 0):
@@ -139,7 +138,7 @@ class Changes:
         }
         with self._reading() as conn:
             if credentials is not None:
-                rules.verify_key(*self._run(conn, self.credentials_sql(), params).fetchone())
+                self._verify_key(conn, params)
             head = self._row_head(conn, params)
             if head is None:
                 return [], None
@@ -192,7 +191,7 @@ class Changes:
             "fetch": 1,
         }
         with self._reading() as conn:
-            rules.verify_key(*self._run(conn, self.credentials_sql(), params).fetchone())
+            self._verify_key(conn, params)
             floors = [floor for floor in self._run(conn, kept, params).fetchone() if floor is not None]
             if floors and at < max(floors):
                 raise HistoryGone(max(floors))

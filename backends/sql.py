@@ -2,6 +2,7 @@
 
 import contextlib
 
+from backends import rules
 from backends.answers import Answers
 from backends.catalog import Catalog
 from backends.changes import Changes
@@ -62,6 +63,10 @@ class SQLStorage(Catalog, States, Changes, Pruning, Answers):
     def credentials_sql(self, lock=False):
         """SQL: whether the bot :bot exists, and whether the key :key works for it."""
         return f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = :bot), {self.key_works(':bot', ':key', lock)}"
+
+    def _verify_key(self, conn, params):
+        """Raise NotFound or StaleKey unless the bot :bot exists and the key :key works for it (rules.verify_key)."""
+        rules.verify_key(*self._run(conn, self.credentials_sql(), params).fetchone())
 
     def _once(self, name, build):
         """The text of the statement `name`, made by build() the first time only (hot paths)."""

@@ -263,7 +263,7 @@ class States:
         with self._reading() as conn:
             rows = self._run(conn, query, params).fetchall()
             if credentials is not None and not rows:  # none stored, or the key no longer works
-                rules.verify_key(*self._run(conn, self.credentials_sql(), params).fetchone())
+                self._verify_key(conn, params)
         fetched = rows[0][-1] if rows else 0
         page = [StateRow(*row[:-1]) for row in rows[:limit]]
         return page, fetched > len(page)
