@@ -94,6 +94,9 @@ def item_error(account_id, ticker_id, index, outcome):
 def write_states(bot, merge):
     """Validate the items, write each independently, and answer the spec's bulk response;
     with an Idempotency-Key, the answer kept for it when it has one (see idempotency.py)."""
+    if bot.read_only:
+        state_updates(request.get_data(cache=False), merge)  # the spec's 400s come first
+        bot.check_writes()
     key = idempotency.requested_key()
     data = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
     max_state_bytes = current_app.config["MAX_STATE_BYTES"]
@@ -302,6 +305,7 @@ def expected_by_if_match(header, found):
 def delete_state(bot, account_id, ticker_id):
     """Delete one state row; with If-Match, only while its version is one of those given."""
     key = state_key(account_id, ticker_id)
+    bot.check_writes()
     expected = if_match_versions(request.headers.get("If-Match"))
     outcome = bot.call(storage().delete_state, *key, expected_versions=expected)
     if outcome is None:

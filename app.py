@@ -11,7 +11,9 @@ from werkzeug.routing import Map, RequestRedirect
 import config
 import metrics
 import ratelimit
+from admin_api import bp as admin_blueprint
 from api import bp as api_blueprint
+from catalog_api import bp as catalog_blueprint
 from changes_api import bp as changes_blueprint
 from cli import register_commands
 from errors import register_error_handlers
@@ -100,6 +102,8 @@ def create_app(test_config=None, upgrade=False, existing_only=False):
 
     app.register_blueprint(api_blueprint)
     app.register_blueprint(changes_blueprint)
+    app.register_blueprint(catalog_blueprint)
+    app.register_blueprint(admin_blueprint)
     app.register_blueprint(openapi_blueprint)
     register_error_handlers(app)
     app.before_request(_start_timer)
@@ -134,6 +138,8 @@ def _log_request(response):
     }
     if "bot_slug" in g:
         fields["bot"] = g.bot_slug[:100]
+    if "admin" in g:
+        fields["admin"] = g.admin[:100]  # the admin key's name, never the key
     summary = g.get("summary")
     if summary is not None:
         fields["summary"] = {**summary, "errors": dict(g.failures)}
@@ -148,6 +154,8 @@ def _text_line(fields):
     parts = [fields["method"], _printable(fields["path"]), str(fields["status"]), f"{fields['duration_ms']:.1f}ms"]
     if "bot" in fields:
         parts.append(f"bot={_printable(fields['bot'])}")
+    if "admin" in fields:
+        parts.append(f"admin={_printable(fields['admin'])}")
     summary = fields.get("summary")
     if summary is not None:
         parts.append(f"items={summary['total']} succeeded={summary['succeeded']} failed={summary['failed']}")

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 import keys
 import ratelimit
 from errors import APIError, bad_request
-from records import Credentials, NotFound, StaleKey
+from records import WRITE_SCOPE, Credentials, NotFound, StaleKey
 from schemas import INVALID_SLUG, is_valid_slug
 
 # Bots remembered per slug: (bot id, its working keys) as last read. A remembered
@@ -56,7 +56,8 @@ def authenticate(slug, fresh=False):
     key_hash = keys.hash_key(api_key)
     bots = remembered_bots()
     remembered = None if fresh else bots.get(slug)
-    if remembered is None or not keys.works(key_hash, remembered[1]):
+    scope = None if remembered is None else keys.scope_of(key_hash, remembered[1])
+    if scope is None:
         remembered = storage().find_bot_credentials(slug)
         if remembered is None:
             bots.pop(slug, None)
@@ -64,10 +65,11 @@ def authenticate(slug, fresh=False):
         if len(bots) >= REMEMBERED_BOTS_MAX:
             bots.clear()
         bots[slug] = remembered
-        if not keys.works(key_hash, remembered[1]):
+        scope = keys.scope_of(key_hash, remembered[1])
+        if scope is None:
             raise invalid_key()
     storage().record_key_use(remembered[0], key_hash)
-    return Credentials(remembered[0], key_hash)
+    return Credentials(remembered[0], key_hash, scope)
 
 
 def admit(slug):
@@ -82,6 +84,11 @@ def admit(slug):
         authenticate(slug, fresh=True)
         raise
     return credentials
+
+
+def read_only():
+    """The 403 for a write with a read key: after the spec's checks, so a client of the spec never meets it."""
+    return APIError(403, "This API key is read-only")
 
 
 class Bot:
@@ -108,6 +115,16 @@ class Bot:
                 raise invalid_key() from None
         self.confirmed = True
         return result
+
+    @property
+    def read_only(self):
+        """Whether the request's key may only read."""
+        return self.credentials.scope != WRITE_SCOPE
+
+    def check_writes(self):
+        """The read-only 403 unless the request's key may write."""
+        if self.read_only:
+            raise read_only()
 
 
 def bot_endpoint(view):

@@ -7,13 +7,13 @@ from flask import Blueprint, current_app, jsonify
 import change_schemas
 import idempotency
 import schemas
+from admin_openapi import RETRY_AFTER, add_admin_paths, add_catalog_paths
 
-API_VERSION = "1.3.0"
+API_VERSION = "1.4.0"
 
 bp = Blueprint("openapi", __name__)
 
 SLUG = {"in": "path", "name": "slug", "required": True, "schema": schemas.SLUG_DOC, "description": "Bot identifier"}
-RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}}
 ETAG = {"ETag": {"description": 'The row\'s version, quoted: "3"', "schema": {"type": "string"}}}
 
 
@@ -198,6 +198,8 @@ def build_document(updates_schema):
             }
         },
     )
+    add_catalog_paths(spec, SLUG, _errors(*AUTHENTICATED))
+    add_admin_paths(spec)
     spec.path(
         path="/healthz",
         operations=_public_get(

@@ -1,4 +1,5 @@
-"""The optional per-bot rate limit (BOTSTATE_RATE_LIMIT), counted by Flask-Limiter in this process's memory."""
+"""The optional rate limit (BOTSTATE_RATE_LIMIT) per bot and per admin key, counted by Flask-Limiter in this
+process's memory."""
 
 import math
 import time
@@ -8,7 +9,7 @@ from flask import current_app, g
 from errors import APIError
 
 EXTENSION = "botstate.rate_limit"
-# One budget per bot across all its endpoints, not one per endpoint.
+# One budget per bot (or admin key) across all its endpoints, not one per endpoint.
 SCOPE = "bot"
 
 
@@ -20,7 +21,7 @@ def init_app(app):
     from flask_limiter import Limiter, RateLimitExceeded
 
     limiter = Limiter(
-        _bot_slug,
+        _budget,
         app=app,
         storage_uri="memory://",
         strategy="fixed-window",
@@ -42,9 +43,11 @@ def count_request():
         pass
 
 
-def _bot_slug():
-    # auth.authenticate sets it before count_request runs.
-    return g.bot_slug
+def _budget():
+    # auth.authenticate (a bot's slug) or admin_auth.authenticate_admin (an admin key's name) sets it before
+    # count_request runs; a slug never holds a colon, so the two never share a budget.
+    admin = g.get("admin")
+    return g.bot_slug if admin is None else f"admin:{admin}"
 
 
 def _too_many_requests(request_limit):

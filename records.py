@@ -95,9 +95,15 @@ class VersionConflict:
     code = "VERSION_CONFLICT"  # not a field: the per-item error's code
 
 
+# What a bot key may do: a write key everything, a read key only GETs.
+WRITE_SCOPE = "write"
+READ_SCOPE = "read"
+KEY_SCOPES = (WRITE_SCOPE, READ_SCOPE)
+
+
 @dataclasses.dataclass(frozen=True)
 class Credentials:
-    """A bot and the hash of the key a request proved it holds: what storage acts for a bot with.
+    """A bot, the hash of the key a request proved it holds and that key's scope: what storage acts for a bot with.
 
     Only authentication makes one (auth.authenticate); every storage call that
     reads or writes a bot's states checks again that the key still works.
@@ -105,6 +111,23 @@ class Credentials:
 
     bot_id: str
     key_hash: str
+    scope: str = WRITE_SCOPE
+
+
+@dataclasses.dataclass(frozen=True)
+class Registered:
+    """An account or ticker of a bulk registration, as stored; `created` is False when it was there already."""
+
+    record: dict
+    created: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Taken:
+    """An account or ticker of a bulk registration that another one's id or symbol already holds."""
+
+    message: str
+    code = "CONFLICT"  # not a field: the per-item error's code
 
 
 # StateWrite and StateRow are made by the thousand per bulk write: a frozen dataclass

@@ -49,6 +49,18 @@ MAX_SYMBOL_LENGTH = 32
 # What `botstate bots create` accepts: the API takes longer slugs, which no bot can have.
 MAX_SLUG_LENGTH = 100
 MAX_NAME_LENGTH = 200
+# A symbol has no whitespace, comma, control character (Cc) or invisible formatting character: one
+# pattern for the server and the OpenAPI document, which states it as it is. Lone surrogates (only
+# a command line can hold them: JSON and URLs cannot) are refused apart, as no regex engine has them.
+SYMBOL_REGEX = (
+    "[^\\s,\\x00-\\x1f\\x7f-\\x9f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064"
+    f"\\u206a-\\u206f\\ufeff\\ufff9-\\ufffb]{{1,{MAX_SYMBOL_LENGTH}}}"
+)
+SYMBOL_PATTERN = re.compile(SYMBOL_REGEX)
+SYMBOL_RULE = f"1 to {MAX_SYMBOL_LENGTH} characters, without whitespace, commas, control or invisible characters"
+SURROGATE = re.compile("[\ud800-\udfff]")
+# A name has no control character (Cc).
+NAME_REGEX = f"[^\\x00-\\x1f\\x7f-\\x9f]{{1,{MAX_NAME_LENGTH}}}"
 
 
 def is_valid_slug(slug):
@@ -62,12 +74,8 @@ def is_valid_bot_slug(slug):
 
 
 def is_valid_symbol(symbol):
-    """Whether a ticker symbol is 1..32 printable characters without spaces or commas."""
-    return (
-        0 < len(symbol) <= MAX_SYMBOL_LENGTH
-        and symbol.isprintable()
-        and not any(c.isspace() or c == "," for c in symbol)
-    )
+    """Whether a ticker symbol is 1..32 characters with no space, comma, control or invisible character."""
+    return SYMBOL_PATTERN.fullmatch(symbol) is not None and SURROGATE.search(symbol) is None
 
 
 def is_valid_name(name):

@@ -12,7 +12,10 @@ from backends.transfer_sql import TRANSFER_KINDS
 from records import (
     DEFAULT_PAGE_BYTES,
     KEY_FINGERPRINT_LENGTH,
+    KEY_SCOPES,
     PAGE_ROW_OVERHEAD,
+    READ_SCOPE,
+    WRITE_SCOPE,
     AnsweredBefore,
     Change,
     ChangesAhead,
@@ -25,20 +28,25 @@ from records import (
     IdempotentWrite,
     ItemError,
     NotFound,
+    Registered,
     RequestInProgress,
     StaleKey,
     StateRow,
     StateWrite,
     StorageError,
     StoredAnswer,
+    Taken,
     VersionConflict,
 )
 
 __all__ = [
     "DEFAULT_PAGE_BYTES",
     "KEY_FINGERPRINT_LENGTH",
+    "KEY_SCOPES",
     "PAGE_ROW_OVERHEAD",
+    "READ_SCOPE",
     "TRANSFER_KINDS",
+    "WRITE_SCOPE",
     "AnsweredBefore",
     "Change",
     "ChangesAhead",
@@ -51,6 +59,7 @@ __all__ = [
     "IdempotentWrite",
     "ItemError",
     "NotFound",
+    "Registered",
     "RequestInProgress",
     "StaleKey",
     "StateRow",
@@ -58,6 +67,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "StoredAnswer",
+    "Taken",
     "VersionConflict",
     "open_storage",
 ]
@@ -114,6 +124,9 @@ class Storage(Protocol):
     def list_bots(self) -> list[dict]:
         """Every bot as get_bot() shows it, by slug."""
 
+    def page_bots(self, limit: int, after: str | None = None) -> tuple[list[dict], bool]:
+        """Up to `limit` bots as get_bot() shows them, by slug, those past the slug `after`; and whether more follow."""
+
     def count_bots(self) -> int:
         """How many bots exist."""
 
@@ -123,7 +136,7 @@ class Storage(Protocol):
     def find_bot_credentials(self, slug: str) -> tuple | None:
         """(bot id, its working keys) for the slug, or None: the read that authenticates a request.
 
-        Each key is (key hash, when it stops working on time.monotonic()'s clock, or None).
+        Each key is (key hash, when it stops working on time.monotonic()'s clock or None, its scope).
         """
 
     def record_key_use(self, bot_id: str, key_hash: str) -> None:
@@ -132,15 +145,36 @@ class Storage(Protocol):
     def flush_key_uses(self) -> None:
         """Store the last use of each key recorded since the last flush."""
 
-    def replace_bot_key(self, slug: str, api_key_hash: str, grace_seconds: int = 0) -> dict:
-        """Give the bot a new key; its other keys work `grace_seconds` more (none at 0), or until
-        their own earlier expiry. The bot, with `oldKeysExpireAt` (None: no old key works). NotFound."""
+    def replace_bot_key(self, slug: str, api_key_hash: str, grace_seconds: int = 0, scope: str = WRITE_SCOPE) -> dict:
+        """Give the bot a new key of `scope`; its other keys of that scope work `grace_seconds` more (none at 0),
+        or until their own earlier expiry. The bot, with `oldKeysExpireAt` (None: no old key works). NotFound."""
 
-    def revoke_bot_keys(self, slug: str, every: bool = False) -> int:
-        """Stop the bot's keys in a grace period at once, or with `every` all of them; how many. NotFound."""
+    def add_bot_key(self, slug: str, api_key_hash: str, scope: str) -> dict:
+        """Give the bot one more key of `scope` (KEY_SCOPES) beside its others; the key as list_bot_keys() shows it."""
+
+    def revoke_bot_keys(self, slug: str, every: bool = False, fingerprint: str | None = None) -> int:
+        """Stop the bot's keys in a grace period at once, with `every` all of them, with `fingerprint` the one
+        key whose hash starts so; how many. NotFound, also for a fingerprint of no working key."""
 
     def list_bot_keys(self, slug: str) -> list[dict]:
-        """The bot's working keys, newest first: fingerprint, createdAt, expiresAt, lastUsedAt. NotFound."""
+        """The bot's working keys, newest first: fingerprint, scope, createdAt, expiresAt, lastUsedAt. NotFound."""
+
+    # Admin keys
+
+    def create_admin_key(self, name: str, key_hash: str) -> dict:
+        """Insert an admin key; as list_admin_keys() shows it. Conflict when the name is taken."""
+
+    def list_admin_keys(self) -> list[dict]:
+        """Every admin key, by name: name, fingerprint, createdAt, lastUsedAt."""
+
+    def revoke_admin_key(self, name: str) -> dict:
+        """Delete the admin key `name`; it as list_admin_keys() showed it. NotFound."""
+
+    def find_admin_key(self, key_hash: str) -> str | None:
+        """The name of the admin key with this hash, or None: the read that authenticates an admin request."""
+
+    def count_admin_keys(self) -> int:
+        """How many admin keys exist."""
 
     # Accounts and tickers
 
@@ -165,6 +199,48 @@ class Storage(Protocol):
 
     def list_tickers(self) -> list[dict]:
         """Every ticker ({id, symbol, createdAt}), by symbol."""
+
+    def register_accounts(self, rows: list) -> list:
+        """Insert (id, name or None) rows in one transaction, in order, each seeing those before it.
+
+        One outcome per row: Registered (created, or there already with that name or none
+        given: nothing changes) or Taken (the id is there with another name).
+        """
+
+    def register_tickers(self, rows: list) -> list:
+        """Insert (symbol, id or None) rows in one transaction, in order, each seeing those before it.
+
+        One outcome per row: Registered (created, or the symbol there already with that id
+        or none given: nothing changes) or Taken (the symbol or the id is another ticker's).
+        """
+
+    def page_accounts(
+        self, limit: int, after: str | None = None, credentials: Credentials | None = None
+    ) -> tuple[list[dict], bool]:
+        """Up to `limit` accounts ({id, name, createdAt}) by id, past the id `after`, and whether more follow.
+
+        With `credentials`, only while the key works (a bot's read of the catalog).
+        """
+
+    def page_tickers(
+        self, limit: int, after: str | None = None, symbol: str | None = None, credentials: Credentials | None = None
+    ) -> tuple[list[dict], bool]:
+        """Up to `limit` tickers ({id, symbol, createdAt}) by symbol, past the symbol `after`, only `symbol`
+        when given; and whether more follow. With `credentials`, only while the key works."""
+
+    def get_account(self, account_id: str) -> dict | None:
+        """The account ({id, name, createdAt, states}: how many states of it every bot has), or None."""
+
+    def get_ticker(self, ticker_id: str) -> dict | None:
+        """The ticker ({id, symbol, createdAt, states}: how many states of it every bot has), or None."""
+
+    def delete_account(self, account_id: str) -> dict:
+        """Delete the account and every bot's states of it (each delete in the change log); the account as
+        it was, with `deletedStates`. NotFound."""
+
+    def delete_ticker(self, ticker_id: str) -> dict:
+        """Delete the ticker and every bot's states of it (each delete in the change log); the ticker as
+        it was, with `deletedStates`. NotFound."""
 
     # States
 

@@ -1,15 +1,14 @@
-"""Bots, their keys, accounts and tickers, for both backends."""
+"""Bots and their keys, for both backends."""
 
 import time
 import uuid
 
 import clock
-from backends.keyuses import reporting
-from records import KEY_FINGERPRINT_LENGTH, Conflict, NotFound
+from records import KEY_FINGERPRINT_LENGTH, WRITE_SCOPE, Conflict, NotFound
 
 
 class Catalog:
-    """The bot, key, account and ticker methods of storage.Storage, over SQLStorage's statements."""
+    """The bot and key methods of storage.Storage, over SQLStorage's statements."""
 
     def record_key_use(self, bot_id, key_hash):
         """Note that a request authenticated with this key now; flush_key_uses() stores it."""
@@ -44,13 +43,14 @@ class Catalog:
         """(bot id, its working keys) for the slug, or None: the read that authenticates a request.
 
         Each key is (key hash, when it stops working on this process's time.monotonic()
-        clock, or None). The database's clock says how long each key has left, so
+        clock or None, its scope). The database's clock says how long each key has left, so
         that one clock decides expiry whatever host asks.
         """
         sql = self._once(
             "find_bot_credentials",
-            lambda: f"SELECT {self.dialect.text('bots.id')}, k.key_hash, {self.dialect.seconds_until('k.expires_at')}"
-            f" FROM bots LEFT JOIN bot_keys AS k ON k.bot_id = bots.id AND NOT {self._expired} WHERE bots.slug = :slug",
+            lambda: f"SELECT {self.dialect.text('bots.id')}, k.key_hash, {self.dialect.seconds_until('k.expires_at')},"
+            " k.scope FROM bots LEFT JOIN bot_keys AS k ON k.bot_id = bots.id AND NOT"
+            f" {self._expired} WHERE bots.slug = :slug",
         )
         with self._reading() as conn:
             rows = self._run(conn, sql, {"slug": slug}).fetchall()
@@ -58,20 +58,30 @@ class Catalog:
             return None
         now = time.monotonic()
         return rows[0][0], tuple(
-            (key_hash, None if left is None else now + left) for _, key_hash, left in rows if key_hash is not None
+            (key_hash, None if left is None else now + left, scope)
+            for _, key_hash, left, scope in rows
+            if key_hash is not None
         )
 
     def list_bots(self):
         """Every bot with its number of states, by slug."""
         return self._read(f"{self._select_bots} ORDER BY slug")
 
+    def page_bots(self, limit, after=None):
+        """Up to `limit` bots by slug, those past the slug `after`, and whether more follow."""
+        where = "" if after is None else " WHERE slug > :after"
+        params = {"after": after, "fetch": limit + 1}
+        rows = self._read(f"{self._select_bots}{where} ORDER BY slug LIMIT :fetch", params)
+        return rows[:limit], len(rows) > limit
+
     def count_bots(self):
         """How many bots exist."""
         return self._scalar("SELECT count(*) FROM bots")
 
-    def replace_bot_key(self, slug, api_key_hash, grace_seconds=0):
-        """Give the bot a new key. Its other keys keep working for `grace_seconds` more
-        (none at 0), or until their own earlier expiry.
+    def replace_bot_key(self, slug, api_key_hash, grace_seconds=0, scope=WRITE_SCOPE):
+        """Give the bot a new key of `scope`. Its other keys of that scope keep working for
+        `grace_seconds` more (none at 0), or until their own earlier expiry; keys of the
+        other scope are left as they are.
 
         Returns the bot, with `oldKeysExpireAt`: when the last old key stops
         (None when none works any more).
@@ -80,67 +90,96 @@ class Catalog:
 
         def replace(conn):
             bot_id = self._bot_id(conn, slug)
-            params = {"bot": bot_id, "grace": int(grace_seconds)}
+            params = {"bot": bot_id, "grace": int(grace_seconds), "scope": scope}
             self._forget_expired_keys(conn, bot_id)
             if grace_seconds > 0:
                 ends = d.seconds_from_now("grace")
                 self._run(
                     conn,
-                    f"UPDATE bot_keys SET expires_at = {ends}"
-                    f" WHERE bot_id = :bot AND (expires_at IS NULL OR expires_at > {ends})",
+                    f"UPDATE bot_keys SET expires_at = {ends} WHERE bot_id = :bot AND scope = :scope"
+                    f" AND (expires_at IS NULL OR expires_at > {ends})",
                     params,
                 )
             else:
-                self._run(conn, "DELETE FROM bot_keys WHERE bot_id = :bot", params)
+                self._run(conn, "DELETE FROM bot_keys WHERE bot_id = :bot AND scope = :scope", params)
             expires_at = self._run(
-                conn, f"SELECT {d.time_text('max(expires_at)')} FROM bot_keys WHERE bot_id = :bot", params
+                conn,
+                f"SELECT {d.time_text('max(expires_at)')} FROM bot_keys WHERE bot_id = :bot AND scope = :scope",
+                params,
             ).fetchone()[0]
-            self._add_key(conn, bot_id, api_key_hash)
+            self._add_key(conn, bot_id, api_key_hash, scope)
             return expires_at
 
         expires_at = self._in_transaction(replace)
         return dict(self.get_bot(slug), oldKeysExpireAt=expires_at)
 
-    def revoke_bot_keys(self, slug, every=False):
-        """Stop the bot's old keys (those in a grace period) at once, or with `every`
-        all of its keys; returns how many were revoked."""
+    def add_bot_key(self, slug, api_key_hash, scope):
+        """Give the bot one more key, of `scope`, beside its others; the key as list_bot_keys() shows it."""
+
+        def add(conn):
+            bot_id = self._bot_id(conn, slug)
+            self._add_key(conn, bot_id, api_key_hash, scope)
+            return self._bot_keys(conn, bot_id, " AND key_hash = :key", {"key": api_key_hash})[0]
+
+        return self._in_transaction(add)
+
+    def revoke_bot_keys(self, slug, every=False, fingerprint=None):
+        """Stop the bot's old keys (those in a grace period) at once, with `every` all of its keys,
+        or with `fingerprint` the one key whose hash starts so; returns how many were revoked.
+
+        NotFound when the bot, or the key with that fingerprint, is not there.
+        """
 
         def revoke(conn):
             bot_id = self._bot_id(conn, slug)
             self._forget_expired_keys(conn, bot_id)
-            only_old = "" if every else " AND expires_at IS NOT NULL"
-            return self._run(conn, f"DELETE FROM bot_keys WHERE bot_id = :bot{only_old}", {"bot": bot_id}).rowcount
+            params = {"bot": bot_id, "fingerprint": fingerprint}
+            if fingerprint is not None:
+                only = f" AND substr(key_hash, 1, {KEY_FINGERPRINT_LENGTH}) = :fingerprint"
+            else:
+                only = "" if every else " AND expires_at IS NOT NULL"
+            revoked = self._run(conn, f"DELETE FROM bot_keys WHERE bot_id = :bot{only}", params).rowcount
+            if fingerprint is not None and revoked == 0:
+                raise NotFound(f"Bot {slug!r} has no working key with fingerprint {fingerprint}")
+            return revoked
 
         return self._in_transaction(revoke)
 
     def list_bot_keys(self, slug):
         """The bot's working keys, newest first: a fingerprint (the start of the key's
-        hash), createdAt, expiresAt (None: no expiry) and lastUsedAt (None: never)."""
+        hash), its scope, createdAt, expiresAt (None: no expiry) and lastUsedAt (None: never)."""
         self.flush_key_uses()
-        d = self.dialect
         with self._reading() as conn:
-            bot_id = self._bot_id(conn, slug)
-            return self._records(
-                conn,
-                f"SELECT substr(key_hash, 1, {KEY_FINGERPRINT_LENGTH}) AS fingerprint,"
-                f' {d.time_text("created_at")} AS "createdAt", {d.time_text("expires_at")} AS "expiresAt",'
-                f' {d.time_text("last_used_at")} AS "lastUsedAt"'
-                f" FROM bot_keys WHERE bot_id = :bot AND NOT {self._expired} ORDER BY created_at DESC, key_hash",
-                {"bot": bot_id},
-            )
+            return self._bot_keys(conn, self._bot_id(conn, slug))
+
+    def _bot_keys(self, conn, bot_id, only="", params=None):
+        d = self.dialect
+        return self._records(
+            conn,
+            f"SELECT substr(key_hash, 1, {KEY_FINGERPRINT_LENGTH}) AS fingerprint, scope,"
+            f' {d.time_text("created_at")} AS "createdAt", {d.time_text("expires_at")} AS "expiresAt",'
+            f' {d.time_text("last_used_at")} AS "lastUsedAt"'
+            f" FROM bot_keys WHERE bot_id = :bot AND NOT {self._expired}{only} ORDER BY created_at DESC, key_hash",
+            {"bot": bot_id, **(params or {})},
+        )
 
     def flush_key_uses(self):
-        """Store the last use of each key recorded since the last flush."""
+        """Store the last use of each bot key, and each admin key, recorded since the last flush."""
+        self._store_uses(self.key_uses, "bot_keys", "bot_id")
+        self._store_uses(self.admin_key_uses, "admin_keys", "name")
+
+    def _store_uses(self, key_uses, table, owner):
+        """Store the uses `key_uses` holds, by (owner, key hash), as the keys' last_used_at in `table`."""
         used = self.dialect.time_param("used")
         sql = (
-            f"UPDATE bot_keys SET last_used_at = {used} WHERE bot_id = :bot AND key_hash = :key"
+            f"UPDATE {table} SET last_used_at = {used} WHERE {owner} = :owner AND key_hash = :key"
             f" AND (last_used_at IS NULL OR last_used_at < {used})"
         )
-        with self.key_uses.taken() as uses:
+        with key_uses.taken() as uses:
             if uses:
                 rows = [
-                    {"used": clock.stored_time_of(when), "bot": bot_id, "key": key_hash}
-                    for (bot_id, key_hash), when in sorted(uses.items())
+                    {"used": clock.stored_time_of(when), "owner": owner_key, "key": key_hash}
+                    for (owner_key, key_hash), when in sorted(uses.items())
                 ]
                 # A short wait: this runs in a background thread that must not hang on a lock.
                 self._in_transaction(lambda conn: self._many(conn, sql, rows), short=True)
@@ -158,11 +197,12 @@ class Catalog:
         self._in_transaction(delete)
         return bot
 
-    def _add_key(self, conn, bot_id, api_key_hash):
+    def _add_key(self, conn, bot_id, api_key_hash, scope=WRITE_SCOPE):
         self._run(
             conn,
-            f"INSERT INTO bot_keys (bot_id, key_hash, created_at) VALUES (:bot, :key, {self.dialect.now})",
-            {"bot": bot_id, "key": api_key_hash},
+            "INSERT INTO bot_keys (bot_id, key_hash, scope, created_at)"
+            f" VALUES (:bot, :key, :scope, {self.dialect.now})",
+            {"bot": bot_id, "key": api_key_hash, "scope": scope},
         )
 
     def _forget_expired_keys(self, conn, bot_id):
@@ -175,90 +215,3 @@ class Catalog:
         if row is None:
             raise NotFound(f"Bot {slug!r} not found")
         return row[0]
-
-    # Accounts and tickers
-
-    def add_account(self, account_id, name):
-        """Insert one account; raises Conflict when the id exists."""
-        sql = f"INSERT INTO accounts (id, name, created_at) VALUES (:id, :name, {self.dialect.now})"
-        try:
-            self._in_transaction(lambda conn: self._run(conn, sql, {"id": account_id, "name": name}))
-        except Exception as error:
-            if self._unique_violation(error):
-                raise Conflict(f"Account {account_id} already exists") from None
-            raise
-        return {"id": account_id, "name": name}
-
-    def import_accounts(self, rows):
-        """Insert (id, name) rows, leaving existing ids as they are; returns how many were new."""
-        sql = (
-            f"INSERT INTO accounts (id, name, created_at) VALUES (:id, :name, {self.dialect.now})"
-            " ON CONFLICT (id) DO NOTHING"
-        )
-        params = [{"id": account_id, "name": name} for account_id, name in rows]
-        return self._in_transaction(lambda conn: self._many(conn, sql, params)) if params else 0
-
-    def list_accounts(self):
-        """Every account, by id."""
-        d = self.dialect
-        return self._read(
-            f'SELECT {d.text("id")} AS id, name, {d.time_text("created_at")} AS "createdAt" FROM accounts ORDER BY id'
-        )
-
-    def add_ticker(self, symbol, ticker_id):
-        """Insert one ticker; raises Conflict when the symbol or id exists."""
-
-        def add(conn):
-            if not self._insert_ticker(conn, symbol, ticker_id):
-                raise Conflict(self._ticker_conflict(conn, symbol, ticker_id))
-
-        self._in_transaction(add)
-        return {"id": ticker_id, "symbol": symbol}
-
-    def import_tickers(self, rows, on_progress=None):
-        """Insert (symbol, id or None) rows in one transaction; existing identical ones are skipped.
-
-        Returns how many were new. Raises Conflict, undoing all of them, when a
-        symbol exists under another id or an id under another symbol.
-        `on_progress(n)` is called as rows are done.
-        """
-
-        def insert(conn):
-            added = 0
-            for symbol, ticker_id in reporting(rows, on_progress):
-                if self._insert_ticker(conn, symbol, ticker_id or str(uuid.uuid4())):
-                    added += 1
-                    continue
-                existing = self._ticker_id(conn, symbol)
-                if existing is None or (ticker_id and existing != ticker_id):
-                    raise Conflict(self._ticker_conflict(conn, symbol, ticker_id))
-            return added
-
-        return self._in_transaction(insert)
-
-    def list_tickers(self):
-        """Every ticker, by symbol."""
-        d = self.dialect
-        return self._read(
-            f'SELECT {d.text("id")} AS id, symbol, {d.time_text("created_at")} AS "createdAt"'
-            " FROM tickers ORDER BY symbol"
-        )
-
-    def _insert_ticker(self, conn, symbol, ticker_id):
-        sql = (
-            f"INSERT INTO tickers (id, symbol, created_at) VALUES (:id, :symbol, {self.dialect.now})"
-            " ON CONFLICT DO NOTHING"
-        )
-        return self._run(conn, sql, {"id": ticker_id, "symbol": symbol}).rowcount == 1
-
-    def _ticker_id(self, conn, symbol):
-        sql = f"SELECT {self.dialect.text('id')} FROM tickers WHERE symbol = :symbol"
-        row = self._run(conn, sql, {"symbol": symbol}).fetchone()
-        return None if row is None else row[0]
-
-    def _ticker_conflict(self, conn, symbol, ticker_id):
-        by_symbol = self._ticker_id(conn, symbol)
-        if by_symbol is not None:
-            return f"Ticker '{symbol}' already exists with id {by_symbol}"
-        owner = self._run(conn, "SELECT symbol FROM tickers WHERE id = :id", {"id": ticker_id}).fetchone()[0]
-        return f"Ticker id {ticker_id} already belongs to '{owner}'"

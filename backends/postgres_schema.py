@@ -207,6 +207,21 @@ MIGRATIONS = (
         CREATE INDEX idempotent_requests_age ON idempotent_requests (created_at);
         """,
     ),
+    (
+        "0009_admin_keys_and_key_scopes",
+        """
+        -- Admin keys (backends/admin_keys.py) work on /api/admin/ only, bot keys on bot endpoints
+        -- only; a bot key's scope says whether it may write (every key made before scopes could).
+        ALTER TABLE bot_keys ADD COLUMN scope text NOT NULL DEFAULT 'write'
+            CONSTRAINT bot_keys_scope_check CHECK (scope IN ('write', 'read'));
+        CREATE TABLE admin_keys (
+            name text CONSTRAINT admin_keys_pkey PRIMARY KEY,
+            key_hash text NOT NULL CONSTRAINT admin_keys_key_hash_key UNIQUE,
+            created_at timestamptz NOT NULL,
+            last_used_at timestamptz
+        );
+        """,
+    ),
 )
 
 # Legacy: the steps that made every PostgreSQL database before the baseline, from the

@@ -3,16 +3,18 @@
 import contextlib
 
 from backends import rules
+from backends.admin_keys import AdminKeys
 from backends.answers import Answers
 from backends.catalog import Catalog
 from backends.changes import Changes
 from backends.keyuses import KeyUses, reporting
 from backends.pruning import Pruning
+from backends.registry import Registry
 from backends.states import States
 from backends.transfer_sql import TRANSFER_KINDS, export_query, transfer_conflict, transfer_statement
 
 
-class SQLStorage(Catalog, States, Changes, Pruning, Answers):
+class SQLStorage(Catalog, Registry, AdminKeys, States, Changes, Pruning, Answers):
     """The storage interface (storage.Storage) over the SQL both backends speak, through their dialect.
 
     A backend gives the connections and transactions, and tells its driver's errors apart:
@@ -24,6 +26,7 @@ class SQLStorage(Catalog, States, Changes, Pruning, Answers):
 
     def __init__(self):
         self.key_uses = KeyUses()
+        self.admin_key_uses = KeyUses()  # by (admin key name, hash)
         # Write transactions tried again after the database aborted them (GET /metrics shows it).
         self.retries = 0
         self._statements = {}

@@ -241,6 +241,17 @@ def _keep_idempotent_answers(db):
     db.execute("CREATE INDEX idempotent_requests_age ON idempotent_requests (created_at)")
 
 
+# Admin keys (backends/admin_keys.py) work on /api/admin/ only, bot keys on bot endpoints only;
+# a bot key's scope says whether it may write (every key made before scopes could).
+@migrations(name="0009_admin_keys_and_key_scopes")
+def _add_admin_keys_and_key_scopes(db):
+    db.execute("ALTER TABLE bot_keys ADD COLUMN scope TEXT NOT NULL DEFAULT 'write' CHECK (scope IN ('write', 'read'))")
+    db.execute(
+        "CREATE TABLE admin_keys (name TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE,"
+        " created_at TEXT NOT NULL, last_used_at TEXT)"
+    )
+
+
 def create_private(path):
     """Create `path` empty, readable and writable by its owner only (0600 under any umask
     that leaves the owner's bits); an existing file keeps its mode. SQLite gives a

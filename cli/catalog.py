@@ -1,24 +1,26 @@
-"""`botstate accounts` and `botstate tickers`: register them one at a time or from a file, and list them."""
+"""`botstate accounts` and `botstate tickers`: register them one at a time or from a file, list and delete them."""
 
 import csv
 import io
-import uuid
+import sys
 
 import click
 
 from cli.common import (
     OneLineGroup,
-    bad_name,
     canonical_uuid,
     check_name,
     emit,
+    every_page,
     file_label,
     json_option,
     progress,
     storage,
     storage_errors,
 )
-from schemas import MAX_SYMBOL_LENGTH, is_uuid, is_valid_name, is_valid_symbol
+from operations import catalog as operations
+from operations.bots import bad_name
+from schemas import SYMBOL_RULE, is_uuid, is_valid_name, is_valid_symbol
 
 IMPORT_BATCH = 500
 
@@ -67,12 +69,34 @@ def batches(items, size):
 @click.option("--name", help="A name to recognize the account by.")
 @json_option
 def accounts_add(account_id, name, as_json):
-    """Register one user broker account."""
-    account_id = str(uuid.uuid4()) if account_id is None else canonical_uuid(account_id, "--id")
+    """Register one user broker account (one already registered with that id and name is left as it is)."""
+    item = {"name": name or None}
+    if account_id is not None:
+        item["id"] = canonical_uuid(account_id, "--id")
     check_name(name)
+    account, created = registered_one(operations.register_accounts, item)
+    shown = account["id"] + (f" ({account['name']})" if account["name"] else "")
+    emit(as_json, account, f"Added account {shown}" if created else f"Account {shown} is already registered")
+
+
+def registered_one(register, item):
+    """(record, whether it is new) of registering one item with `register`, or its refusal as a CLI error."""
     with storage_errors():
-        account = storage().add_account(account_id, name)
-    emit(as_json, account, f"Added account {account_id}" + (f" ({name})" if name else ""))
+        [result] = register(storage(), [item])["results"]
+    if result["status"] == "error":
+        raise click.ClickException(result["error"])
+    return result["data"], result["created"]
+
+
+def delete_confirmed(what, yes, as_json, deleted_states):
+    """Go on only with --yes, or once confirmed on a terminal: deleting `what` deletes its states too."""
+    if yes:
+        return
+    if as_json or not sys.stdin.isatty():
+        raise click.ClickException(
+            f"Deleting {what} also deletes every bot's {deleted_states} states of it: add --yes to confirm"
+        )
+    click.confirm(f"Delete {what} and every bot's {deleted_states} states of it?", abort=True, err=True)
 
 
 @accounts.command("import")
@@ -125,9 +149,23 @@ def parse_accounts(file):
 def accounts_list(as_json):
     """List registered accounts."""
     with storage_errors():
-        rows = storage().list_accounts()
+        rows = every_page(lambda limit, after: operations.list_accounts(storage(), limit, after))
     lines = [f"{r['id']}\t{r['name'] or ''}" for r in rows]
     emit(as_json, rows, "\n".join(lines) if lines else "No accounts yet.")
+
+
+@accounts.command("delete")
+@click.argument("account_id", metavar="ID")
+@click.option("--yes", is_flag=True, help="Confirm: every bot's states of the account are deleted too.")
+@json_option
+def accounts_delete(account_id, yes, as_json):
+    """Delete an account and every bot's states of it (each delete is in the bots' change feeds)."""
+    account_id = canonical_uuid(account_id, "ID")
+    with storage_errors():
+        account = operations.get_account(storage(), account_id)
+        delete_confirmed(f"account {account_id}", yes, as_json, account["states"])
+        deleted = operations.delete_account(storage(), account_id)
+    emit(as_json, deleted, f"Deleted account {account_id} and {deleted['deletedStates']} states of it.")
 
 
 # tickers
@@ -138,15 +176,15 @@ def accounts_list(as_json):
 @click.option("--id", "ticker_id", help="The ticker's UUID (default: a new one).")
 @json_option
 def tickers_add(symbol, ticker_id, as_json):
-    """Register one ticker by its symbol."""
+    """Register one ticker by its symbol (one already registered with that symbol and id is left as it is)."""
     if not is_valid_symbol(symbol):
-        raise click.ClickException(
-            f"invalid symbol {symbol!r}: 1 to {MAX_SYMBOL_LENGTH} characters, no spaces or commas"
-        )
-    ticker_id = str(uuid.uuid4()) if ticker_id is None else canonical_uuid(ticker_id, "--id")
-    with storage_errors():
-        ticker = storage().add_ticker(symbol, ticker_id)
-    emit(as_json, ticker, f"Added ticker {symbol} ({ticker_id})")
+        raise click.ClickException(f"invalid symbol {symbol!r}: {SYMBOL_RULE}")
+    item = {"symbol": symbol}
+    if ticker_id is not None:
+        item["id"] = canonical_uuid(ticker_id, "--id")
+    ticker, created = registered_one(operations.register_tickers, item)
+    shown = f"{ticker['symbol']} ({ticker['id']})"
+    emit(as_json, ticker, f"Added ticker {shown}" if created else f"Ticker {shown} is already registered")
 
 
 @tickers.command("import")
@@ -189,6 +227,26 @@ def parse_tickers(file):
 def tickers_list(as_json):
     """List registered tickers."""
     with storage_errors():
-        rows = storage().list_tickers()
+        rows = every_page(lambda limit, after: operations.list_tickers(storage(), limit, after))
     lines = [f"{r['symbol']}\t{r['id']}" for r in rows]
     emit(as_json, rows, "\n".join(lines) if lines else "No tickers yet.")
+
+
+@tickers.command("delete")
+@click.argument("ticker")
+@click.option("--yes", is_flag=True, help="Confirm: every bot's states of the ticker are deleted too.")
+@json_option
+def tickers_delete(ticker, yes, as_json):
+    """Delete a ticker, named by its symbol or id, and every bot's states of it (each delete is in the change feeds)."""
+    with storage_errors():
+        if is_uuid(ticker):
+            ticker_id = ticker.lower()
+        else:
+            found, _ = operations.list_tickers(storage(), 1, symbol=ticker)
+            if not found:
+                raise click.ClickException(f"Ticker {ticker!r} not found")
+            ticker_id = found[0]["id"]
+        found = operations.get_ticker(storage(), ticker_id)
+        delete_confirmed(f"ticker {found['symbol']}", yes, as_json, found["states"])
+        deleted = operations.delete_ticker(storage(), ticker_id)
+    emit(as_json, deleted, f"Deleted ticker {deleted['symbol']} and {deleted['deletedStates']} states of it.")

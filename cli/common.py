@@ -8,8 +8,12 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from schemas import MAX_NAME_LENGTH, is_uuid, is_valid_name
+from operations import Refused
+from operations.bots import bad_name
+from schemas import MAX_PAGE_SIZE, is_uuid, is_valid_name
 from storage import StorageError
+
+PAGE_SIZE = MAX_PAGE_SIZE
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON value on stdout and nothing else.")
 
@@ -87,11 +91,20 @@ def emit(as_json, value, text):
 
 @contextlib.contextmanager
 def storage_errors():
-    """Turn storage failures into one-line CLI errors."""
+    """Turn storage failures and refused operations into one-line CLI errors."""
     try:
         yield
-    except StorageError as error:
+    except (StorageError, Refused) as error:
         raise click.ClickException(str(error)) from None
+
+
+def every_page(list_page):
+    """Every row that list_page(limit, after) gives, a page at a time, as one list (the CLI prints them all)."""
+    rows, after = list_page(PAGE_SIZE, None)
+    while after is not None:
+        page, after = list_page(PAGE_SIZE, after)
+        rows.extend(page)
+    return rows
 
 
 def existing_bot(database, slug):
@@ -107,11 +120,6 @@ def canonical_uuid(value, what):
     if not is_uuid(value):
         raise click.ClickException(f"{what}: {value!r} is not a UUID like 550e8400-e29b-41d4-a716-446655440000")
     return value.lower()
-
-
-def bad_name(name):
-    """Why a name is refused."""
-    return f"name {name[:40]!r} must be 1 to {MAX_NAME_LENGTH} characters without control characters"
 
 
 def check_name(name):

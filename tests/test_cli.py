@@ -93,7 +93,7 @@ def post_states(app, slug, api_key, items):
 
 def stored_key_hash(storage, slug):
     """The hash of the bot's one working key."""
-    [(key_hash, _)] = storage.find_bot_credentials(slug)[1]
+    [(key_hash, _, _)] = storage.find_bot_credentials(slug)[1]
     return key_hash
 
 
@@ -129,9 +129,9 @@ class TerminalInput(io.BytesIO):
 
 
 def test_bots_create_json_prints_only_the_new_bot(runner, storage):
-    """--json prints one object {id, slug, name, apiKey}; the name defaults to the slug."""
+    """--json prints one object {id, slug, name, createdAt, apiKey}; the name defaults to the slug."""
     created = json_output(cli(runner, "bots", "create", "alpha", "--json"))
-    assert set(created) == {"id", "slug", "name", "apiKey"}
+    assert set(created) == {"id", "slug", "name", "createdAt", "apiKey"}
     assert created["slug"] == created["name"] == "alpha"
     assert uuid.UUID(created["id"])
     assert storage.get_bot("alpha")["id"] == created["id"]
@@ -229,7 +229,8 @@ def test_bots_rotate_key_replaces_the_key_at_once(app, runner, storage, bot, reg
     result = cli(runner, "bots", "rotate-key", "my-bot", *json_flag)
     if json_flag:
         rotated = json_output(result)
-        assert set(rotated) == {"id", "slug", "name", "apiKey", "oldKeysExpireAt"}
+        assert set(rotated) == {"id", "slug", "name", "apiKey", "scope", "oldKeysExpireAt"}
+        assert rotated["scope"] == "write"
         assert rotated["oldKeysExpireAt"] is None
         assert (rotated["id"], rotated["slug"]) == (bot["id"], "my-bot")
         new_key = rotated["apiKey"]
@@ -359,7 +360,7 @@ def test_bots_keys_shows_fingerprints_and_last_use(app, runner, bot, registered,
         assert used["lastUsedAt"] is not None and used["lastUsedAt"] >= used["createdAt"]
     else:
         assert re.fullmatch(
-            bot["keyHash"][:12] + r"\tcreated \S+Z\texpires never\tlast used 20\S+Z", text_output(result).strip()
+            bot["keyHash"][:12] + r"\twrite\tcreated \S+Z\texpires never\tlast used 20\S+Z", text_output(result).strip()
         )
     assert bot["apiKey"] not in result.stdout
 
@@ -423,7 +424,7 @@ def test_bots_delete_unknown_slug_fails(runner, storage, bot, json_flag):
 def test_accounts_add_json_without_id_makes_a_new_uuid(runner, storage):
     first = json_output(cli(runner, "accounts", "add", "--json"))
     second = json_output(cli(runner, "accounts", "add", "--name", "Bob", "--json"))
-    assert set(first) == {"id", "name"}
+    assert set(first) == {"id", "name", "createdAt"}
     assert first["name"] is None and second["name"] == "Bob"
     assert first["id"] != second["id"]
     for account_id in (first["id"], second["id"]):
@@ -433,7 +434,7 @@ def test_accounts_add_json_without_id_makes_a_new_uuid(runner, storage):
 
 def test_accounts_add_json_with_id_and_name(runner, storage):
     added = json_output(cli(runner, "accounts", "add", "--id", ACCOUNT_0, "--name", "Alice", "--json"))
-    assert added == {"id": ACCOUNT_0, "name": "Alice"}
+    assert added == {"id": ACCOUNT_0, "name": "Alice", "createdAt": added["createdAt"]}
     assert [(r["id"], r["name"]) for r in storage.list_accounts()] == [(ACCOUNT_0, "Alice")]
 
 
@@ -631,7 +632,7 @@ def test_tickers_list_json_is_sorted_by_symbol(runner, storage):
 
 def test_tickers_add_json_without_id_makes_a_new_uuid(runner, storage):
     added = json_output(cli(runner, "tickers", "add", "AAPL", "--json"))
-    assert set(added) == {"id", "symbol"}
+    assert set(added) == {"id", "symbol", "createdAt"}
     assert added["symbol"] == "AAPL"
     assert str(uuid.UUID(added["id"])) == added["id"]
     assert tickers_by_symbol(storage) == {"AAPL": added["id"]}
@@ -641,7 +642,10 @@ def test_tickers_add_json_without_id_makes_a_new_uuid(runner, storage):
 def test_tickers_add_with_uppercase_id_stores_it_lowercase(runner, storage, json_flag):
     result = cli(runner, "tickers", "add", "BRK.B", "--id", TICKER_AAPL.upper(), *json_flag)
     if json_flag:
-        assert json_output(result) == {"id": TICKER_AAPL, "symbol": "BRK.B"}
+        assert {k: v for k, v in json_output(result).items() if k != "createdAt"} == {
+            "id": TICKER_AAPL,
+            "symbol": "BRK.B",
+        }
     else:
         assert "BRK.B" in text_output(result)
     assert tickers_by_symbol(storage) == {"BRK.B": TICKER_AAPL}
@@ -650,14 +654,33 @@ def test_tickers_add_with_uppercase_id_stores_it_lowercase(runner, storage, json
 @JSON_OR_TEXT
 @pytest.mark.parametrize(
     "symbol, ticker_id",
-    [("AAPL", None), ("AAPL", OTHER_UUID), ("NEW", TICKER_AAPL), ("NEW", TICKER_AAPL.upper())],
-    ids=["same-symbol", "same-symbol-other-id", "id-taken", "id-taken-uppercase"],
+    [("AAPL", OTHER_UUID), ("NEW", TICKER_AAPL), ("NEW", TICKER_AAPL.upper())],
+    ids=["same-symbol-other-id", "id-taken", "id-taken-uppercase"],
 )
 def test_tickers_add_duplicate_fails(runner, storage, symbol, ticker_id, json_flag):
     storage.add_ticker("AAPL", TICKER_AAPL)
     id_args = ["--id", ticker_id] if ticker_id else []
     assert_error(cli(runner, "tickers", "add", symbol, *id_args, *json_flag))
     assert tickers_by_symbol(storage) == {"AAPL": TICKER_AAPL}
+
+
+@pytest.mark.parametrize(
+    "args, registered_as",
+    [
+        (("tickers", "add", "AAPL"), "Ticker AAPL ("),
+        (("tickers", "add", "AAPL", "--id", TICKER_AAPL.upper()), "Ticker AAPL ("),
+        (("accounts", "add", "--id", ACCOUNT_0, "--name", "first"), f"Account {ACCOUNT_0} (first)"),
+        (("accounts", "add", "--id", ACCOUNT_0), f"Account {ACCOUNT_0} (first)"),
+    ],
+    ids=["symbol", "symbol-and-id", "account-id-and-name", "account-id-only"],
+)
+def test_adding_one_registered_already_succeeds_and_changes_nothing(runner, storage, args, registered_as):
+    storage.add_ticker("AAPL", TICKER_AAPL)
+    storage.add_account(ACCOUNT_0, "first")
+    before = (storage.list_tickers(), storage.list_accounts())
+    output = text_output(cli(runner, *args))
+    assert output.startswith(registered_as) and "is already registered" in output, output
+    assert (storage.list_tickers(), storage.list_accounts()) == before
 
 
 @JSON_OR_TEXT
@@ -810,19 +833,25 @@ EXPECTED_COMMANDS = {
     ("bots", "rotate-key"),
     ("bots", "revoke-key"),
     ("bots", "keys"),
+    ("bots", "add-key"),
     ("bots", "delete"),
     ("accounts", "add"),
     ("accounts", "import"),
     ("accounts", "list"),
+    ("accounts", "delete"),
     ("tickers", "add"),
     ("tickers", "import"),
     ("tickers", "list"),
+    ("tickers", "delete"),
     ("states", "export"),
     ("states", "import"),
     ("states", "show"),
     ("states", "history"),
     ("db", "backup"),
     ("db", "restore"),
+    ("admin-keys", "create"),
+    ("admin-keys", "list"),
+    ("admin-keys", "revoke"),
     ("init-db",),
 }
 
@@ -863,10 +892,19 @@ ERROR_CASES = [
     pytest.param(["bots", "keys", "nope"], None, id="bots-keys-unknown"),
     pytest.param(["bots", "delete", "nope", "--yes"], None, id="bots-delete-unknown"),
     pytest.param(["bots", "delete", "my-bot"], None, id="bots-delete-without-yes"),
-    pytest.param(["accounts", "add", "--id", ACCOUNT_0], None, id="accounts-add-duplicate"),
+    pytest.param(["accounts", "add", "--id", ACCOUNT_0, "--name", "other"], None, id="accounts-add-duplicate"),
     pytest.param(["accounts", "add", "--id", "garbage"], None, id="accounts-add-invalid-id"),
     pytest.param(["accounts", "import", "FILE"], "not-a-uuid\n", id="accounts-import-bad-line"),
-    pytest.param(["tickers", "add", "AAPL"], None, id="tickers-add-duplicate"),
+    pytest.param(["tickers", "add", "AAPL", "--id", OTHER_UUID], None, id="tickers-add-duplicate"),
+    pytest.param(["bots", "add-key", "nope"], None, id="bots-add-key-unknown"),
+    pytest.param(["bots", "revoke-key", "my-bot", "--key", "xyz"], None, id="bots-revoke-key-bad-fingerprint"),
+    pytest.param(["bots", "revoke-key", "my-bot", "--key", "0" * 12], None, id="bots-revoke-key-no-such-key"),
+    pytest.param(["accounts", "delete", OTHER_UUID, "--yes"], None, id="accounts-delete-unknown"),
+    pytest.param(["accounts", "delete", ACCOUNT_0], None, id="accounts-delete-without-yes"),
+    pytest.param(["tickers", "delete", "NOPE", "--yes"], None, id="tickers-delete-unknown"),
+    pytest.param(["tickers", "delete", "AAPL"], None, id="tickers-delete-without-yes"),
+    pytest.param(["admin-keys", "revoke", "nope"], None, id="admin-keys-revoke-unknown"),
+    pytest.param(["admin-keys", "create", "bad\x01name"], None, id="admin-keys-create-invalid-name"),
     pytest.param(["tickers", "add", "A B"], None, id="tickers-add-invalid-symbol"),
     pytest.param(["tickers", "add", "NEW", "--id", "garbage"], None, id="tickers-add-invalid-id"),
     pytest.param(["tickers", "import", "FILE"], f"AAPL,{OTHER_UUID}\n", id="tickers-import-conflict"),

@@ -163,11 +163,15 @@ def test_every_docs_page_is_linked_from_readme():
     assert pages and pages <= linked, sorted(path.name for path in pages - linked)
 
 
-def test_every_curl_example_is_one_the_walkthrough_runs():
-    """Only README's curl-examples section is run (below), so no curl example may stand anywhere else."""
+# The pages whose one curl-examples section a test runs: README's below, the admin API's in test_admin_docs.py.
+CURL_EXAMPLE_PAGES = (README, DOCS / "admin-api.md")
+
+
+def test_every_curl_example_is_one_a_test_runs():
+    """Only the curl-examples sections of CURL_EXAMPLE_PAGES are run, so no curl example may stand anywhere else."""
     for path in doc_files():
         text = path.read_text()
-        if path == README:
+        if path in CURL_EXAMPLE_PAGES:
             before, _, after = CURL_EXAMPLES.split(text)  # exactly one section
             text = before + after
         code = "\n".join(FENCED.findall(text))

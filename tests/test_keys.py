@@ -18,20 +18,30 @@ LATER, EARLIER = time.monotonic() + 3600, time.monotonic() - 1
 
 
 @pytest.mark.parametrize(
-    "bot_keys,works",
+    "bot_keys,scope",
     (
-        ((("a" * 64, None),), True),
-        ((("a" * 64, LATER),), True),
-        ((("a" * 64, EARLIER),), False),
-        ((("b" * 64, None),), False),
-        ((), False),
-        ((("b" * 64, None), ("a" * 64, LATER)), True),
-        ((("a" * 64, EARLIER), ("b" * 64, None)), False),
+        ((("a" * 64, None, "write"),), "write"),
+        ((("a" * 64, None, "read"),), "read"),
+        ((("a" * 64, LATER, "write"),), "write"),
+        ((("a" * 64, EARLIER, "write"),), None),
+        ((("b" * 64, None, "write"),), None),
+        ((), None),
+        ((("b" * 64, None, "write"), ("a" * 64, LATER, "read")), "read"),
+        ((("a" * 64, EARLIER, "write"), ("b" * 64, None, "write")), None),
     ),
-    ids=("no expiry", "in its grace period", "expired", "another key", "no keys", "second of two", "expired of two"),
+    ids=(
+        "no expiry",
+        "a read key",
+        "in its grace period",
+        "expired",
+        "another key",
+        "no keys",
+        "second of two",
+        "expired of two",
+    ),
 )
-def test_a_key_works_while_it_is_one_of_the_bots_and_not_expired(bot_keys, works):
-    assert keys.works("a" * 64, bot_keys) is works
+def test_a_key_works_with_its_scope_while_it_is_one_of_the_bots_and_not_expired(bot_keys, scope):
+    assert keys.scope_of("a" * 64, bot_keys) == scope
 
 
 def flask_cli(database, *args):
@@ -83,6 +93,8 @@ KEY_CHECKED_CALLS = {
     "as of": lambda s, bot, key: s.state_as_of(
         Credentials(bot, key), ACCOUNT_0, TICKER_AAPL, "2999-01-01T00:00:00.000Z"
     ),
+    "the catalog's accounts": lambda s, bot, key: s.page_accounts(10, credentials=Credentials(bot, key)),
+    "the catalog's tickers": lambda s, bot, key: s.page_tickers(10, symbol="AAPL", credentials=Credentials(bot, key)),
 }
 
 

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT
 
+import admin_schemas
 import idempotency
+import keys
 import schemas
 
 SEED = 20261124
@@ -40,11 +42,14 @@ def api_schema(live_server, bot, registered, storage):
         headers={"x-api-key": bot["apiKey"]},
         timeout=10,
     ).raise_for_status()
+    admin_key = keys.generate_key(keys.ADMIN_KEY_PREFIX)
+    storage.create_admin_key("schemathesis", keys.hash_key(admin_key))
     config = SchemathesisConfig.from_dict(
         {
             "seed": SEED,
             "base-url": live_server.url,
-            "headers": {"x-api-key": bot["apiKey"]},
+            # Bot endpoints read the one, the admin API the other.
+            "headers": {"x-api-key": bot["apiKey"], "Authorization": f"Bearer {admin_key}"},
             # The real bot, so that requests pass authentication and reach the database.
             "parameters": {"path.slug": "my-bot"},
             "generation": {"max-examples": EXAMPLES_PER_OPERATION, "mode": "all"},
@@ -62,6 +67,16 @@ def api_schema(live_server, bot, registered, storage):
     )
     return schemathesis.openapi.from_url(f"{live_server.url}/openapi.json", config=config)
 
+
+# Likewise for the lists' cursors: the last key of a page, as the server encodes it.
+for _kind, _keys in (
+    ("bots", st.from_regex(r"\A[a-z0-9_-]{1,20}\Z")),
+    ("accounts", st.uuids().map(str)),
+    ("tickers", st.from_regex(r"\A[A-Z.]{1,8}\Z")),
+):
+    schemathesis.openapi.format(
+        f"botstate-{_kind}-cursor", _keys.map(lambda key, kind=_kind: admin_schemas.encode_list_cursor(kind, key))
+    )
 
 schema = schemathesis.pytest.from_fixture("api_schema")
 

@@ -146,12 +146,12 @@ def test_retry_after_is_at_least_one_second(app):
 
 
 @BACKEND_INDEPENDENT
-def test_the_document_lists_429_with_retry_after_on_every_bot_operation(client):
+def test_the_document_lists_429_with_retry_after_on_every_bot_and_admin_operation(client):
     document = client.get("/openapi.json").get_json()
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             answer = operation["responses"].get("429")
-            if path.startswith("/api/bots/"):
+            if path.startswith(("/api/bots/", "/api/admin/")):
                 assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
                 assert "Retry-After" in answer["headers"], (path, method)
             else:

@@ -149,7 +149,7 @@ def test_imports_are_idempotent(storage):
 
 def test_rotating_a_key_replaces_the_hash(storage, bot):
     storage.replace_bot_key("my-bot", "f" * 64)
-    assert storage.find_bot_credentials("my-bot") == (bot["id"], (("f" * 64, None),))
+    assert storage.find_bot_credentials("my-bot") == (bot["id"], (("f" * 64, None, "write"),))
     with pytest.raises(NotFound):
         storage.replace_bot_key("nope", "f" * 64)
 
@@ -192,7 +192,7 @@ def test_an_old_database_file_is_upgraded_without_losing_rows(tmp_path):
     upgraded = storage.get_state("b", ACCOUNT_0, TICKER_AAPL)
     assert (json.loads(upgraded.state_json), upgraded.version) == ({"v": 1}, 1)
     assert storage.get_bot("old-bot")["states"] == 1
-    assert storage.find_bot_credentials("old-bot") == ("b", (("hash", None),))  # its key still works
+    assert storage.find_bot_credentials("old-bot") == ("b", (("hash", None, "write"),))  # its key still works
     # The rows there are the change log's first entries.
     history, _ = storage.state_history("b", ACCOUNT_0, TICKER_AAPL, 10)
     assert [(change.op, change.version, change.state_json, change.at) for change in history] == [
