@@ -5,7 +5,7 @@ import re
 import clock
 import jsoncodec
 from schemas import is_uuid, is_valid_bot_slug, is_valid_name, is_valid_symbol
-from storage import TRANSFER_KINDS
+from storage import KEY_SCOPES, TRANSFER_KINDS, WRITE_SCOPE
 
 # Times as the databases give them out: UTC, milliseconds.
 # Versions past this lose their last digits in JavaScript clients (and near 2**63 overflow).
@@ -14,6 +14,8 @@ KEY_HASH = re.compile(r"[0-9a-f]{64}")
 UUID_FIELDS = {"id", "botId", "accountId", "tickerId", "rowId"}
 CHANGE_OPS = ("upsert", "delete")
 OPTIONAL_TIMES = {"expiresAt", "lastUsedAt"}
+# Fields that files written by an earlier version lack, and what such a record means by them.
+ADDED_LATER = {("key", "scope"): WRITE_SCOPE}
 
 
 # How the other string fields are checked.
@@ -22,6 +24,7 @@ _VALIDATORS = {
     "symbol": is_valid_symbol,
     "name": is_valid_name,
     "keyHash": lambda value: KEY_HASH.fullmatch(value) is not None,
+    "scope": lambda value: value in KEY_SCOPES,
 }
 
 
@@ -49,6 +52,9 @@ def parse_record(line):
     if kind not in TRANSFER_KINDS:
         raise BadRecord(f"kind must be one of {', '.join(TRANSFER_KINDS)}, got {kind!r}")
     fields = TRANSFER_KINDS[kind][1]
+    for (added_kind, field), default in ADDED_LATER.items():
+        if added_kind == kind:
+            value.setdefault(field, default)
     missing = [field for field in fields if field not in value]
     unknown = sorted(set(value) - set(fields))
     if missing or unknown:

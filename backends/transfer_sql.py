@@ -6,7 +6,7 @@ from records import Conflict
 # references come before it): record kind -> its fields and the table it fills.
 TRANSFER_KINDS = {
     "bot": ("bots", ("id", "slug", "name", "createdAt")),
-    "key": ("bot_keys", ("botId", "keyHash", "createdAt", "expiresAt", "lastUsedAt")),
+    "key": ("bot_keys", ("botId", "keyHash", "createdAt", "expiresAt", "lastUsedAt", "scope")),
     "account": ("accounts", ("id", "name", "createdAt")),
     "ticker": ("tickers", ("id", "symbol", "createdAt")),
     "state": (

@@ -64,10 +64,12 @@ def in_process(runner, *args):
 
 
 def populate(database):
-    """Two bots (one mid-rotation, so with two keys), accounts, tickers and states written over HTTP."""
+    """Two bots (one mid-rotation, so with two keys; the other with a read key too), accounts, tickers and states
+    written over HTTP."""
     with cli_of(database) as runner:
         bot = json.loads(in_process(runner, "bots", "create", "alpha", "--name", "Alpha Ünïcode", "--json").stdout)
         in_process(runner, "bots", "create", "beta", "--json")
+        in_process(runner, "bots", "add-key", "beta", "--scope", "read", "--json")
         in_process(runner, "accounts", "add", "--id", ACCOUNT_0, "--name", 'Alice, "the" trader')
         in_process(runner, "accounts", "add", "--id", ACCOUNT_1)
         in_process(runner, "tickers", "add", "AAPL", "--id", TICKER_AAPL)
@@ -105,12 +107,18 @@ def test_data_moves_from_sqlite_to_either_backend_and_back_unchanged(tmp_path, n
     original = exported(source, tmp_path / "source.jsonl")
     kinds = [json.loads(line)["kind"] for line in original.splitlines()]
     logged = sum(len(request) for request in WRITES)  # the change log: an upsert per item written
-    assert kinds == ["bot"] * 2 + ["key"] * 3 + ["account"] * 2 + ["ticker"] * 2 + ["state"] * 4 + ["change"] * logged
+    assert kinds == ["bot"] * 2 + ["key"] * 4 + ["account"] * 2 + ["ticker"] * 2 + ["state"] * 4 + ["change"] * logged
 
     target = new_database()
     flask(target, "init-db")
     imported = json.loads(flask(target, "states", "import", str(tmp_path / "source.jsonl"), "--json").stdout)
-    counts = {"bot": 2, "key": 3, "account": 2, "ticker": 2, "state": 4, "change": logged}
+    assert sorted(json.loads(line).get("scope") for line in original.splitlines() if b'"kind":"key"' in line) == [
+        "read",
+        "write",
+        "write",
+        "write",
+    ]
+    counts = {"bot": 2, "key": 4, "account": 2, "ticker": 2, "state": 4, "change": logged}
     assert imported == {"imported": counts, "total": sum(counts.values())}
     assert exported(target, tmp_path / "target.jsonl") == original  # every row, every byte
 
@@ -298,11 +306,34 @@ BAD_LINES = [
         + " names a bot, account or ticker that is neither before it in the file nor in the database",
     ),
     (
+        "a key of no scope botstate has",
+        json.dumps(
+            {
+                "kind": "key",
+                "botId": BOT["id"],
+                "keyHash": "a" * 64,
+                "createdAt": BOT["createdAt"],
+                "expiresAt": None,
+                "lastUsedAt": None,
+                "scope": "admin",
+            }
+        ).encode(),
+        "line 2: scope 'admin' is not valid",
+    ),
+    (
         "slug taken by another bot",
         json.dumps({**BOT, "id": ACCOUNT_1}).encode(),
         "bot alpha clashes with another bot in the database (same slug or symbol, another id)",
     ),
 ]
+
+
+def test_a_key_record_of_an_earlier_version_without_a_scope_is_a_write_key(tmp_path, storage, runner):
+    path = tmp_path / "old.jsonl"
+    key = {"kind": "key", "botId": BOT["id"], "keyHash": "b" * 64, "createdAt": BOT["createdAt"]}
+    path.write_text(json.dumps(BOT) + "\n" + json.dumps({**key, "expiresAt": None, "lastUsedAt": None}) + "\n")
+    in_process(runner, "states", "import", str(path))
+    assert [(k["fingerprint"], k["scope"]) for k in storage.list_bot_keys(BOT["slug"])] == [("b" * 12, "write")]
 
 
 @pytest.mark.parametrize("line,error", [row[1:] for row in BAD_LINES], ids=[row[0] for row in BAD_LINES])
