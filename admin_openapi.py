@@ -73,8 +73,8 @@ def _admin(summary, ok, answer, *statuses, parameters=(), body=None, description
     if description:
         operation["description"] = description
     if body is not None:
-        # Only the registrations need a body: the others' fields all have defaults.
-        required = body.endswith("Registration")
+        # Only a registration and a new bot need a body: the others' fields all have defaults.
+        required = body.endswith("Registration") or body == "BotCreate"
         operation["requestBody"] = {"required": required, "content": {"application/json": {"schema": body}}}
     return operation
 

@@ -175,10 +175,11 @@ class RotateKeySchema(Schema):
     """POST /api/admin/bots/:slug/rotate-key."""
 
     graceSeconds = fields.Integer(
+        allow_none=True,
         validate=validate.Range(0, MAX_GRACE_SECONDS),
         metadata={"description": "How long the old keys of the scope keep working (default 0: they stop at once)"},
     )
-    scope = fields.String(validate=validate.OneOf(KEY_SCOPES), metadata={"default": WRITE_SCOPE})
+    scope = fields.String(allow_none=True, validate=validate.OneOf(KEY_SCOPES), metadata={"default": WRITE_SCOPE})
 
     class Meta:
         unknown = EXCLUDE  # other fields are left out, not refused
@@ -187,7 +188,7 @@ class RotateKeySchema(Schema):
 class AddKeySchema(Schema):
     """POST /api/admin/bots/:slug/keys."""
 
-    scope = fields.String(validate=validate.OneOf(KEY_SCOPES), metadata={"default": WRITE_SCOPE})
+    scope = fields.String(allow_none=True, validate=validate.OneOf(KEY_SCOPES), metadata={"default": WRITE_SCOPE})
 
     class Meta:
         unknown = EXCLUDE  # other fields are left out, not refused
@@ -201,10 +202,17 @@ FINGERPRINT_DOC = {"pattern": f"^[0-9a-f]{{{KEY_FINGERPRINT_LENGTH}}}$"}
 REVOKE_KEY = {
     "type": "object",
     "properties": {
-        "all": {"type": "boolean", "description": "Every key: the bot is locked out until a rotation"},
-        "fingerprint": {"type": "string", **FINGERPRINT_DOC, "description": "Only this key (as the keys list shows)"},
+        "all": {"type": ["boolean", "null"], "description": "Every key: the bot is locked out until a rotation"},
+        "fingerprint": {
+            "type": ["string", "null"],
+            **FINGERPRINT_DOC,
+            "description": "Only this key (as the keys list shows)",
+        },
     },
-    "not": {"required": ["all", "fingerprint"], "properties": {"all": {"const": True}}},
+    "not": {
+        "required": ["all", "fingerprint"],
+        "properties": {"all": {"const": True}, "fingerprint": {"type": "string"}},
+    },
 }
 
 

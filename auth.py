@@ -53,11 +53,11 @@ def authenticate(slug, fresh=False):
     api_key = request.headers.get("x-api-key", "")
     if not api_key.strip():
         raise APIError(401, "API key required. Include x-api-key header.")
-    key_hash = keys.hash_key(api_key)
+    hashes = keys.hashes_of(api_key)
     bots = remembered_bots()
     remembered = None if fresh else bots.get(slug)
-    scope = None if remembered is None else keys.scope_of(key_hash, remembered[1])
-    if scope is None:
+    match = None if remembered is None else keys.matching(hashes, remembered[1])
+    if match is None:
         remembered = storage().find_bot_credentials(slug)
         if remembered is None:
             bots.pop(slug, None)
@@ -65,9 +65,10 @@ def authenticate(slug, fresh=False):
         if len(bots) >= REMEMBERED_BOTS_MAX:
             bots.clear()
         bots[slug] = remembered
-        scope = keys.scope_of(key_hash, remembered[1])
-        if scope is None:
+        match = keys.matching(hashes, remembered[1])
+        if match is None:
             raise invalid_key()
+    key_hash, scope = match
     storage().record_key_use(remembered[0], key_hash)
     return Credentials(remembered[0], key_hash, scope)
 

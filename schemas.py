@@ -53,8 +53,9 @@ MAX_NAME_LENGTH = 200
 # pattern for the server and the OpenAPI document, which states it as it is. Lone surrogates (only
 # a command line can hold them: JSON and URLs cannot) are refused apart, as no regex engine has them.
 SYMBOL_REGEX = (
-    "[^\\s,\\x00-\\x1f\\x7f-\\x9f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064"
-    f"\\u206a-\\u206f\\ufeff\\ufff9-\\ufffb]{{1,{MAX_SYMBOL_LENGTH}}}"
+    "[^\\s,\\x00-\\x1f\\x7f-\\x9f\\u00ad\\u034f\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u08e2\\u115f\\u1160"
+    "\\u17b4\\u17b5\\u180b-\\u180f\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u206a-\\u206f\\u3164\\ufe00-\\ufe0f"
+    f"\\ufeff\\uffa0\\ufff9-\\ufffb]{{1,{MAX_SYMBOL_LENGTH}}}"
 )
 SYMBOL_PATTERN = re.compile(SYMBOL_REGEX)
 SYMBOL_RULE = f"1 to {MAX_SYMBOL_LENGTH} characters, without whitespace, commas, control or invisible characters"
@@ -80,7 +81,11 @@ def is_valid_symbol(symbol):
 
 def is_valid_name(name):
     """Whether a bot's or account's display name is 1..200 characters without control characters."""
-    return 0 < len(name) <= MAX_NAME_LENGTH and not any(unicodedata.category(c) == "Cc" for c in name)
+    return (
+        0 < len(name) <= MAX_NAME_LENGTH
+        and not any(unicodedata.category(c) == "Cc" for c in name)
+        and SURROGATE.search(name) is None
+    )
 
 
 def is_uuid(value):

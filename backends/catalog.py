@@ -191,7 +191,8 @@ class Catalog:
             raise NotFound(f"Bot {slug!r} not found")
 
         def delete(conn):
-            self._run(conn, "DELETE FROM bots WHERE id = :bot", {"bot": bot["id"]})
+            if not self._run(conn, "DELETE FROM bots WHERE id = :bot", {"bot": bot["id"]}).rowcount:
+                raise NotFound(f"Bot {slug!r} not found")  # a delete running beside this one took it
             self._forget_changes(conn, bot["id"])
 
         self._in_transaction(delete)

@@ -112,7 +112,7 @@ class PostgresStorage(SQLStorage):
         super().__init__()
         parts = {
             "now": POSTGRES.now,
-            "key_works": self.key_works(":bot::uuid", ":key", lock=True),
+            "key_works": self.key_works(":bot::uuid", ":key", lock=True, writing=True),
             "columns": self._state_columns,
         }
         self._lone_write = POSTGRES.prepare(_LONE_WRITE.format(**parts))

@@ -3,7 +3,7 @@
 import uuid
 
 from backends.keyuses import reporting
-from records import Conflict, NotFound, Registered, Taken
+from records import Conflict, DatabaseBusy, NotFound, Registered, Taken
 
 
 class Registry:
@@ -90,8 +90,8 @@ class Registry:
         by_symbol = self._ticker_id(conn, symbol)
         if by_symbol is not None:
             return f"Ticker '{symbol}' already exists with id {by_symbol}"
-        owner = self._run(conn, "SELECT symbol FROM tickers WHERE id = :id", {"id": ticker_id}).fetchone()[0]
-        return f"Ticker id {ticker_id} already belongs to '{owner}'"
+        owner = self._run(conn, "SELECT symbol FROM tickers WHERE id = :id", {"id": ticker_id}).fetchone()
+        return None if owner is None else f"Ticker id {ticker_id} already belongs to '{owner[0]}'"
 
     def register_accounts(self, rows):
         """Insert (id, name or None) rows in one transaction, in order; one outcome each (see storage.Storage)."""
@@ -102,20 +102,21 @@ class Registry:
         )
         existing = f"SELECT {shown} FROM accounts WHERE id = :id"
 
+        def outcome(conn, account_id, name):
+            params = {"id": account_id, "name": name}
+            added = self._records(conn, insert, params)
+            if added:
+                return Registered(added[0], True)
+            there = self._records(conn, existing, params)
+            if not there:
+                return None  # deleted since the insert met it
+            if name is None or there[0]["name"] == name:
+                return Registered(there[0], False)
+            return Taken(f"Account {account_id} already exists with another name")
+
         def register(conn):
-            outcomes = []
-            for account_id, name in rows:
-                params = {"id": account_id, "name": name}
-                added = self._records(conn, insert, params)
-                if added:
-                    outcomes.append(Registered(added[0], True))
-                    continue
-                [there] = self._records(conn, existing, params)
-                if name is None or there["name"] == name:
-                    outcomes.append(Registered(there, False))
-                else:
-                    outcomes.append(Taken(f"Account {account_id} already exists with another name"))
-            return outcomes
+            self._lock_names(conn, [f"account/{account_id}" for account_id, _ in rows])
+            return [self._settled(outcome, conn, *row) for row in rows]
 
         return self._in_transaction(register) if rows else []
 
@@ -128,22 +129,40 @@ class Registry:
         )
         existing = f"SELECT {shown} FROM tickers WHERE symbol = :symbol"
 
+        def outcome(conn, symbol, ticker_id):
+            params = {"id": ticker_id or str(uuid.uuid4()), "symbol": symbol}
+            added = self._records(conn, insert, params)
+            if added:
+                return Registered(added[0], True)
+            there = self._records(conn, existing, params)
+            if there and ticker_id in (None, there[0]["id"]):
+                return Registered(there[0], False)
+            conflict = self._ticker_conflict(conn, symbol, params["id"])
+            return None if conflict is None else Taken(conflict)
+
         def register(conn):
-            outcomes = []
-            for symbol, ticker_id in rows:
-                params = {"id": ticker_id or str(uuid.uuid4()), "symbol": symbol}
-                added = self._records(conn, insert, params)
-                if added:
-                    outcomes.append(Registered(added[0], True))
-                    continue
-                there = self._records(conn, existing, params)
-                if there and ticker_id in (None, there[0]["id"]):
-                    outcomes.append(Registered(there[0], False))
-                else:
-                    outcomes.append(Taken(self._ticker_conflict(conn, symbol, params["id"])))
-            return outcomes
+            names = [f"symbol/{symbol}" for symbol, _ in rows]
+            self._lock_names(conn, names + [f"ticker/{ticker_id}" for _, ticker_id in rows if ticker_id])
+            return [self._settled(outcome, conn, *row) for row in rows]
 
         return self._in_transaction(register) if rows else []
+
+    def _lock_names(self, conn, names):
+        """Take the transaction's locks on these names (PostgreSQL), in one order whatever the request's: two
+        registrations of the same accounts or tickers, and a delete of one, wait for each other instead of
+        deadlocking. SQLite's write transaction holds the whole database already."""
+        lock = self.dialect.lock_rows_sql()
+        if lock is not None and names:
+            self._run(conn, lock, {"keys": names}).fetchall()
+
+    @staticmethod
+    def _settled(attempt, *args, tries=3):
+        """What attempt(*args) comes to, tried again while it says None (the row it met was deleted meanwhile)."""
+        for _ in range(tries):
+            found = attempt(*args)
+            if found is not None:
+                return found
+        raise DatabaseBusy("an account or ticker kept being deleted while it was registered")
 
     def page_accounts(self, limit, after=None, credentials=None):
         """Up to `limit` accounts by id, those past the id `after`, and whether more follow (see storage.Storage)."""
@@ -198,6 +217,10 @@ class Registry:
             found = self._records(conn, f"SELECT {self._shown(table)} FROM {table} WHERE id = :id", {"id": row_id})
             if not found:
                 raise NotFound(not_found)
+            names = (
+                [f"account/{row_id}"] if table == "accounts" else [f"ticker/{row_id}", f"symbol/{found[0]['symbol']}"]
+            )
+            self._lock_names(conn, names)  # as a registration of it takes them, before any row's
             lock = d.lock_rows_sql()
             states = self._run(
                 conn,
@@ -208,7 +231,8 @@ class Registry:
             if lock is not None and states:
                 # The rows' locks, as a write of them takes them: a writer of one of them waits instead of deadlocking.
                 self._run(conn, lock, {"keys": ["/".join(key) for key in states]}).fetchall()
-            self._run(conn, f"DELETE FROM {table} WHERE id = :id", {"id": row_id})
+            if not self._run(conn, f"DELETE FROM {table} WHERE id = :id", {"id": row_id}).rowcount:
+                raise NotFound(not_found)  # a delete running beside this one took it
             return {**found[0], "deletedStates": len(states)}
 
         return self._in_transaction(delete)

@@ -12,6 +12,7 @@ from backends.pruning import Pruning
 from backends.registry import Registry
 from backends.states import States
 from backends.transfer_sql import TRANSFER_KINDS, export_query, transfer_conflict, transfer_statement
+from records import WRITE_SCOPE
 
 
 class SQLStorage(Catalog, Registry, AdminKeys, States, Changes, Pruning, Answers):
@@ -49,8 +50,9 @@ class SQLStorage(Catalog, Registry, AdminKeys, States, Changes, Pruning, Answers
             f" {d.time_text(p + 'created_at')}, {d.time_text(p + 'updated_at')}"
         )
 
-    def key_works(self, bot, key_hash, lock=False):
-        """SQL: whether `key_hash` is one of the bot's keys and not past its grace period.
+    def key_works(self, bot, key_hash, lock=False, writing=False):
+        """SQL: whether `key_hash` is one of the bot's keys and not past its grace period (with `writing`,
+        a write key: HTTP refuses a read key's writes first, this holds whatever a server remembers).
 
         The key itself was compared in constant time when the request authenticated
         (keys.works); this is the check that it still works, made again in the
@@ -58,14 +60,15 @@ class SQLStorage(Catalog, Registry, AdminKeys, States, Changes, Pruning, Answers
         it holds until the transaction ends (the dialect's key_lock).
         """
         locking = self.dialect.key_lock if lock else ""
+        scope = f" AND scope = '{WRITE_SCOPE}'" if writing else ""
         return (
             f"EXISTS (SELECT 1 FROM bot_keys WHERE bot_id = {bot} AND key_hash = {key_hash}"
-            f" AND NOT {self._expired}{locking})"
+            f" AND NOT {self._expired}{scope}{locking})"
         )
 
-    def credentials_sql(self, lock=False):
-        """SQL: whether the bot :bot exists, and whether the key :key works for it."""
-        return f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = :bot), {self.key_works(':bot', ':key', lock)}"
+    def credentials_sql(self, lock=False, writing=False):
+        """SQL: whether the bot :bot exists, and whether the key :key works for it (with `writing`, as a write key)."""
+        return f"SELECT EXISTS (SELECT 1 FROM bots WHERE id = :bot), {self.key_works(':bot', ':key', lock, writing)}"
 
     def _verify_key(self, conn, params):
         """Raise NotFound or StaleKey unless the bot :bot exists and the key :key works for it (rules.verify_key)."""

@@ -134,7 +134,8 @@ class SQLiteStorage(SQLiteUpkeep, SQLiteFiles, SQLStorage):
         self._serving = None
         super().__init__()
         self._lone_writes = {
-            merge: _lone_write(merge, self.key_works("?1", "?6"), self._state_columns) for merge in (False, True)
+            merge: _lone_write(merge, self.key_works("?1", "?6", writing=True), self._state_columns)
+            for merge in (False, True)
         }
 
     # Connections and transactions

@@ -136,7 +136,7 @@ class States:
     def _found(self, conn, credentials, writes, merge):
         """rules.Found for these writes, from one read (and, for a merge, one of the stored states)."""
         d = self.dialect
-        sql = self._once("found", lambda: d.found_sql(self.key_works(":bot", ":key", lock=True)))
+        sql = self._once("found", lambda: d.found_sql(self.key_works(":bot", ":key", lock=True, writing=True)))
         params = d.found_params(credentials.bot_id, credentials.key_hash, writes)
         bot_exists, key_works, accounts, tickers, rows, now = self._run(conn, sql, params).fetchone()
         states = {}
@@ -285,7 +285,7 @@ class States:
             lock = d.lock_rows_sql()
             if lock is not None:
                 self._run(conn, lock, {"keys": [f"{credentials.bot_id}/{account_id}/{ticker_id}"]}).fetchall()
-            rules.verify_key(*self._run(conn, self.credentials_sql(lock=True), params).fetchone())
+            rules.verify_key(*self._run(conn, self.credentials_sql(lock=True, writing=True), params).fetchone())
             row = self._run(
                 conn,
                 f"DELETE FROM user_bot_states WHERE {where}"

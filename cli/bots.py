@@ -107,7 +107,7 @@ def bots_revoke_key(slug, every, fingerprint, as_json):
             f" `botstate bots rotate-key {slug}` gives it a new key."
         )
     elif revoked:
-        text = f"Revoked {revoked} old key(s) of '{slug}': only its newest key works."
+        text = f"Revoked {revoked} old key(s) of '{slug}': only its keys outside a grace period work."
     else:
         text = f"'{slug}' has no old keys in a grace period: nothing revoked."
     emit(as_json, {"slug": slug, "revoked": revoked}, text)

@@ -10,7 +10,7 @@ from flask.cli import AppGroup
 
 from operations import Refused
 from operations.bots import bad_name
-from schemas import MAX_PAGE_SIZE, is_uuid, is_valid_name
+from schemas import MAX_PAGE_SIZE, SURROGATE, is_uuid, is_valid_name
 from storage import StorageError
 
 PAGE_SIZE = MAX_PAGE_SIZE
@@ -46,9 +46,20 @@ class OneLineUsage:
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx):
-        """Run the command, as click does; a usage error becomes one line."""
+        """Run the command, as click does, once its arguments are text; a usage error becomes one line."""
         with _one_line_usage():
+            refuse_undecodable(self, ctx)
             return super().invoke(ctx)
+
+
+def refuse_undecodable(command, ctx):
+    """A usage error for an argument with bytes that are not UTF-8 (Python holds them as lone surrogates,
+    which no database takes)."""
+    for param in command.params:
+        value = ctx.params.get(param.name)
+        if isinstance(value, str) and SURROGATE.search(value):
+            shown = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+            raise click.UsageError(f"{shown} is not UTF-8 text", ctx)
 
 
 @contextlib.contextmanager

@@ -76,7 +76,7 @@ def rotate_key(storage, slug, grace_seconds=0, scope=WRITE_SCOPE):
     check_scope(scope)
     api_key = keys.generate_key()
     with refusing():
-        bot = storage.replace_bot_key(slug, keys.hash_key(api_key), grace_seconds=grace_seconds, scope=scope)
+        bot = storage.replace_bot_key(slug, keys.hash_key(api_key, scope), grace_seconds=grace_seconds, scope=scope)
     return {
         "id": bot["id"],
         "slug": bot["slug"],
@@ -92,7 +92,7 @@ def add_key(storage, slug, scope=WRITE_SCOPE):
     check_scope(scope)
     api_key = keys.generate_key()
     with refusing():
-        key = storage.add_bot_key(slug, keys.hash_key(api_key), scope)
+        key = storage.add_bot_key(slug, keys.hash_key(api_key, scope), scope)
     return {"slug": slug, "apiKey": api_key, **key}
 
 

@@ -1037,3 +1037,34 @@ def test_ages_are_in_the_largest_whole_unit(seconds, shown_as):
     from cli.states import age
 
     assert age("2026-01-01T00:00:00.000Z", 1767225600 + seconds) == shown_as
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["admin-keys", "create", "\udcff"], "NAME"),
+        (["admin-keys", "revoke", "\udcff"], "NAME"),
+        (["bots", "keys", "\udcff"], "SLUG"),
+        (["bots", "create", "ok", "--name", "a\udcff"], "--name"),
+        (["tickers", "delete", "\udcff", "--yes"], "TICKER"),
+        (["accounts", "add", "--name", "\udcff"], "--name"),
+        (["states", "show", "my-bot", "--ticker", "\udcff"], "--ticker"),
+    ],
+    ids=[
+        "admin-key-create",
+        "admin-key-revoke",
+        "bots-keys",
+        "bots-create-name",
+        "tickers-delete",
+        "accounts-add",
+        "states-show",
+    ],
+)
+@BACKEND_INDEPENDENT
+def test_an_argument_that_is_not_utf8_is_one_usage_error_naming_it(runner, storage, args, named):
+    """Bytes a terminal sends that are not UTF-8 (held as lone surrogates) never reach the database."""
+    before = database_bytes(storage)
+    result = cli(runner, *args)
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr.startswith(f"Error: {named} is not UTF-8 text.") and result.stderr.count("\n") == 1
+    assert database_bytes(storage) == before

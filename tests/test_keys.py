@@ -1,5 +1,6 @@
 """Key rotation with a grace period, revocation, and each key's last use, against a real server."""
 
+import hashlib
 import inspect
 import json
 import sqlite3
@@ -17,17 +18,23 @@ from storage import Credentials, DatabaseBusy, IdempotentWrite, StaleKey, StateW
 LATER, EARLIER = time.monotonic() + 3600, time.monotonic() - 1
 
 
+WRITE_HASH, READ_HASH = keys.hash_key("k"), keys.hash_key("k", "read")
+
+
 @pytest.mark.parametrize(
-    "bot_keys,scope",
+    "bot_keys,match",
     (
-        ((("a" * 64, None, "write"),), "write"),
-        ((("a" * 64, None, "read"),), "read"),
-        ((("a" * 64, LATER, "write"),), "write"),
-        ((("a" * 64, EARLIER, "write"),), None),
+        (((WRITE_HASH, None, "write"),), (WRITE_HASH, "write")),
+        (((READ_HASH, None, "read"),), (READ_HASH, "read")),
+        (((WRITE_HASH, LATER, "write"),), (WRITE_HASH, "write")),
+        (((WRITE_HASH, EARLIER, "write"),), None),
         ((("b" * 64, None, "write"),), None),
         ((), None),
-        ((("b" * 64, None, "write"), ("a" * 64, LATER, "read")), "read"),
-        ((("a" * 64, EARLIER, "write"), ("b" * 64, None, "write")), None),
+        ((("b" * 64, None, "write"), (READ_HASH, LATER, "read")), (READ_HASH, "read")),
+        (((WRITE_HASH, EARLIER, "write"), ("b" * 64, None, "write")), None),
+        # A hash stored under the other scope's derivation is no key: a read key's never works as a write key's.
+        (((WRITE_HASH, None, "read"),), None),
+        (((READ_HASH, None, "write"),), None),
     ),
     ids=(
         "no expiry",
@@ -38,10 +45,19 @@ LATER, EARLIER = time.monotonic() + 3600, time.monotonic() - 1
         "no keys",
         "second of two",
         "expired of two",
+        "a write key's hash as a read key",
+        "a read key's hash as a write key",
     ),
 )
-def test_a_key_works_with_its_scope_while_it_is_one_of_the_bots_and_not_expired(bot_keys, scope):
-    assert keys.scope_of("a" * 64, bot_keys) == scope
+def test_a_key_works_with_its_scope_while_it_is_one_of_the_bots_and_not_expired(bot_keys, match):
+    assert keys.matching(keys.hashes_of("k"), bot_keys) == match
+
+
+def test_a_read_keys_stored_hash_is_not_the_sha256_an_older_server_matches():
+    """A server from before scopes takes a key whose stored hash is the SHA-256 of the key: never a read key."""
+    key = keys.generate_key()
+    assert keys.hash_key(key) == hashlib.sha256(key.encode()).hexdigest()
+    assert keys.hash_key(key, "read") not in (hashlib.sha256(key.encode()).hexdigest(), keys.hash_key(key))
 
 
 def flask_cli(database, *args):
@@ -252,11 +268,11 @@ def test_the_checkpoint_thread_outlives_a_failing_flush_and_keeps_the_use(databa
 
 
 def test_a_wrong_key_costs_the_same_work_whether_or_not_the_slug_exists(client, storage, bot, registered, monkeypatch):
-    # Timing is not asserted (shared machines); the work is: one hash and one read each,
+    # Timing is not asserted (shared machines); the work is: the same hashes and one read each,
     # so a wrong key for a real bot is not cheaper or dearer than any key for no bot.
     work = []
     hash_key, find = keys.hash_key, storage.find_bot_credentials
-    monkeypatch.setattr(keys, "hash_key", lambda key: work.append("hash") or hash_key(key))
+    monkeypatch.setattr(keys, "hash_key", lambda key, *scope: work.append("hash") or hash_key(key, *scope))
     monkeypatch.setattr(storage, "find_bot_credentials", lambda slug: work.append("read") or find(slug))
     url = "/api/bots/{}/state"
     assert client.get(url.format("my-bot"), headers={"x-api-key": bot["apiKey"]}).status_code == 200  # remembered now
@@ -265,4 +281,30 @@ def test_a_wrong_key_costs_the_same_work_whether_or_not_the_slug_exists(client, 
         work.clear()
         response = client.get(url.format(slug), headers={"x-api-key": keys.generate_key()})
         costs[case] = (response.status_code, work.copy())
-    assert costs == {"wrong key": (403, ["hash", "read"]), "unknown slug": (404, ["hash", "read"])}
+    hashes = ["hash"] * len(keys.KEY_SCOPES)  # one per scope
+    assert costs == {"wrong key": (403, [*hashes, "read"]), "unknown slug": (404, [*hashes, "read"])}
+
+
+@pytest.mark.parametrize(
+    "write",
+    (
+        lambda s, credentials: s.write_states(credentials, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}")]),
+        lambda s, credentials: s.write_states(
+            credentials, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}"), StateWrite(ACCOUNT_1, TICKER_AAPL, "{}")]
+        ),
+        lambda s, credentials: s.write_states(credentials, [StateWrite(ACCOUNT_0, TICKER_AAPL, "{}")], merge=True),
+        lambda s, credentials: s.delete_state(credentials, ACCOUNT_0, TICKER_AAPL),
+    ),
+    ids=("replace one", "replace many", "merge one", "delete"),
+)
+def test_storage_writes_only_with_a_write_key_whatever_the_caller_remembered(storage, bot, registered, write):
+    """A server that remembered a key as a write key, which is now a read key, still cannot write with it."""
+    storage.write_states(Credentials(bot["id"], bot["keyHash"]), [StateWrite(ACCOUNT_0, TICKER_AAPL, '{"v":1}')])
+    read_key = keys.generate_key()
+    storage.add_bot_key("my-bot", keys.hash_key(read_key, "read"), "read")
+    claimed = Credentials(bot["id"], keys.hash_key(read_key, "read"), "write")
+    before = storage.list_states(bot["id"], 100)
+    with pytest.raises(StaleKey):
+        write(storage, claimed)
+    assert storage.list_states(bot["id"], 100) == before
+    assert storage.read_state(claimed, ACCOUNT_0, TICKER_AAPL).state_json == '{"v":1}'  # it reads

@@ -1,11 +1,14 @@
 """schemas.py: every validation message of the spec, in index order, and the lean fields agreeing with marshmallow."""
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError, fields, missing
 from spec_data import ACCOUNT_0, TICKER_AAPL, item
 
+import schemas
 from schemas import (
     StateQuerySchema,
     StateUpdateSchema,
@@ -171,3 +174,46 @@ LEAN_FIELDS = {
 def test_lean_fields_load_as_marshmallow_does(name, value):
     field = LEAN_FIELDS[name]
     assert lean_load(field, value) == full_load(field, value)
+
+
+@pytest.mark.parametrize(
+    "symbol, valid",
+    [
+        ("AAPL", True),
+        ("BRK.B", True),
+        ("^GSPC", True),
+        ("中国", True),
+        ("é", True),
+        ("X" * schemas.MAX_SYMBOL_LENGTH, True),
+        ("", False),
+        ("X" * (schemas.MAX_SYMBOL_LENGTH + 1), False),
+        ("A B", False),
+        ("A,B", False),
+        ("TAB\tX", False),
+        ("A\u00a0B", False),
+        ("A\x00", False),
+        ("A\x85", False),
+        ("A\u200bB", False),
+        ("AAPL\ufe0f", False),
+        ("AAPL\u034f", False),
+        ("\u3164", False),
+        ("\u202eLPAA", False),
+        ("A\udcff", False),
+    ],
+)
+def test_a_symbol_is_valid_by_its_one_rule(symbol, valid):
+    assert schemas.is_valid_symbol(symbol) is valid
+
+
+def test_the_documented_symbol_pattern_takes_each_character_exactly_as_the_server_does():
+    """Every character of the Basic Multilingual Plane (bar surrogates): the OpenAPI pattern and the server agree."""
+    import admin_schemas
+
+    documented = re.compile(admin_schemas.SYMBOL_DOC["pattern"])
+    differ = [
+        hex(code)
+        for code in range(0x10000)
+        if not 0xD800 <= code <= 0xDFFF
+        and (documented.fullmatch(chr(code)) is not None) != schemas.is_valid_symbol(chr(code))
+    ]
+    assert differ == []
