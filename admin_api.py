@@ -48,19 +48,21 @@ def body():
     return value
 
 
+def given(value, name, default=None):
+    """`value[name]` as sent, or `default` when it is absent or null: the operation checks it, as it does the CLI's."""
+    found = value.get(name)
+    return default if found is None else found
+
+
 def field(value, name, kind, default=None):
     """`value[name]` when it is of `kind` (absent or null: `default`), else a 400 naming it."""
-    found = value.get(name)
-    if found is None:
-        return default
-    if kind is int and isinstance(found, float) and found.is_integer():
-        return int(found)  # 60.0 is an integer in JSON
-    if not isinstance(found, kind) or (kind is int and isinstance(found, bool)):
+    found = given(value, name, default)
+    if found is not None and not isinstance(found, kind):
         raise bad_request(f"{name} must be {KIND_NAMES[kind]}")
     return found
 
 
-KIND_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
+KIND_NAMES = {str: "a string", bool: "true or false"}
 
 
 def query(schema):
@@ -117,8 +119,10 @@ def get_bot(slug):
 def rotate_key(slug):
     """A new key for the bot; its old keys of the scope stop at once or after graceSeconds."""
     sent = body()
-    grace = field(sent, "graceSeconds", int, 0)
-    scope = field(sent, "scope", str, WRITE_SCOPE)
+    grace = given(sent, "graceSeconds", 0)
+    if isinstance(grace, float) and grace.is_integer():
+        grace = int(grace)  # 60.0 is an integer in JSON
+    scope = given(sent, "scope", WRITE_SCOPE)
     return jsonify(data=bots.rotate_key(storage(), known_slug(slug), grace, scope))
 
 
@@ -126,7 +130,7 @@ def rotate_key(slug):
 @admin_endpoint
 def add_key(slug):
     """One more key for the bot, beside its others; read keys may only GET."""
-    scope = field(body(), "scope", str, WRITE_SCOPE)
+    scope = given(body(), "scope", WRITE_SCOPE)
     return jsonify(data=bots.add_key(storage(), known_slug(slug), scope)), 201
 
 
@@ -136,7 +140,7 @@ def revoke_key(slug):
     """Stop the bot's keys in a grace period; with all, every key; with fingerprint, that one."""
     sent = body()
     every = field(sent, "all", bool, False)
-    fingerprint = field(sent, "fingerprint", str)
+    fingerprint = given(sent, "fingerprint")
     return jsonify(data=bots.revoke_keys(storage(), known_slug(slug), every=every, fingerprint=fingerprint))
 
 

@@ -98,6 +98,8 @@ def add_key(storage, slug, scope=WRITE_SCOPE):
 
 def revoke_keys(storage, slug, every=False, fingerprint=None):
     """Stop the bot's keys in a grace period, or `every` key, or the one with `fingerprint`; how many stopped."""
+    if not isinstance(every, bool):
+        raise Refused(400, "all must be true or false")
     if fingerprint is not None:
         if every:
             raise Refused(400, "name one key by its fingerprint, or every key: not both")

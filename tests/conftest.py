@@ -22,6 +22,7 @@ import keys
 from app import create_app
 from backends.sqlite import SQLiteStorage
 from keys import generate_key, hash_key
+from operations import admin_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -410,6 +411,27 @@ def stop_server(process):
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@pytest.fixture
+def admin_key(storage):
+    """The admin key 'platform', as `botstate admin-keys create platform` makes it."""
+    return admin_keys.create_admin_key(storage, "platform")["adminKey"]
+
+
+@pytest.fixture
+def admin(live_server, admin_key):
+    """(method, path under /api/admin, body=None) -> (status, JSON body) of the request to `live_server` with the
+    admin key."""
+    import requests
+
+    def call(method, path, body=None):
+        headers = {"Authorization": f"Bearer {admin_key}"}
+        sent = {} if body is None else {"json" if isinstance(body, (dict, list)) else "data": body}
+        response = requests.request(method, f"{live_server.url}/api/admin{path}", headers=headers, timeout=30, **sent)
+        return response.status_code, response.json()
+
+    return call
 
 
 @pytest.fixture
