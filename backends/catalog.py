@@ -69,9 +69,10 @@ class Catalog:
 
     def page_bots(self, limit, after=None):
         """Up to `limit` bots by slug, those past the slug `after`, and whether more follow."""
-        where = "" if after is None else " WHERE slug > :after"
+        slug = f"slug{self.dialect.by_code_point}"
+        where = "" if after is None else f" WHERE {slug} > :after"
         params = {"after": after, "fetch": limit + 1}
-        rows = self._read(f"{self._select_bots}{where} ORDER BY slug LIMIT :fetch", params)
+        rows = self._read(f"{self._select_bots}{where} ORDER BY {slug} LIMIT :fetch", params)
         return rows[:limit], len(rows) > limit
 
     def count_bots(self):

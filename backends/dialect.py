@@ -110,6 +110,8 @@ class SQLiteDialect:
 
     # The larger of two values (NULL when either is).
     greatest = "max"
+    # How text compares for lists paged by slug or symbol: by code point, as SQLite always does.
+    by_code_point = ""
 
     def import_cast(self, field):
         """SQL to append to an imported field's parameter: none, every column is text or integer."""
@@ -236,6 +238,8 @@ class PostgresDialect(SQLiteDialect):
         return f"({self.now} - make_interval(secs => :{name}))"
 
     greatest = "greatest"
+    # Whatever the database's collation: a language's would order symbols otherwise than SQLite does.
+    by_code_point = ' COLLATE "C"'
 
     def import_cast(self, field):
         """SQL: the cast of an imported field's parameter to its column's type."""

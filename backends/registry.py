@@ -172,9 +172,12 @@ class Registry:
 
     def page_tickers(self, limit, after=None, symbol=None, credentials=None):
         """Up to `limit` tickers by symbol, past the symbol `after` (or only `symbol`), and whether more follow."""
-        conditions = [c for c, value in (("symbol > :after", after), ("symbol = :symbol", symbol)) if value is not None]
+        symbol_column = f"symbol{self.dialect.by_code_point}"
+        conditions = [
+            c for c, value in ((f"{symbol_column} > :after", after), ("symbol = :symbol", symbol)) if value is not None
+        ]
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql = f"SELECT {self._shown('tickers')} FROM tickers{where} ORDER BY symbol LIMIT :fetch"
+        sql = f"SELECT {self._shown('tickers')} FROM tickers{where} ORDER BY {symbol_column} LIMIT :fetch"
         return self._page(sql, {"after": after, "symbol": symbol, "fetch": limit + 1}, limit, credentials)
 
     def _page(self, sql, params, limit, credentials):
