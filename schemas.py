@@ -49,14 +49,32 @@ MAX_SYMBOL_LENGTH = 32
 # What `botstate bots create` accepts: the API takes longer slugs, which no bot can have.
 MAX_SLUG_LENGTH = 100
 MAX_NAME_LENGTH = 200
-# A symbol has no whitespace, comma, control character (Cc) or invisible formatting character: one
-# pattern for the server and the OpenAPI document, which states it as it is. Lone surrogates (only
-# a command line can hold them: JSON and URLs cannot) are refused apart, as no regex engine has them.
-SYMBOL_REGEX = (
-    "[^\\s,\\x00-\\x1f\\x7f-\\x9f\\u00ad\\u034f\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u08e2\\u115f\\u1160"
-    "\\u17b4\\u17b5\\u180b-\\u180f\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u206a-\\u206f\\u3164\\ufe00-\\ufe0f"
-    f"\\ufeff\\uffa0\\ufff9-\\ufffb]{{1,{MAX_SYMBOL_LENGTH}}}"
-)
+# A symbol has no whitespace, comma, control (Cc) or formatting (Cf) character, nor any other character
+# Unicode says to ignore in display (Default_Ignorable_Code_Point): a symbol that looks like another is
+# another's. One pattern for the server and the OpenAPI document, which states it as it is; of the Basic
+# Multilingual Plane, as a JSON Schema pattern without Unicode mode reads characters. Lone surrogates (only a
+# command line can hold them: JSON and URLs cannot) are refused apart, as no regex engine has them.
+_IGNORABLE = (0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2065, 0x3164, 0xFFA0, *range(0x180B, 0x1810))
+_IGNORABLE += (*range(0xFE00, 0xFE10), *range(0xFFF0, 0xFFF9))
+
+
+def _unseen_ranges():
+    """The characters of the Basic Multilingual Plane no symbol holds (bar surrogates), as regex class ranges."""
+    unseen = [
+        code
+        for code in range(0x10000)
+        if not 0xD800 <= code <= 0xDFFF
+        and (unicodedata.category(chr(code)) in ("Cc", "Cf", "Zs", "Zl", "Zp") or code in _IGNORABLE)
+    ]
+    ranges, start = [], unseen[0]
+    for previous, code in zip(unseen, [*unseen[1:], None], strict=True):
+        if code != previous + 1:
+            ranges.append(f"\\u{start:04x}" if start == previous else f"\\u{start:04x}-\\u{previous:04x}")
+            start = code
+    return "".join(ranges)
+
+
+SYMBOL_REGEX = f"[^\\s,{_unseen_ranges()}]{{1,{MAX_SYMBOL_LENGTH}}}"
 SYMBOL_PATTERN = re.compile(SYMBOL_REGEX)
 SYMBOL_RULE = f"1 to {MAX_SYMBOL_LENGTH} characters, without whitespace, commas, control or invisible characters"
 SURROGATE = re.compile("[\ud800-\udfff]")

@@ -25,14 +25,15 @@ class Catalog:
                 {"id": bot_id, "slug": slug, "name": name},
             )
             self._add_key(conn, bot_id, api_key_hash)
+            [bot] = self._records(conn, f"{self._select_bots} WHERE id = :bot", {"bot": bot_id})
+            return bot
 
         try:
-            self._in_transaction(create)
+            return self._in_transaction(create)
         except Exception as error:
             if self._unique_violation(error):
                 raise Conflict(f"Bot {slug!r} already exists") from None
             raise
-        return self.get_bot(slug)
 
     def get_bot(self, slug):
         """The bot with this slug (id, slug, name, createdAt, states) or None."""
@@ -90,7 +91,7 @@ class Catalog:
         d = self.dialect
 
         def replace(conn):
-            bot_id = self._bot_id(conn, slug)
+            bot_id = self._bot_id(conn, slug, lock=True)
             params = {"bot": bot_id, "grace": int(grace_seconds), "scope": scope}
             self._forget_expired_keys(conn, bot_id)
             if grace_seconds > 0:
@@ -109,16 +110,17 @@ class Catalog:
                 params,
             ).fetchone()[0]
             self._add_key(conn, bot_id, api_key_hash, scope)
-            return expires_at
+            # Read in the transaction: once it commits, a delete may take the bot, or a new bot its slug.
+            [bot] = self._records(conn, f"{self._select_bots} WHERE id = :bot", params)
+            return dict(bot, oldKeysExpireAt=expires_at)
 
-        expires_at = self._in_transaction(replace)
-        return dict(self.get_bot(slug), oldKeysExpireAt=expires_at)
+        return self._in_transaction(replace)
 
     def add_bot_key(self, slug, api_key_hash, scope):
         """Give the bot one more key, of `scope`, beside its others; the key as list_bot_keys() shows it."""
 
         def add(conn):
-            bot_id = self._bot_id(conn, slug)
+            bot_id = self._bot_id(conn, slug, lock=True)
             self._add_key(conn, bot_id, api_key_hash, scope)
             return self._bot_keys(conn, bot_id, " AND key_hash = :key", {"key": api_key_hash})[0]
 
@@ -132,7 +134,7 @@ class Catalog:
         """
 
         def revoke(conn):
-            bot_id = self._bot_id(conn, slug)
+            bot_id = self._bot_id(conn, slug, lock=True)
             self._forget_expired_keys(conn, bot_id)
             params = {"bot": bot_id, "fingerprint": fingerprint}
             if fingerprint is not None:
@@ -210,9 +212,12 @@ class Catalog:
     def _forget_expired_keys(self, conn, bot_id):
         self._run(conn, f"DELETE FROM bot_keys WHERE bot_id = :bot AND {self._expired}", {"bot": bot_id})
 
-    def _bot_id(self, conn, slug):
+    def _bot_id(self, conn, slug, lock=False):
+        """The bot's id, or NotFound; with `lock`, the bot cannot be deleted until the transaction ends."""
         row = self._run(
-            conn, f"SELECT {self.dialect.text('id')} FROM bots WHERE slug = :slug", {"slug": slug}
+            conn,
+            f"SELECT {self.dialect.text('id')} FROM bots WHERE slug = :slug{self.dialect.key_lock if lock else ''}",
+            {"slug": slug},
         ).fetchone()
         if row is None:
             raise NotFound(f"Bot {slug!r} not found")

@@ -33,7 +33,12 @@ class Registry:
             " ON CONFLICT (id) DO NOTHING"
         )
         params = [{"id": account_id, "name": name} for account_id, name in rows]
-        return self._in_transaction(lambda conn: self._many(conn, sql, params)) if params else 0
+
+        def insert(conn):
+            self._take_turns(conn, "accounts")
+            return self._many(conn, sql, params)
+
+        return self._in_transaction(insert) if params else 0
 
     def list_accounts(self):
         """Every account, by id."""
@@ -58,6 +63,7 @@ class Registry:
         """
 
         def insert(conn):
+            self._take_turns(conn, "tickers")
             added = 0
             for symbol, ticker_id in reporting(rows, on_progress):
                 if self._insert_ticker(conn, symbol, ticker_id or str(uuid.uuid4())):
@@ -115,7 +121,7 @@ class Registry:
             return Taken(f"Account {account_id} already exists with another name")
 
         def register(conn):
-            self._lock_names(conn, [f"account/{account_id}" for account_id, _ in rows])
+            self._take_turns(conn, "accounts")
             return [self._settled(outcome, conn, *row) for row in rows]
 
         return self._in_transaction(register) if rows else []
@@ -141,19 +147,19 @@ class Registry:
             return None if conflict is None else Taken(conflict)
 
         def register(conn):
-            names = [f"symbol/{symbol}" for symbol, _ in rows]
-            self._lock_names(conn, names + [f"ticker/{ticker_id}" for _, ticker_id in rows if ticker_id])
+            self._take_turns(conn, "tickers")
             return [self._settled(outcome, conn, *row) for row in rows]
 
         return self._in_transaction(register) if rows else []
 
-    def _lock_names(self, conn, names):
-        """Take the transaction's locks on these names (PostgreSQL), in one order whatever the request's: two
-        registrations of the same accounts or tickers, and a delete of one, wait for each other instead of
-        deadlocking. SQLite's write transaction holds the whole database already."""
+    def _take_turns(self, conn, table):
+        """Wait for every other transaction that registers or deletes rows of `table` (accounts or tickers) to end,
+        on PostgreSQL: they take turns (they are an admin's, rare and short), so two of them over the same rows
+        in other orders never deadlock, and each holds one lock, not one per row. SQLite's write transaction
+        holds the whole database already."""
         lock = self.dialect.lock_rows_sql()
-        if lock is not None and names:
-            self._run(conn, lock, {"keys": names}).fetchall()
+        if lock is not None:
+            self._run(conn, lock, {"keys": [f"botstate registers {table}"]}).fetchall()
 
     @staticmethod
     def _settled(attempt, *args, tries=3):
@@ -220,20 +226,18 @@ class Registry:
             found = self._records(conn, f"SELECT {self._shown(table)} FROM {table} WHERE id = :id", {"id": row_id})
             if not found:
                 raise NotFound(not_found)
-            names = (
-                [f"account/{row_id}"] if table == "accounts" else [f"ticker/{row_id}", f"symbol/{found[0]['symbol']}"]
-            )
-            self._lock_names(conn, names)  # as a registration of it takes them, before any row's
+            self._take_turns(conn, table)  # as a registration does, before any row's lock
             lock = d.lock_rows_sql()
-            states = self._run(
-                conn,
+            of_it = (
                 f"SELECT {d.text('bot_id')}, {d.text('user_broker_account_id')}, {d.text('ticker_id')}"
-                f" FROM user_bot_states WHERE {state_column} = :id",
-                {"id": row_id},
-            ).fetchall()
+                f" FROM user_bot_states WHERE {state_column} = :id"
+            )
+            states = self._run(conn, of_it, {"id": row_id}).fetchall()
             if lock is not None and states:
                 # The rows' locks, as a write of them takes them: a writer of one of them waits instead of deadlocking.
                 self._run(conn, lock, {"keys": ["/".join(key) for key in states]}).fetchall()
+                # Read again: a delete of the other kind (a ticker's, an account's) may have taken some meanwhile.
+                states = self._run(conn, of_it, {"id": row_id}).fetchall()
             if not self._run(conn, f"DELETE FROM {table} WHERE id = :id", {"id": row_id}).rowcount:
                 raise NotFound(not_found)  # a delete running beside this one took it
             return {**found[0], "deletedStates": len(states)}

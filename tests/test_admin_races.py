@@ -101,3 +101,20 @@ def test_of_deletes_of_one_row_at_once_exactly_one_deletes_it(admin_server, kind
             *[lambda path=path: requests.delete(f"{url}/api/admin/{path}", headers=headers, timeout=30).status_code] * 6
         )
         assert sorted(statuses) == [200] + [404] * 5, statuses
+
+
+def test_keys_added_or_rotated_while_their_bot_is_deleted_get_their_key_or_404(admin_server, storage):
+    url, headers = admin_server
+    for round_number in range(ROUNDS * 3):
+        slug = f"short-lived-{round_number}"
+        storage.create_bot(slug, slug, keys.hash_key(keys.generate_key()))
+        calls = [lambda slug=slug: requests.delete(f"{url}/api/admin/bots/{slug}", headers=headers, timeout=30)]
+        for path, body in (("keys", {"scope": "read"}), ("rotate-key", {"graceSeconds": 60}), ("revoke-key", {})) * 2:
+            calls.append(
+                lambda slug=slug, path=path, body=body: requests.post(
+                    f"{url}/api/admin/bots/{slug}/{path}", json=body, headers=headers, timeout=30
+                )
+            )
+        answers = at_once(*calls)
+        assert {a.status_code for a in answers} <= {200, 201, 404}, [a.text for a in answers if a.status_code >= 500]
+        assert answers[0].status_code == 200 and storage.get_bot(slug) is None
