@@ -20,18 +20,15 @@ from schemas import (
     MAX_NAME_LENGTH,
     MAX_PAGE_SIZE,
     MAX_SLUG_LENGTH,
-    MAX_SYMBOL_LENGTH,
     NAME_REGEX,
-    SYMBOL_REGEX,
-    SYMBOL_RULE,
     UUID_DOC,
     PageSize,
     SummarySchema,
     is_uuid,
     is_valid_bot_slug,
-    is_valid_symbol,
 )
 from storage import KEY_FINGERPRINT_LENGTH, KEY_SCOPES, WRITE_SCOPE
+from symbols import MAX_SYMBOL_LENGTH, SYMBOL_REGEX, SYMBOL_RULE, is_valid_symbol
 
 # A list's cursor is KEY_CURSOR_VERSION, the list's kind, the last key's UTF-8 bytes, then the first
 # CURSOR_MAC_BYTES of their HMAC-SHA256, in unpadded base64url: a cursor of one list is refused by another.

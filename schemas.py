@@ -12,6 +12,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, pre_l
 import clock
 from jsoncodec import depth_exceeds
 from records import ItemError, VersionConflict
+from symbols import SURROGATE
 
 SLUG_PATTERN = re.compile(r"[a-zA-Z0-9_-]+")
 # Only the canonical 8-4-4-4-12 form: no braces, no urn:uuid:, no missing hyphens.
@@ -45,39 +46,9 @@ MAX_PAGE_SIZE = 1000
 # ASCII digits only: \d would also take other scripts' digits, which int() reads.
 # A page size as a client writes it: plain ASCII digits, no sign, spaces, underscores or leading zeros.
 PAGE_SIZE = re.compile(r"[1-9][0-9]{0,3}")
-MAX_SYMBOL_LENGTH = 32
 # What `botstate bots create` accepts: the API takes longer slugs, which no bot can have.
 MAX_SLUG_LENGTH = 100
 MAX_NAME_LENGTH = 200
-# A symbol has no whitespace, comma, control (Cc) or formatting (Cf) character, nor any other character
-# Unicode says to ignore in display (Default_Ignorable_Code_Point): a symbol that looks like another is
-# another's. One pattern for the server and the OpenAPI document, which states it as it is; of the Basic
-# Multilingual Plane, as a JSON Schema pattern without Unicode mode reads characters. Lone surrogates (only a
-# command line can hold them: JSON and URLs cannot) are refused apart, as no regex engine has them.
-_IGNORABLE = (0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2065, 0x3164, 0xFFA0, *range(0x180B, 0x1810))
-_IGNORABLE += (*range(0xFE00, 0xFE10), *range(0xFFF0, 0xFFF9))
-
-
-def _unseen_ranges():
-    """The characters of the Basic Multilingual Plane no symbol holds (bar surrogates), as regex class ranges."""
-    unseen = [
-        code
-        for code in range(0x10000)
-        if not 0xD800 <= code <= 0xDFFF
-        and (unicodedata.category(chr(code)) in ("Cc", "Cf", "Zs", "Zl", "Zp") or code in _IGNORABLE)
-    ]
-    ranges, start = [], unseen[0]
-    for previous, code in zip(unseen, [*unseen[1:], None], strict=True):
-        if code != previous + 1:
-            ranges.append(f"\\u{start:04x}" if start == previous else f"\\u{start:04x}-\\u{previous:04x}")
-            start = code
-    return "".join(ranges)
-
-
-SYMBOL_REGEX = f"[^\\s,{_unseen_ranges()}]{{1,{MAX_SYMBOL_LENGTH}}}"
-SYMBOL_PATTERN = re.compile(SYMBOL_REGEX)
-SYMBOL_RULE = f"1 to {MAX_SYMBOL_LENGTH} characters, without whitespace, commas, control or invisible characters"
-SURROGATE = re.compile("[\ud800-\udfff]")
 # A name has no control character (Cc).
 NAME_REGEX = f"[^\\x00-\\x1f\\x7f-\\x9f]{{1,{MAX_NAME_LENGTH}}}"
 
@@ -90,11 +61,6 @@ def is_valid_slug(slug):
 def is_valid_bot_slug(slug):
     """Whether `botstate bots create` takes the slug: the spec's pattern, at most MAX_SLUG_LENGTH."""
     return is_valid_slug(slug) and len(slug) <= MAX_SLUG_LENGTH
-
-
-def is_valid_symbol(symbol):
-    """Whether a ticker symbol is 1..32 characters with no space, comma, control or invisible character."""
-    return SYMBOL_PATTERN.fullmatch(symbol) is not None and SURROGATE.search(symbol) is None
 
 
 def is_valid_name(name):

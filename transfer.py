@@ -4,8 +4,9 @@ import re
 
 import clock
 import jsoncodec
-from schemas import is_uuid, is_valid_bot_slug, is_valid_name, is_valid_symbol
+from schemas import is_uuid, is_valid_bot_slug, is_valid_name
 from storage import KEY_SCOPES, TRANSFER_KINDS, WRITE_SCOPE
+from symbols import is_valid_symbol
 
 # Times as the databases give them out: UTC, milliseconds.
 # Versions past this lose their last digits in JavaScript clients (and near 2**63 overflow).

@@ -20,7 +20,8 @@ from cli.common import (
 )
 from operations import catalog as operations
 from operations.bots import bad_name
-from schemas import SYMBOL_RULE, is_uuid, is_valid_name, is_valid_symbol
+from schemas import is_uuid, is_valid_name
+from symbols import SYMBOL_RULE, is_valid_symbol
 
 IMPORT_BATCH = 500
 

@@ -10,8 +10,9 @@ from flask.cli import AppGroup
 
 from operations import Refused
 from operations.bots import bad_name
-from schemas import MAX_PAGE_SIZE, SURROGATE, is_uuid, is_valid_name
+from schemas import MAX_PAGE_SIZE, is_uuid, is_valid_name
 from storage import StorageError
+from symbols import SURROGATE
 
 PAGE_SIZE = MAX_PAGE_SIZE
 

@@ -4,8 +4,9 @@ import uuid
 
 from operations import Refused, page_after, refusing
 from operations.bots import bad_name
-from schemas import SYMBOL_RULE, is_uuid, is_valid_name, is_valid_symbol
+from schemas import is_uuid, is_valid_name
 from storage import Registered
+from symbols import SYMBOL_RULE, is_valid_symbol
 
 MAX_REGISTER = 1000
 

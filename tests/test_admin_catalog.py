@@ -34,7 +34,8 @@ import keys
 from admin_api import MAX_ADMIN_BODY_BYTES
 from operations import admin_keys
 from operations.catalog import MAX_REGISTER
-from schemas import MAX_PAGE_SIZE, SYMBOL_RULE
+from schemas import MAX_PAGE_SIZE
+from symbols import SYMBOL_RULE
 
 # Each item and its outcome: True (created), False (registered already, unchanged) or the CONFLICT's message.
 REGISTRATIONS = {

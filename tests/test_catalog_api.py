@@ -12,7 +12,8 @@ from spec_data import ACCOUNT_0, ACCOUNT_1, TICKER_AAPL, TICKER_MSFT, item
 import keys
 from operations import admin_keys
 from operations import bots as operations
-from schemas import CURSOR_INVALID, INVALID_SLUG, LIMIT_INVALID, MAX_PAGE_SIZE, MAX_SYMBOL_LENGTH, SYMBOL_RULE
+from schemas import CURSOR_INVALID, INVALID_SLUG, LIMIT_INVALID, MAX_PAGE_SIZE
+from symbols import MAX_SYMBOL_LENGTH, SYMBOL_RULE
 
 TIMEOUT = 30
 BOT = "/api/bots/my-bot"

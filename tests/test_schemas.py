@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError, fields, missing
 from spec_data import ACCOUNT_0, TICKER_AAPL, item
 
-import schemas
+import symbols
 from schemas import (
     StateQuerySchema,
     StateUpdateSchema,
@@ -184,9 +184,9 @@ def test_lean_fields_load_as_marshmallow_does(name, value):
         ("^GSPC", True),
         ("中国", True),
         ("é", True),
-        ("X" * schemas.MAX_SYMBOL_LENGTH, True),
+        ("X" * symbols.MAX_SYMBOL_LENGTH, True),
         ("", False),
-        ("X" * (schemas.MAX_SYMBOL_LENGTH + 1), False),
+        ("X" * (symbols.MAX_SYMBOL_LENGTH + 1), False),
         ("A B", False),
         ("A,B", False),
         ("TAB\tX", False),
@@ -204,7 +204,7 @@ def test_lean_fields_load_as_marshmallow_does(name, value):
     ],
 )
 def test_a_symbol_is_valid_by_its_one_rule(symbol, valid):
-    assert schemas.is_valid_symbol(symbol) is valid
+    assert symbols.is_valid_symbol(symbol) is valid
 
 
 # Default_Ignorable_Code_Point characters of the Basic Multilingual Plane that are not of category Cf
@@ -233,6 +233,6 @@ def test_each_character_of_the_multilingual_plane_is_taken_by_the_server_and_the
             or unicodedata.category(char) in ("Cc", "Cf", "Zs", "Zl", "Zp")
             or code in IGNORABLE_NOT_CF
         )
-        if schemas.is_valid_symbol(char) is unseen or (documented.fullmatch(char) is None) is not unseen:
+        if symbols.is_valid_symbol(char) is unseen or (documented.fullmatch(char) is None) is not unseen:
             differ.append(hex(code))
     assert differ == []
