@@ -32,11 +32,12 @@ TICKERS_QUERY = TickersQuerySchema()
 
 def body():
     """The request's JSON object (none sent: {}), or a 400 or 413 saying why not."""
+    too_large = APIError(413, f"Request body exceeds {MAX_ADMIN_BODY_BYTES} bytes", "PAYLOAD_TOO_LARGE")
     if (request.content_length or 0) > MAX_ADMIN_BODY_BYTES:
-        raise APIError(413, f"Request body exceeds {MAX_ADMIN_BODY_BYTES} bytes", "PAYLOAD_TOO_LARGE")
+        raise too_large  # not read at all
     data = request.get_data(cache=False)
-    if len(data) > MAX_ADMIN_BODY_BYTES:
-        raise APIError(413, f"Request body exceeds {MAX_ADMIN_BODY_BYTES} bytes", "PAYLOAD_TOO_LARGE")
+    if len(data) > MAX_ADMIN_BODY_BYTES:  # chunked: its length is known once read
+        raise too_large
     if not data.strip():
         return {}
     try:

@@ -1,10 +1,8 @@
 """`botstate bots`: create, list, re-key, add and revoke keys of, and delete bots (operations.bots does the work)."""
 
-import sys
-
 import click
 
-from cli.common import OneLineGroup, emit, every_page, existing_bot, json_option, storage, storage_errors
+from cli.common import OneLineGroup, confirmed, emit, every_page, existing_bot, json_option, storage, storage_errors
 from operations import bots as operations
 from storage import KEY_SCOPES, WRITE_SCOPE
 
@@ -138,11 +136,11 @@ def bots_delete(slug, yes, as_json):
     """Delete a bot and every state it stored."""
     with storage_errors():
         bot = existing_bot(storage(), slug)
-        if not yes:
-            if as_json or not sys.stdin.isatty():
-                raise click.ClickException(
-                    f"Deleting bot {slug!r} also deletes its {bot['states']} states: add --yes to confirm"
-                )
-            click.confirm(f"Delete bot '{slug}' and its {bot['states']} states?", abort=True, err=True)
+        confirmed(
+            yes,
+            as_json,
+            f"Deleting bot {slug!r} also deletes its {bot['states']} states: add --yes to confirm",
+            f"Delete bot '{slug}' and its {bot['states']} states?",
+        )
         deleted = operations.delete_bot(storage(), slug)
     emit(as_json, deleted, f"Deleted bot '{slug}' and its {deleted['deletedStates']} states.")

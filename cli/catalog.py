@@ -2,7 +2,6 @@
 
 import csv
 import io
-import sys
 
 import click
 
@@ -10,6 +9,7 @@ from cli.common import (
     OneLineGroup,
     canonical_uuid,
     check_name,
+    confirmed,
     emit,
     every_page,
     file_label,
@@ -91,13 +91,12 @@ def registered_one(register, item):
 
 def delete_confirmed(what, yes, as_json, deleted_states):
     """Go on only with --yes, or once confirmed on a terminal: deleting `what` deletes its states too."""
-    if yes:
-        return
-    if as_json or not sys.stdin.isatty():
-        raise click.ClickException(
-            f"Deleting {what} also deletes every bot's {deleted_states} states of it: add --yes to confirm"
-        )
-    click.confirm(f"Delete {what} and every bot's {deleted_states} states of it?", abort=True, err=True)
+    confirmed(
+        yes,
+        as_json,
+        f"Deleting {what} also deletes every bot's {deleted_states} states of it: add --yes to confirm",
+        f"Delete {what} and every bot's {deleted_states} states of it?",
+    )
 
 
 @accounts.command("import")

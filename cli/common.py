@@ -127,6 +127,15 @@ def existing_bot(database, slug):
     return bot
 
 
+def confirmed(yes, as_json, refusal, question):
+    """Go on only with --yes, or once the user says yes on a terminal; else the one-line `refusal`."""
+    if yes:
+        return
+    if as_json or not sys.stdin.isatty():
+        raise click.ClickException(refusal)
+    click.confirm(question, abort=True, err=True)
+
+
 def canonical_uuid(value, what):
     """The lowercase form of a UUID option, or a clear usage error."""
     if not is_uuid(value):
