@@ -57,6 +57,9 @@ def decode_list_cursor(kind, text):
     if re.fullmatch(KEY_CURSOR_PATTERN[1:-1], text) is None:
         raise ValueError("not a cursor")
     raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # A last character differing only in bits base64 drops would decode the same: take one spelling only.
+    if base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=") != text:
+        raise ValueError("not a cursor")
     body, mac = raw[:-CURSOR_MAC_BYTES], raw[-CURSOR_MAC_BYTES:]
     prefix, valid = KEY_CURSOR_VERSION + LIST_KEYS[kind][0], LIST_KEYS[kind][1]
     if not body.startswith(prefix) or not hmac.compare_digest(mac, _mac(body)):
