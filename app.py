@@ -58,7 +58,7 @@ def default_database(app):
     return os.path.join(data, "botstate", "botstate.db")
 
 
-def create_app(test_config=None, upgrade=False, existing_only=False):
+def create_app(test_config=None, upgrade=False, existing_only=False, worker=None):
     """Build the app: defaults, then BOTSTATE_* environment, then `test_config`.
 
     A new database gets the schema. An older one is upgraded only with `upgrade`
@@ -66,6 +66,8 @@ def create_app(test_config=None, upgrade=False, existing_only=False):
     new CLI never changes the schema under an older server still running on it.
     With `existing_only` (the admin commands), a SQLite file that does not exist is
     refused instead of created: it is not the database any server reads.
+    A `worker` (supervisor.Worker) is one of several processes serving the port:
+    its rate limit and metrics count in files the workers share.
     """
     app = BotstateFlask(__name__, instance_relative_config=True)
     app.config.from_mapping(config.DEFAULTS)
@@ -95,6 +97,7 @@ def create_app(test_config=None, upgrade=False, existing_only=False):
         storage.close()
         raise config.ConfigError(f"cannot use the database {storage.location}: {error}") from error
     app.extensions["botstate.storage"] = storage
+    app.extensions["botstate.worker"] = worker
     app.extensions["botstate.idempotency"] = Running()
     app.extensions["botstate.updates_schema"] = StateUpdatesSchema(
         max_states=app.config["MAX_STATES"], max_depth=app.config["MAX_STATE_DEPTH"]

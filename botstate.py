@@ -10,7 +10,7 @@ from flask.cli import ScriptInfo
 import envfile
 from cli import COMMANDS
 from cli.common import OneLineCommand, OneLineUsage
-from config import INT_RANGES
+from config import INT_RANGES, WORKERS_RANGE, ConfigError, workers_setting
 from version import VERSION
 
 
@@ -106,6 +106,20 @@ class Integer(click.IntRange):
     name = "integer"
 
 
+class WorkerCount(click.ParamType):
+    """auto, or a number of worker processes in config.WORKERS_RANGE."""
+
+    name = "worker count"
+
+    def convert(self, value, param, ctx):
+        """The value as BOTSTATE_WORKERS takes it, or click's usage error."""
+        try:
+            return str(workers_setting(value)) if str(value).strip().lower() != "auto" else "auto"
+        except ConfigError:
+            low, high = WORKERS_RANGE
+            self.fail(f"{value!r} is not auto or an integer from {low} to {high}", param, ctx)
+
+
 @main.command(cls=OneLineCommand)
 @click.option("--host", help="Listen on this address instead of BOTSTATE_HOST.")
 @click.option("--port", type=Integer(*INT_RANGES["PORT"]), help="Listen on this port instead of BOTSTATE_PORT.")
@@ -114,9 +128,15 @@ class Integer(click.IntRange):
     type=Integer(*INT_RANGES["THREADS"]),
     help="Serve with this many threads instead of BOTSTATE_THREADS.",
 )
-def serve(host, port, threads):
+@click.option(
+    "--workers",
+    type=WorkerCount(),
+    metavar="N|auto",
+    help="Serve from this many processes instead of BOTSTATE_WORKERS (auto: one per CPU, at most 4).",
+)
+def serve(host, port, threads, workers):
     """Serve the API with waitress until Ctrl-C or SIGTERM."""
-    for name, value in (("HOST", host), ("PORT", port), ("THREADS", threads)):
+    for name, value in (("HOST", host), ("PORT", port), ("THREADS", threads), ("WORKERS", workers)):
         if value is not None:
             os.environ[f"BOTSTATE_{name}"] = str(value)  # the host is checked as the setting is
     import serve as server

@@ -18,6 +18,8 @@ DEFAULTS = {
     # postgresql://user:password@host:5432/dbname selects PostgreSQL; empty is SQLite at DATABASE.
     "DATABASE_URL": "",
     "THREADS": 4,
+    # Server processes sharing the port: "auto" is one per CPU this process may run on, at most AUTO_WORKERS_MAX.
+    "WORKERS": "auto",
     "MAX_STATES": 1000,
     "MAX_STATE_BYTES": 65536,
     "MAX_STATE_DEPTH": 100,
@@ -63,6 +65,10 @@ INT_RANGES = {
     "HISTORY_DAYS": (0, 36500),
     "HISTORY_VERSIONS": (0, 1_000_000_000),
 }
+
+WORKERS_RANGE = (1, 64)
+# Past 4 workers on SQLite, writes queue on its one write lock and more processes add only memory (docs/performance.md).
+AUTO_WORKERS_MAX = 4
 
 CHOICES = {
     "SYNCHRONOUS": ("OFF", "NORMAL", "FULL", "EXTRA"),
@@ -116,6 +122,7 @@ def check(config):
         if value is None or str(value).strip() == "":
             raise ConfigError(f"{ENV_PREFIX}_{key} must not be empty")
         config[key] = str(value)
+    config["WORKERS"] = workers_setting(config["WORKERS"])
     config["DATABASE"] = os.path.abspath(os.path.expanduser(config["DATABASE"]))
     config["DATABASE_URL"] = _database_url(config["DATABASE_URL"])
     config["RATE_LIMIT"] = _rate_limit(config["RATE_LIMIT"])
@@ -161,3 +168,23 @@ def _rate_limit(value):
             f" (or several: 10/second;600/minute), got {value!r}"
         )
     return text
+
+
+def usable_cpus():
+    """How many CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def workers_setting(value):
+    """The number of server processes: an integer in WORKERS_RANGE, or "auto" (one per usable CPU, at most 4)."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return max(1, min(usable_cpus(), AUTO_WORKERS_MAX))
+    low, high = WORKERS_RANGE
+    number = _as_int(value)
+    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+        raise ConfigError(f"{ENV_PREFIX}_WORKERS must be auto or an integer from {low} to {high}, got {number!r}")
+    return number

@@ -177,20 +177,36 @@ def file_limit_for(connection_limit):
     return max(1, min(connection_limit, (soft - RESERVED_FILES) // FILES_PER_CONNECTION))
 
 
-def create_server(application, deadlines, **settings):
-    """A waitress server with `settings` (waitress's adjustments) whose clients keep `deadlines`."""
+def create_server(application, deadlines, sockets=(), **settings):
+    """A waitress server with `settings` (waitress's adjustments) whose clients keep `deadlines`.
+
+    It listens on `sockets`, when given (bound and listening already, e.g. by a parent
+    process), instead of binding settings' host and port.
+    """
     settings.setdefault("asyncore_use_poll", True)  # select() cannot watch past 1024 descriptors
     adj = Adjustments(**settings)
+    if sockets:
+        listening = [(sock, (sock.family, sock.type, sock.proto, sock.getsockname())) for sock in sockets]
+    else:
+        listening = [(None, sockinfo) for sockinfo in adj.listen]
     clients_limit = adj.connection_limit
-    adj.connection_limit += len(adj.listen) + 1  # waitress counts its listening sockets and trigger too
+    adj.connection_limit += len(listening) + 1  # waitress counts its listening sockets and trigger too
     socket_map = {}
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
     servers = [
         GuardedServer(
-            application, socket_map, deadlines, clients_limit, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo
+            application,
+            socket_map,
+            deadlines,
+            clients_limit,
+            dispatcher=dispatcher,
+            adj=adj,
+            sockinfo=sockinfo,
+            _sock=sock,
+            bind_socket=sock is None,
         )
-        for sockinfo in adj.listen
+        for sock, sockinfo in listening
     ]
     if len(servers) == 1:
         return servers[0]

@@ -18,37 +18,50 @@ OTHER = "other"
 
 
 class Metrics:
-    """The app's own registry (so that several apps in one process never share counts) and its metrics."""
+    """The app's own registry (so that several apps in one process never share counts) and its metrics.
 
-    def __init__(self, storage, max_state_bytes):
+    With `shared_dir` (the app is one of a server's workers), the counts go to prometheus_client's
+    per-process files there, and the registry sums every worker's files at each scrape.
+    """
+
+    def __init__(self, storage, max_state_bytes, shared_dir=None):
         from prometheus_client import CollectorRegistry, Counter, Histogram  # only when metrics are on
 
         self.registry = CollectorRegistry()
-        self.registry.register(_StorageCounters(storage))
+        if shared_dir is None:
+            self.registry.register(_StorageCounters(storage))
+            counted_in = self.registry
+            self.storage_counts = None
+        else:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            MultiProcessCollector(self.registry, path=shared_dir)
+            counted_in = None  # each count is written to this process's file as it happens
+            self.storage_counts = _SharedStorageCounters(storage)
         self.requests = Counter(
             "botstate_requests",
             "HTTP requests answered, by route and status.",
             ["method", "route", "status"],
-            registry=self.registry,
+            registry=counted_in,
         )
         self.latency = Histogram(
             "botstate_request_duration_seconds",
             "Time to answer a request, by route.",
             ["method", "route"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=counted_in,
         )
         self.items = Counter(
             "botstate_state_items",
             "State items of POST and PATCH requests, by outcome (succeeded or the error).",
             ["outcome"],
-            registry=self.registry,
+            registry=counted_in,
         )
         self.database_faults = Counter(
             "botstate_database_faults",
             "Requests answered 503 because the database was busy or unavailable.",
             ["kind"],
-            registry=self.registry,
+            registry=counted_in,
         )
         self.outcomes = frozenset(
             {"succeeded", "Version conflict"}
@@ -66,6 +79,26 @@ def method_label(method):
     return method if method in METHODS else OTHER
 
 
+# The storage's own counts: (metric, help, the storage's attribute).
+STORAGE_COUNTS = (
+    (
+        "botstate_database_retries",
+        "Write transactions tried again after the database aborted them to break a deadlock (PostgreSQL).",
+        "retries",
+    ),
+    (
+        "botstate_changes_pruned",
+        "Change-log entries removed by pruning (BOTSTATE_HISTORY_DAYS, BOTSTATE_HISTORY_VERSIONS).",
+        "changes_pruned",
+    ),
+    (
+        "botstate_idempotency_answers_pruned",
+        "Idempotency-Key answers removed by pruning, a day after their request.",
+        "answers_pruned",
+    ),
+)
+
+
 class _StorageCounters:
     """The storage's counts, read at each scrape: write transactions tried again, change-log entries
     and Idempotency-Key answers pruned."""
@@ -74,31 +107,44 @@ class _StorageCounters:
         self.storage = storage
 
     def collect(self):
-        """The botstate_database_retries, botstate_changes_pruned and botstate_idempotency_answers_pruned counters."""
+        """A counter of each of STORAGE_COUNTS."""
         from prometheus_client.core import CounterMetricFamily
 
-        yield CounterMetricFamily(
-            "botstate_database_retries",
-            "Write transactions tried again after the database aborted them to break a deadlock (PostgreSQL).",
-            value=self.storage.retries,
-        )
-        yield CounterMetricFamily(
-            "botstate_changes_pruned",
-            "Change-log entries removed by this process's pruning (BOTSTATE_HISTORY_DAYS, BOTSTATE_HISTORY_VERSIONS).",
-            value=self.storage.changes_pruned,
-        )
-        yield CounterMetricFamily(
-            "botstate_idempotency_answers_pruned",
-            "Idempotency-Key answers removed by this process's pruning, a day after their request.",
-            value=self.storage.answers_pruned,
-        )
+        for name, documentation, attribute in STORAGE_COUNTS:
+            yield CounterMetricFamily(name, documentation, value=getattr(self.storage, attribute))
+
+
+class _SharedStorageCounters:
+    """The storage's counts as counters in this worker's files, brought up to date after each request."""
+
+    def __init__(self, storage):
+        from prometheus_client import Counter
+
+        self.storage = storage
+        self.counters = [
+            (Counter(name, documentation, registry=None), attribute, [0])
+            for name, documentation, attribute in STORAGE_COUNTS
+        ]
+
+    def catch_up(self):
+        """Add to each counter what the storage counted since the last call."""
+        for counter, attribute, seen in self.counters:
+            now = getattr(self.storage, attribute)
+            if now != seen[0]:
+                counter.inc(now - seen[0])
+                seen[0] = now
 
 
 def init_app(app):
     """Count every request and serve GET /metrics, when the METRICS setting is on."""
     if not app.config["METRICS"]:
         return
-    app.extensions["botstate.metrics"] = Metrics(app.extensions["botstate.storage"], app.config["MAX_STATE_BYTES"])
+    worker = app.extensions.get("botstate.worker")
+    app.extensions["botstate.metrics"] = Metrics(
+        app.extensions["botstate.storage"],
+        app.config["MAX_STATE_BYTES"],
+        shared_dir=None if worker is None else worker.metrics_dir,
+    )
     app.after_request(_count)
     app.add_url_rule("/metrics", "metrics", _exposition, methods=["GET"], provide_automatic_options=False)
 
@@ -123,6 +169,8 @@ def _count(response):
         metrics.items.labels("succeeded").inc(summary["succeeded"])
         for error, count in g.failures.items():
             metrics.items.labels(metrics.outcome(error)).inc(count)
+    if metrics.storage_counts is not None:
+        metrics.storage_counts.catch_up()
     return response
 
 

@@ -1,5 +1,5 @@
-"""The optional rate limit (BOTSTATE_RATE_LIMIT) per bot and per admin key, counted by Flask-Limiter in this
-process's memory."""
+"""The optional rate limit (BOTSTATE_RATE_LIMIT) per bot and per admin key, counted by Flask-Limiter: in this
+process's memory, or in a file a server's worker processes share."""
 
 import math
 import time
@@ -7,6 +7,7 @@ import time
 from flask import current_app, g
 
 from errors import APIError
+from storage import shared_rate_counts
 
 EXTENSION = "botstate.rate_limit"
 # One budget per bot (or admin key) across all its endpoints, not one per endpoint.
@@ -20,10 +21,11 @@ def init_app(app):
     # Imported only when set: Flask-Limiter and limits take about 40 ms to import, at every start.
     from flask_limiter import Limiter, RateLimitExceeded
 
+    worker = app.extensions.get("botstate.worker")
     limiter = Limiter(
         _budget,
         app=app,
-        storage_uri="memory://",
+        storage_uri="memory://" if worker is None else shared_rate_counts(worker.rate_counts),
         strategy="fixed-window",
         headers_enabled=False,
         on_breach=_too_many_requests,

@@ -8,7 +8,9 @@ import shutil
 import signal
 import sys
 
+import config
 import connlimits
+import supervisor
 from app import create_app
 from config import ConfigError
 from logs import startup_line
@@ -20,10 +22,13 @@ log = logging.getLogger("botstate")
 BODY_LIMIT_SLACK = 1024 * 1024
 # Container allocations (net) between two collections of the youngest generation.
 GC_THRESHOLD = 50_000
+# Connections the kernel queues for the workers to accept (waitress's default backlog).
+LISTEN_BACKLOG = 1024
 
 
-def make_server(app):
-    """A waitress server for `app` with deliberate limits, not yet running."""
+def make_server(app, sockets=()):
+    """A waitress server for `app` with deliberate limits, not yet running: on `sockets` when given
+    (bound by the parent of worker processes), else on the settings' host and port."""
     # Waitress warns once per request that waits for a free thread: under load that
     # is a line per request on stderr, saying only that the server is busy.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -37,11 +42,11 @@ def make_server(app):
             config["CONNECTION_LIMIT"],
         )
     deadlines = connlimits.Deadlines(config["HEADER_TIMEOUT"], config["MIN_BODY_RATE"])
+    where = {"sockets": sockets} if sockets else {"host": config["HOST"], "port": config["PORT"]}
     return connlimits.create_server(
         app,
         deadlines,
-        host=config["HOST"],
-        port=config["PORT"],
+        **where,
         threads=config["THREADS"],
         # Waitress refuses a body of this many bytes or more itself; one up to
         # BODY_LIMIT_SLACK past the app's limit still reaches the app and gets its JSON 413.
@@ -114,48 +119,92 @@ def tune_garbage_collection():
     gc.set_threshold(GC_THRESHOLD, 20, 100)
 
 
+def cannot_listen(error, config):
+    """The one-line exit for sockets that could not be bound, or None when `error` is not about that."""
+    # The port is taken (OSError), or the host does not resolve: waitress raises
+    # ValueError("Invalid host/port specified.") from the resolver's OSError.
+    cause = error if isinstance(error, OSError) else error.__context__
+    if not isinstance(cause, OSError):
+        return None
+    reason = cause.strerror or str(cause)
+    return f"botstate: cannot listen on {config['HOST']}:{config['PORT']}: {reason}"
+
+
+def start_upkeep(storage, leading=True):
+    """Start the storage's background work, or exit in one line when the database refuses it."""
+    try:
+        storage.start_upkeep(leading=leading)
+    except OSError as error:  # e.g. SQLite's serving marker, left by another user
+        storage.close()
+        sys.exit(f"botstate: cannot use the database {storage.location}: {error.filename}: {error.strerror}")
+
+
+def announce(server_url, app, no_bots, workers=""):
+    """Say the server is up (the line tests and people wait for), and how to make the first bot."""
+    log_format = app.config["LOG_FORMAT"]
+    location = app.extensions["botstate.storage"].location
+    say(
+        f"botstate listening on {server_url} (database {location}, {workers}{app.config['THREADS']} threads)",
+        log_format,
+    )
+    if no_bots:
+        say(f"No bot exists yet. Create one with: {create_bot_hint()}", log_format)
+
+
+def url_of(host, port):
+    """http://host:port, with an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def main():
-    """Start serving until interrupted or terminated."""
+    """Start serving until interrupted or terminated: in this process, or in BOTSTATE_WORKERS worker processes."""
     lighten_log_records()
     try:
+        # Known before the app exists: prometheus_client's multiprocess mode is chosen at its import.
+        workers = config_workers()
+        shared_dir = supervisor.make_shared_dir() if workers > 1 else None
         app = create_app(upgrade=True)
     except ConfigError as error:
         sys.exit(f"botstate: {error.message}")
+    if shared_dir is None:
+        serve_alone(app)
+    else:
+        try:
+            code = serve_workers(app, workers, shared_dir)
+        finally:
+            supervisor.remove_shared_dir(shared_dir)
+        sys.exit(code)
+
+
+def config_workers():
+    """BOTSTATE_WORKERS as the number of processes; ConfigError as create_app would raise it."""
+    return config.workers_setting(os.environ.get(f"{config.ENV_PREFIX}_WORKERS", config.DEFAULTS["WORKERS"]))
+
+
+def serve_alone(app):
+    """Serve in this process until Ctrl-C or SIGTERM."""
+    storage = app.extensions["botstate.storage"]
     try:
         server = make_server(app)
     except ConfigError as error:
         sys.exit(f"botstate: {error.message}")
     except (OSError, ValueError) as error:
-        # The port is taken (OSError), or the host does not resolve: waitress raises
-        # ValueError("Invalid host/port specified.") from the resolver's OSError.
-        cause = error if isinstance(error, OSError) else error.__context__
-        if not isinstance(cause, OSError):
+        message = cannot_listen(error, app.config)
+        if message is None:
             raise
-        reason = cause.strerror or str(cause)
-        app.extensions["botstate.storage"].close()
-        sys.exit(f"botstate: cannot listen on {app.config['HOST']}:{app.config['PORT']}: {reason}")
-    storage = app.extensions["botstate.storage"]
+        storage.close()
+        sys.exit(message)
     no_bots = storage.count_bots() == 0
     try:
-        storage.start_upkeep()
-    except OSError as error:  # e.g. SQLite's serving marker, left by another user
+        start_upkeep(storage)
+    except SystemExit:
         server.close()
-        storage.close()
-        sys.exit(f"botstate: cannot use the database {storage.location}: {error.filename}: {error.strerror}")
+        raise
     tune_garbage_collection()
-    log_format = app.config["LOG_FORMAT"]
     # From here on SIGTERM stops cleanly; only then say that the server is up.
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
-        host, port = server.effective_host, server.effective_port
-        url_host = f"[{host}]" if ":" in host else host
-        say(
-            f"botstate listening on http://{url_host}:{port}"
-            f" (database {storage.location}, {app.config['THREADS']} threads)",
-            log_format,
-        )
-        if no_bots:
-            say(f"No bot exists yet. Create one with: {create_bot_hint()}", log_format)
+        announce(url_of(server.effective_host, server.effective_port), app, no_bots)
         # Returns on Ctrl-C or SIGTERM once the requests in flight are answered
         # (waitress gives them 5 s).
         server.run()
@@ -164,7 +213,63 @@ def main():
     finally:
         server.close()
         storage.close()
-        say("botstate stopped", log_format)
+        say("botstate stopped", app.config["LOG_FORMAT"])
+
+
+def serve_workers(app, workers, shared_dir):
+    """Bind the sockets, then serve from `workers` forked processes until SIGTERM; the exit code."""
+    storage = app.extensions["botstate.storage"]
+    no_bots = storage.count_bots() == 0
+    storage.close()  # nothing of it may cross the fork: each worker opens its own
+    try:
+        sockets = supervisor.bind(app.config["HOST"], app.config["PORT"], LISTEN_BACKLOG)
+    except (OSError, ValueError) as error:
+        message = cannot_listen(error, app.config)
+        if message is None:
+            raise
+        sys.exit(message)
+    host, port = sockets[0].getsockname()[:2]
+
+    def run_worker(worker, ready):
+        return serve_worker(worker, sockets, ready)
+
+    def on_ready():
+        announce(url_of(host, port), app, no_bots, workers=f"{workers} workers of ")
+
+    try:
+        return supervisor.Supervisor(workers, shared_dir, run_worker, on_ready).run()
+    finally:
+        for sock in sockets:
+            sock.close()
+        say("botstate stopped", app.config["LOG_FORMAT"])
+
+
+def serve_worker(worker, sockets, ready):
+    """A worker process's life: its own app and storage, waitress on the inherited sockets, until SIGTERM."""
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        app = create_app(worker=worker)
+        server = make_server(app, sockets)
+    except ConfigError as error:
+        sys.exit(f"botstate: {error.message}")
+    except KeyboardInterrupt:  # SIGTERM while starting
+        return 0
+    storage = app.extensions["botstate.storage"]
+    try:
+        start_upkeep(storage, leading=worker.leading)
+    except SystemExit:
+        server.close()
+        raise
+    tune_garbage_collection()
+    try:
+        ready()
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        storage.close()
+    return 0
 
 
 if __name__ == "__main__":

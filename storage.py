@@ -104,8 +104,9 @@ class Storage(Protocol):
     def check_writable(self) -> None:
         """Raise DatabaseUnavailable when the database cannot take writes (a read-only file or standby)."""
 
-    def start_upkeep(self) -> None:
-        """Start the background work of a serving process (storing keys' last use; SQLite: WAL checkpoints)."""
+    def start_upkeep(self, leading: bool = True) -> None:
+        """Start the background work of a serving process (storing keys' last use; when `leading`, the one
+        worker of a server that does them, pruning and SQLite's WAL checkpoints)."""
 
     def servers_running(self) -> bool:
         """Whether a process that called start_upkeep() serves this database now (False when it cannot be known)."""
@@ -397,3 +398,10 @@ def open_storage(settings) -> Storage:
         settings.get("HISTORY_DAYS", default.days), settings.get("HISTORY_VERSIONS", default.versions)
     )
     return storage
+
+
+def shared_rate_counts(path) -> str:
+    """The Flask-Limiter storage URI of rate-limit counts kept in the file `path`, which a server's workers share."""
+    from backends.rate_counts import uri_of  # importing it makes its scheme known to the limits library
+
+    return uri_of(path)

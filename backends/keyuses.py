@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import random
 import threading
 import time
 
@@ -10,6 +11,12 @@ log = logging.getLogger("botstate.storage")
 PROGRESS_EVERY = 500
 # Seconds between two writes of the keys' last use, by a background thread.
 KEY_USE_FLUSH_INTERVAL = 5
+
+
+def first_flush_delay():
+    """Seconds until a process's first flush: a random part of the interval, so that the workers of a server
+    take turns through it instead of flushing at the same moment."""
+    return KEY_USE_FLUSH_INTERVAL * random.uniform(0.1, 1.0)
 
 
 class KeyUses:

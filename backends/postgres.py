@@ -195,11 +195,13 @@ class PostgresStorage(SQLStorage):
             self.retries += 1
             time.sleep(0.01 * attempt)
 
-    def start_upkeep(self):
-        """Store the keys' last use from a thread of its own, every KEY_USE_FLUSH_INTERVAL seconds; prune."""
+    def start_upkeep(self, leading=True):
+        """Store the keys' last use from a thread of its own, every KEY_USE_FLUSH_INTERVAL seconds; prune when
+        `leading` (the one process of a server's workers that does)."""
         if self._upkeep is not None:
             return
-        self.start_pruning()
+        if leading:
+            self.start_pruning()
         self._stop_upkeep.clear()
         self._upkeep = threading.Thread(
             target=self._upkeep_every, args=(keyuses.KEY_USE_FLUSH_INTERVAL,), name="botstate-upkeep", daemon=True
@@ -207,8 +209,10 @@ class PostgresStorage(SQLStorage):
         self._upkeep.start()
 
     def _upkeep_every(self, interval):
-        while not self._stop_upkeep.wait(interval):
+        wait = keyuses.first_flush_delay()
+        while not self._stop_upkeep.wait(wait):
             self.key_uses.flush_or_log(self.flush_key_uses)
+            wait = interval
 
     def close(self):
         """Store the keys' last use, stop the upkeep and pruning threads and close every connection."""

@@ -11,6 +11,7 @@ import sqlite_utils
 
 import diagnosis
 from backends.dialect import SQLITE
+from backends.process_lock import ProcessLock
 from backends.sql import SQLStorage
 from backends.sqlite_files import SQLiteFiles
 from backends.sqlite_schema import create_private, holds_botstate_schema, migrations, refuse_foreign
@@ -121,6 +122,8 @@ class SQLiteStorage(SQLiteUpkeep, SQLiteFiles, SQLStorage):
         # Writers of this process wait here, in order, instead of in SQLite's
         # busy handler, whose growing sleeps (up to 100 ms) wreck the latency tail.
         self._write_lock = threading.Lock()
+        # Then across processes (the workers of a server, other servers, the CLI), on a blocking flock.
+        self._writers = ProcessLock(f"{path}-writers")
         self._conn = None  # the writers' connection
         # Bumped when the database file was removed or replaced: connections opened
         # before then are closed by the thread that uses them, and opened afresh.
@@ -219,6 +222,11 @@ class SQLiteStorage(SQLiteUpkeep, SQLiteFiles, SQLStorage):
         started = time.monotonic()
         if not self._write_lock.acquire(blocking=False) and not self._write_lock.acquire(timeout=timeout):
             raise DatabaseBusy("timed out waiting for the write lock")
+        try:
+            self._writers.acquire()
+        except BaseException:
+            self._write_lock.release()
+            raise
         waited = time.monotonic() - started
         try:
             with self._errors_translated(writer=True):
@@ -242,6 +250,7 @@ class SQLiteStorage(SQLiteUpkeep, SQLiteFiles, SQLStorage):
                     if shortened:
                         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         finally:
+            self._writers.release()
             self._write_lock.release()
 
     def close(self):
@@ -264,6 +273,7 @@ class SQLiteStorage(SQLiteUpkeep, SQLiteFiles, SQLStorage):
                 conn.close()
         self._local = threading.local()
         self._conn = None
+        self._writers.close()
 
     # Schema
 

@@ -34,16 +34,18 @@ def _file_identity(path):
 class SQLiteUpkeep:
     """start_upkeep(), servers_running() and checkpoints of SQLiteStorage, over its connections and write lock."""
 
-    def start_upkeep(self):
-        """Start the background work of a serving process: WAL checkpoints, keys' last use, pruning.
+    def start_upkeep(self, leading=True):
+        """Start the background work of a serving process: the watch on the file and keys' last use;
+        when `leading` (the one process of a server's workers that does it), WAL checkpoints and pruning.
 
         Also marks the database as served until close(), for servers_running().
         """
-        self.start_checkpoints()  # first: it closes what was open, this lock too
+        self.start_checkpoints(leading=leading)  # first: it closes what was open, this lock too
         create_private(self._serving_path)
         self._serving = open(self._serving_path, "a")  # noqa: SIM115 - held open while serving
         fcntl.flock(self._serving, fcntl.LOCK_SH)
-        self.start_pruning()
+        if leading:
+            self.start_pruning()
 
     def servers_running(self):
         """Whether a botstate server (a process that called start_upkeep) serves this database now."""
@@ -57,8 +59,9 @@ class SQLiteUpkeep:
         except FileNotFoundError:
             return False
 
-    def start_checkpoints(self, interval=CHECKPOINT_INTERVAL):
-        """Copy the WAL into the database from a thread of its own, every `interval` seconds.
+    def start_checkpoints(self, interval=CHECKPOINT_INTERVAL, leading=True):
+        """Copy the WAL into the database from a thread of its own, every `interval` seconds
+        (unless not `leading`: then another process does).
 
         Otherwise the write that fills the WAL does it, in the write lock: every
         few hundred writes one of them took milliseconds and the others queued.
@@ -72,19 +75,21 @@ class SQLiteUpkeep:
         self._stop_checkpoints.clear()
         self._file_identity = _file_identity(self.path)
         self._checkpointer = threading.Thread(
-            target=self._checkpoint_every, args=(interval,), name="botstate-checkpoints", daemon=True
+            target=self._checkpoint_every, args=(interval, leading), name="botstate-checkpoints", daemon=True
         )
         self._checkpointer.start()
 
-    def _checkpoint_every(self, interval):
+    def _checkpoint_every(self, interval, leading):
         failing = None
-        next_flush = time.monotonic() + keyuses.KEY_USE_FLUSH_INTERVAL
+        next_flush = time.monotonic() + keyuses.first_flush_delay()
         while not self._stop_checkpoints.wait(interval):
             if not self._notice_file_change():
                 continue
             if time.monotonic() >= next_flush:
                 next_flush = time.monotonic() + keyuses.KEY_USE_FLUSH_INTERVAL
                 self.key_uses.flush_or_log(self.flush_key_uses)
+            if not leading:
+                continue
             try:
                 self.checkpoint()
             except (StorageError, sqlite3.Error) as error:
@@ -127,7 +132,7 @@ class SQLiteUpkeep:
             _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if frames < WAL_RESTART_FRAMES:
                 return
-            with self._write_lock:
+            with self._write_lock, self._writers:
                 # Readers in other processes may hold the WAL: wait for them briefly, not for the busy timeout.
                 conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
                 try:

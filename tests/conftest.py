@@ -319,7 +319,8 @@ def initialized(path):
 
 
 def botstate_env(**settings):
-    """This process's environment with only the given BOTSTATE_* settings."""
+    """This process's environment with only the given BOTSTATE_* settings (and one worker process, unless given)."""
+    settings.setdefault("WORKERS", 1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTSTATE_")}
     env.update({f"BOTSTATE_{k}": str(v) for k, v in settings.items()})
     return env

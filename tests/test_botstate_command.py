@@ -6,6 +6,7 @@ import threading
 import pytest
 from conftest import botstate_env, run_python, start_server, stop_server
 from test_docs import all_commands, all_docs
+from worker_processes import wait_for_workers
 from zygote import BOTSTATE_SCRIPT
 
 import botstate
@@ -120,11 +121,13 @@ def test_a_bad_env_file_stops_the_command_with_one_line(tmp_path, file_text, mes
     assert (done.returncode, done.stderr.splitlines()) == (1, [message.format(path=path)])
 
 
-def test_serve_takes_host_port_and_threads_over_the_settings(tmp_path):
-    overrides = ["--host", "127.0.0.1", "--port", "0", "--threads", "3"]
-    process, _, log_path = start_server(tmp_path / "b.db", command=[*BOTSTATE, "serve", *overrides], PORT=8, THREADS=4)
+def test_serve_takes_host_port_threads_and_workers_over_the_settings(tmp_path):
+    overrides = ["--host", "127.0.0.1", "--port", "0", "--threads", "3", "--workers", "2"]
+    command = [*BOTSTATE, "serve", *overrides]
+    process, _, log_path = start_server(tmp_path / "b.db", command=command, PORT=8, THREADS=4, WORKERS=1)
     try:
-        assert ", 3 threads)" in log_path.read_text()
+        assert ", 2 workers of 3 threads)" in log_path.read_text()
+        assert len(wait_for_workers(process, 2)) == 2
     finally:
         stop_server(process)
 
@@ -135,8 +138,11 @@ def test_serve_takes_host_port_and_threads_over_the_settings(tmp_path):
         (["--port", "http"], "Error: Invalid value for '--port': 'http' is not a valid integer."),
         (["--threads", "0"], "Error: Invalid value for '--threads': 0 is not in the range 1<=x<=256."),
         (["--host", "bogus.invalid"], "botstate: cannot listen on bogus.invalid:"),
+        (["--workers", "0"], "Error: Invalid value for '--workers': '0' is not auto or an integer from 1 to 64."),
+        (["--workers", "two"], "Error: Invalid value for '--workers': 'two' is not auto or an integer from 1 to 64."),
+        (["--workers", "2", "--host", "bogus.invalid"], "botstate: cannot listen on bogus.invalid:"),
     ),
-    ids=["port", "threads", "host"],
+    ids=["port", "threads", "host", "workers", "workers-word", "workers-host"],
 )
 def test_a_bad_override_is_refused_in_one_line_naming_it(tmp_path, override, message):
     done = run_python([*BOTSTATE, "serve", *override], botstate_env(DATABASE=tmp_path / "b.db", PORT=0))

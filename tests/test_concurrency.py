@@ -8,6 +8,7 @@ import threading
 import pytest
 import requests
 from conftest import RELIABILITY, register_ids, run_in_threads, start_server, stop_server
+from worker_processes import cpu_seconds, wait_for_workers
 
 ACCOUNTS = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(3)]
 TICKERS = [f"10000000-0000-4000-8000-00000000000{i}" for i in range(2)]
@@ -145,3 +146,18 @@ def test_sixteen_threads_on_two_server_processes(live_server, database, seeded, 
     check_versions(answers, storage, seeded)
     for log in (live_server.log_path, second_log):
         assert "database is locked" not in log.read_text()
+
+
+def test_sixteen_threads_on_two_workers_of_one_server(database, seeded, storage):
+    process, base_url, log_path = start_server(database, WORKERS=2)
+    try:
+        workers = wait_for_workers(process, 2)
+        used_before = {pid: cpu_seconds(pid) for pid in workers}
+        answers = mixed_load([f"{base_url}/api/bots/my-bot/state"], seeded["apiKey"], seed=7)
+        used = {pid: cpu_seconds(pid) - before for pid, before in used_before.items()}
+    finally:
+        stop_server(process)
+    assert len(answers) == 16 * 200
+    assert all(seconds > 0.1 * sum(used.values()) for seconds in used.values()), used  # both workers answered
+    check_versions(answers, storage, seeded)
+    assert "database is locked" not in log_path.read_text()

@@ -109,6 +109,10 @@ RATE = "a rate such as 600/minute (or several: 10/second;600/minute)"
         ("RATE_LIMIT", "0/minute", f"BOTSTATE_RATE_LIMIT must be {RATE}, got '0/minute'"),
         ("RATE_LIMIT", "5/sec", f"BOTSTATE_RATE_LIMIT must be {RATE}, got '5/sec'"),
         ("RATE_LIMIT", "10/second;", f"BOTSTATE_RATE_LIMIT must be {RATE}, got '10/second;'"),
+        ("WORKERS", "0", "BOTSTATE_WORKERS must be auto or an integer from 1 to 64, got 0"),
+        ("WORKERS", "65", "BOTSTATE_WORKERS must be auto or an integer from 1 to 64, got 65"),
+        ("WORKERS", "many", "BOTSTATE_WORKERS must be auto or an integer from 1 to 64, got 'many'"),
+        ("WORKERS", "", "BOTSTATE_WORKERS must be auto or an integer from 1 to 64, got ''"),
     ),
 )
 def test_bad_settings_are_named(tmp_path, monkeypatch, name, value, message):
@@ -116,6 +120,18 @@ def test_bad_settings_are_named(tmp_path, monkeypatch, name, value, message):
     with pytest.raises(config.ConfigError) as raised:
         create_app({"DATABASE": str(tmp_path / "x.db")})
     assert raised.value.message == message
+
+
+@pytest.mark.parametrize("value", (None, "auto", " AUTO ", "3"))
+def test_workers_are_one_per_usable_cpu_at_most_four_unless_set(tmp_path, monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("BOTSTATE_WORKERS", raising=False)
+    else:
+        monkeypatch.setenv("BOTSTATE_WORKERS", value)
+    app = create_app({"DATABASE": str(tmp_path / "x.db")})
+    app.extensions["botstate.storage"].close()
+    automatic = min(len(os.sched_getaffinity(0)), config.AUTO_WORKERS_MAX)
+    assert app.config["WORKERS"] == (3 if value == "3" else automatic)
 
 
 @pytest.mark.parametrize(
@@ -134,6 +150,7 @@ def test_rate_limit_is_off_when_empty_and_kept_as_written(tmp_path, monkeypatch,
     (
         ("PORT", "http", "BOTSTATE_PORT must be an integer from 0 to 65535, got 'http'"),
         ("MAX_STATE_DEPTH", "500", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 251, got 500"),
+        ("WORKERS", "none", "BOTSTATE_WORKERS must be auto or an integer from 1 to 64, got 'none'"),
     ),
 )
 def test_serve_refuses_a_bad_setting_with_one_line(tmp_path, name, value, message):

@@ -1,15 +1,18 @@
 """kill -9 of the server while clients write: no acknowledged write is lost, the file stays sound."""
 
+import contextlib
 import itertools
 import json
 import os
 import random
+import signal
 import threading
 import time
 
 import pytest
 import requests
 from conftest import RELIABILITY, register_ids, start_server, stored_rows
+from worker_processes import wait_for_workers, worker_pids
 
 ACCOUNTS = [f"20000000-0000-4000-8000-00000000000{i}" for i in range(4)]
 TICKERS = [f"30000000-0000-4000-8000-00000000000{i}" for i in range(3)]
@@ -44,13 +47,23 @@ def write_until_refused(url, api_key, writer, acknowledged, lock, rng):
                 acknowledged.setdefault(key, {})[result["data"]["version"]] = sent["state"]
 
 
-def test_kill_9_while_writing_loses_no_acknowledged_write(database, storage, seeded):
+def kill_9(process):
+    """SIGKILL the server: its workers first, if it has any, then the process itself."""
+    for pid in [*worker_pids(process), process.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("workers", (1, 2))
+def test_kill_9_while_writing_loses_no_acknowledged_write(database, storage, seeded, workers):
     path = database
     storage.close()
-    rng = random.Random(20261125)
+    rng = random.Random(20261125 + workers)
     acknowledged, lock = {}, threading.Lock()
     for round_number in range(ROUNDS):
-        process, base_url, _ = start_server(path)
+        process, base_url, _ = start_server(path, WORKERS=workers)
+        if workers > 1:
+            wait_for_workers(process, workers)
         url = f"{base_url}/api/bots/my-bot/state"
         writers = [
             threading.Thread(
@@ -62,7 +75,7 @@ def test_kill_9_while_writing_loses_no_acknowledged_write(database, storage, see
         for thread in writers:
             thread.start()
         time.sleep(rng.uniform(0.3, 1.2))
-        process.kill()  # SIGKILL: no handler runs, nothing is flushed or checkpointed
+        kill_9(process)  # no handler runs, nothing is flushed or checkpointed
         process.wait()
         for thread in writers:
             thread.join(timeout=30)
@@ -96,13 +109,16 @@ def big_body(size=1000, blob=2000):
     }
 
 
+@pytest.mark.parametrize("workers", (1, 2))
 @pytest.mark.parametrize("delay", (0.0, 0.005, 0.01, 0.02, 0.05, 0.1))
-def test_sigterm_lets_a_request_in_flight_finish_and_leaves_nothing_half_written(database, storage, seeded, delay):
+def test_sigterm_lets_a_request_in_flight_finish_and_leaves_nothing_half_written(
+    database, storage, seeded, delay, workers
+):
     body = big_body()
     storage.import_accounts([(item["accountId"], None) for item in body["states"]])
     path = database
     storage.close()
-    process, base_url, log_path = start_server(path)
+    process, base_url, log_path = start_server(path, WORKERS=workers)
     answer = {}
 
     def send():

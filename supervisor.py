@@ -1,0 +1,271 @@
+"""Worker processes behind one port: the listening sockets bound once, N forked workers that
+inherit them, a worker that dies replaced at once, and SIGTERM passed on to every worker and waited for.
+
+The kernel hands each new connection to whichever worker accepts it first. Workers share
+nothing in memory: what must hold across them lives in the database (states, keys, kept
+answers) or in the folder of files they share (the rate limit's counts, the metrics).
+"""
+
+import contextlib
+import dataclasses
+import logging
+import os
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+
+log = logging.getLogger("botstate")
+
+# Seconds the workers have, after SIGTERM, to answer what they hold (waitress gives a request 5 s)
+# before they are killed.
+DRAIN_TIMEOUT = 30
+# A worker that dies sooner than this after it was ready, this many times in a row, meets a fault that
+# restarting does not cure: its replacement waits RESTART_PAUSE seconds, so the log is not a flood.
+SHORT_LIFE = 1.0
+SHORT_LIVES = 5
+RESTART_PAUSE = 1.0
+# prometheus_client's multiprocess mode reads this variable at its import, in each worker.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class Worker:
+    """What a worker process is told: its slot (0 to N-1) and the folder the workers share."""
+
+    slot: int
+    shared_dir: str
+
+    @property
+    def leading(self):
+        """Whether this worker does what one process does for all: WAL checkpoints and pruning."""
+        return self.slot == 0
+
+    @property
+    def metrics_dir(self):
+        """The folder of prometheus_client's per-process files."""
+        return os.path.join(self.shared_dir, "metrics")
+
+    @property
+    def rate_counts(self):
+        """The SQLite file of the rate limit's counts."""
+        return os.path.join(self.shared_dir, "rate-limit.db")
+
+
+def make_shared_dir():
+    """A new private folder for the workers' shared files, set as prometheus_client's folder."""
+    shared = tempfile.mkdtemp(prefix="botstate-workers-")
+    os.mkdir(os.path.join(shared, "metrics"), 0o700)
+    os.environ[METRICS_DIR_VARIABLE] = os.path.join(shared, "metrics")
+    return shared
+
+
+def bind(host, port, backlog):
+    """Listening sockets for host and port, as waitress would bind them; OSError or ValueError as waitress's."""
+    from waitress.adjustments import Adjustments
+
+    sockets = []
+    try:
+        for family, socktype, proto, address in Adjustments(host=host, port=port).listen:
+            sock = socket.socket(family, socktype, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _exit_status(status):
+    """An exit status of os.waitpid in words: 'exited with 1', 'was killed by SIGKILL'."""
+    if os.WIFSIGNALED(status):
+        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with {os.waitstatus_to_exitcode(status)}"
+
+
+class Supervisor:
+    """Starts `count` workers with run_worker(worker, ready) in forked children, replaces any
+    that dies, and on SIGTERM or SIGINT stops them all; run() returns the exit code."""
+
+    def __init__(self, count, shared_dir, run_worker, on_ready=None):
+        self.count = count
+        self.shared_dir = shared_dir
+        self.run_worker = run_worker
+        self.on_ready = on_ready  # called once, when every first worker is ready
+        self.children = {}  # pid -> [slot, started, ready]
+        self.short_lives = 0
+        self.stopping = None  # the monotonic time SIGTERM came
+        self.failed = False
+        self.announced = False
+
+    def run(self):
+        """Supervise until every worker has stopped; 0 when all stopped cleanly."""
+        self._ready_read, self._ready_write = os.pipe()
+        self._wake_read, self._wake_write = os.pipe()
+        for fd in (self._ready_read, self._wake_read, self._wake_write):
+            os.set_blocking(fd, False)
+        previous = signal.set_wakeup_fd(self._wake_write)
+        handlers = {number: signal.signal(number, self._stop) for number in (signal.SIGTERM, signal.SIGINT)}
+        handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd wakes the loop
+        try:
+            for slot in range(self.count):
+                self._start(slot)
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._ready_read, selectors.EVENT_READ)
+                selector.register(self._wake_read, selectors.EVENT_READ)
+                while self.children:
+                    selector.select(timeout=1.0)
+                    self._drain(self._wake_read)
+                    self._note_ready()
+                    self._reap()
+                    if not self.announced and not self.stopping and all(ready for *_, ready in self.children.values()):
+                        self.announced = True
+                        if self.on_ready is not None:
+                            self.on_ready()
+                    if self.stopping and time.monotonic() - self.stopping > DRAIN_TIMEOUT:
+                        self._signal_all(signal.SIGKILL)
+        finally:
+            for number, handler in handlers.items():
+                signal.signal(number, handler)
+            signal.set_wakeup_fd(previous)
+            for fd in (self._ready_read, self._ready_write, self._wake_read, self._wake_write):
+                os.close(fd)
+        return 1 if self.failed else 0
+
+    def _stop(self, signum, frame):
+        if self.stopping is None:
+            self.stopping = time.monotonic()
+            self._signal_all(signal.SIGTERM)
+
+    def _signal_all(self, number):
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, number)
+
+    def _start(self, slot):
+        worker = Worker(slot, self.shared_dir)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            self._be_worker(worker, parent)  # never returns
+        self.children[pid] = [slot, time.monotonic(), False]
+        return pid
+
+    def _be_worker(self, worker, parent):
+        """The child's side of the fork: run the worker, then leave without the parent's cleanups."""
+        code = 1
+        try:
+            for fd in (self._ready_read, self._wake_read, self._wake_write):
+                os.close(fd)
+            signal.set_wakeup_fd(-1)
+            for number in (signal.SIGTERM, signal.SIGCHLD):
+                signal.signal(number, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            die_with_parent(parent)
+            ready_write = self._ready_write
+
+            def ready():
+                os.write(ready_write, b"%d\n" % os.getpid())
+
+            code = self.run_worker(worker, ready)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+            if not isinstance(exit_.code, int) and exit_.code is not None:
+                print(exit_.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code or 0)
+
+    def _note_ready(self):
+        data = self._drain(self._ready_read)
+        for line in data.split():
+            pid = int(line)
+            child = self.children.get(pid)
+            if child is not None:
+                child[2] = True
+                if self.announced:  # a replacement: the first workers are announced by on_ready
+                    log.info("worker %d (pid %d) is ready", child[0], pid)
+
+    @staticmethod
+    def _drain(fd):
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _reap(self):
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is not None:
+                self._ended(pid, status, *child)
+
+    def _ended(self, pid, status, slot, started, ready):
+        clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if self.stopping:
+            if not clean and not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM):
+                self.failed = True
+                log.error("worker %d (pid %d) %s while stopping", slot, pid, _exit_status(status))
+            return
+        if not ready:
+            # It could not start (the database, the settings): its replacement would not either.
+            log.error("worker %d (pid %d) %s before it was ready: stopping", slot, pid, _exit_status(status))
+            self.failed = True
+            self._stop(signal.SIGTERM, None)
+            return
+        lived = time.monotonic() - started
+        self.short_lives = self.short_lives + 1 if lived < SHORT_LIFE else 0
+        if self.short_lives >= SHORT_LIVES:
+            time.sleep(RESTART_PAUSE)
+        new_pid = self._start(slot)
+        log.warning(
+            "worker %d (pid %d) %s: started worker %d again (pid %d)", slot, pid, _exit_status(status), slot, new_pid
+        )
+
+
+def remove_shared_dir(shared_dir):
+    """Remove the workers' folder once they have all stopped."""
+    with contextlib.suppress(OSError):
+        shutil.rmtree(shared_dir)
+    os.environ.pop(METRICS_DIR_VARIABLE, None)
+
+
+# prctl(2)'s option that has the kernel signal a process when its parent dies (<sys/prctl.h>).
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid):
+    """Have the kernel SIGTERM this worker should its supervisor die (Linux; elsewhere, nothing),
+    and stop now if it died already."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)

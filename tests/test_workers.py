@@ -1,0 +1,237 @@
+"""Worker processes behind one port (BOTSTATE_WORKERS), over HTTP on a real server, on both backends:
+a worker killed under load is replaced, SIGTERM drains them all, and what is per process in one
+process (the rate limit, the metrics, remembered logins) holds across them."""
+
+import http.client
+import itertools
+import json
+import os
+import random
+import re
+import signal
+import threading
+import time
+
+import pytest
+import requests
+from conftest import RELIABILITY, register_ids, start_server, stop_server, stored_rows
+from worker_processes import WorkerConnection, connections_to_every_worker, wait_for_workers, worker_pids
+
+from operations import bots
+
+ACCOUNTS = [f"50000000-0000-4000-8000-00000000000{i}" for i in range(4)]
+TICKERS = [f"60000000-0000-4000-8000-00000000000{i}" for i in range(3)]
+KEYS = list(itertools.product(ACCOUNTS, TICKERS))
+WORKERS = 2
+KILLS = 3
+
+
+@pytest.fixture
+def seeded(storage, bot):
+    register_ids(storage, ACCOUNTS, TICKERS, symbol_prefix="W")
+    return bot
+
+
+@pytest.fixture
+def workers_server(database, storage):
+    """A server of WORKERS workers on the test's database: (process, base URL, log path)."""
+    process, base_url, log_path = start_server(database, WORKERS=WORKERS)
+    wait_for_workers(process, WORKERS)
+    yield process, base_url, log_path
+    stop_server(process)
+
+
+def keep_writing(url, api_key, writer, acknowledged, refused, lock, stop):
+    """POST 1- or 3-item writes until `stop`; note each acknowledged (version, state). A connection
+    cut (its worker killed) is no answer: the write goes on with a new connection."""
+    rng = random.Random(writer)
+    session = requests.Session()
+    for step in itertools.count():
+        if stop.is_set():
+            return
+        picks = rng.sample(KEYS, 1 if step % 4 else 3)
+        states = [{"accountId": a, "tickerId": t, "state": {"writer": writer, "step": step}} for a, t in picks]
+        try:
+            response = session.post(url, json={"states": states}, headers={"x-api-key": api_key}, timeout=10)
+        except requests.RequestException:
+            session = requests.Session()
+            continue
+        with lock:
+            if response.status_code != 200:
+                refused.append((response.status_code, response.text))
+                continue
+            for sent, result in zip(states, response.json()["results"], strict=True):
+                key = (sent["accountId"], sent["tickerId"])
+                acknowledged.setdefault(key, {})[result["data"]["version"]] = sent["state"]
+
+
+def test_a_killed_worker_is_replaced_and_no_acknowledged_write_is_lost(database, seeded, workers_server):
+    process, base_url, log_path = workers_server
+    acknowledged, refused, lock, stop = {}, [], threading.Lock(), threading.Event()
+    writers = [
+        threading.Thread(
+            target=keep_writing,
+            args=(f"{base_url}/api/bots/my-bot/state", seeded["apiKey"], w, acknowledged, refused, lock, stop),
+        )
+        for w in range(4)
+    ]
+    for thread in writers:
+        thread.start()
+    rng = random.Random(20261202)
+    replaced_in = []
+    try:
+        for _ in range(KILLS):
+            time.sleep(rng.uniform(0.3, 0.8))
+            victim = rng.choice(worker_pids(process))
+            killed_at = time.monotonic()
+            os.kill(victim, signal.SIGKILL)  # no handler runs in the worker
+            replacement = wait_for_ready_replacement(log_path, victim)
+            replaced_in.append(time.monotonic() - killed_at)
+            assert replacement != victim
+    finally:
+        time.sleep(0.3)  # writes on the replacement too
+        stop.set()
+        for thread in writers:
+            thread.join(timeout=30)
+    assert refused == []  # connections cut, but never a 5xx
+    rows, integrity = stored_rows(database, seeded["id"])
+    assert integrity == "ok"
+    for key, versions in acknowledged.items():
+        latest = max(versions)
+        version, state = rows[key]
+        assert version >= latest, key  # a lost write would leave the stored version below the acknowledged one
+        if version == latest:
+            assert json.loads(state) == versions[latest]
+    assert len(worker_pids(process)) == WORKERS
+    written = sum(len(v) for v in acknowledged.values())
+    assert written > KILLS * 20  # the writers did write
+    RELIABILITY["workers killed under load and replaced"] += KILLS
+    RELIABILITY["acknowledged writes checked after worker kills"] += written
+    print(f"replaced, and ready, in {', '.join(f'{seconds * 1000:.0f} ms' for seconds in replaced_in)}")
+
+
+def wait_for_ready_replacement(log_path, victim, timeout=10):
+    """The pid of the worker started in place of `victim`, once its supervisor says it is ready."""
+    started = re.compile(rf"\(pid {victim}\) was killed by SIGKILL: started worker \d+ again \(pid (\d+)\)")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = log_path.read_text()
+        replacement = started.search(log)
+        if replacement and f"(pid {replacement.group(1)}) is ready" in log:
+            return int(replacement.group(1))
+        time.sleep(0.005)
+    raise AssertionError(f"no worker replaced pid {victim}:\n{log_path.read_text()[-2000:]}")
+
+
+def big_body(first, size=1000):
+    """`size` items on accounts of their own (from `first` on): one request's rows are told apart from another's."""
+    return {
+        "states": [
+            {"accountId": f"70000000-0000-4000-8000-{first + n:012d}", "tickerId": TICKERS[0], "state": {"n": n}}
+            for n in range(size)
+        ]
+    }
+
+
+@pytest.mark.parametrize("delay", (0.02, 0.1))
+def test_sigterm_drains_every_worker(database, storage, seeded, delay):
+    requests_sent = 8
+    bodies = [big_body(index * 1000) for index in range(requests_sent)]
+    storage.import_accounts([(item["accountId"], None) for body in bodies for item in body["states"]])
+    process, base_url, log_path = start_server(database, WORKERS=WORKERS)
+    answers = {}
+
+    def send(index, connection):
+        try:
+            status, body = connection.request(
+                "POST",
+                "/api/bots/my-bot/state",
+                body=json.dumps(bodies[index]),
+                headers={"x-api-key": seeded["apiKey"], "Content-Type": "application/json"},
+            )
+            answers[index] = (status, json.loads(body))
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            answers[index] = error
+
+    with connections_to_every_worker(base_url, process, WORKERS) as by_worker:
+        # A request on each worker's connection, the rest on connections of their own.
+        connections = [*by_worker.values()]
+        connections += [WorkerConnection(base_url, process) for _ in range(requests_sent - WORKERS)]
+        senders = [threading.Thread(target=send, args=pair) for pair in enumerate(connections)]
+        for thread in senders:
+            thread.start()
+        time.sleep(delay)
+        process.terminate()
+        assert process.wait(timeout=60) == 0, "SIGTERM stops every worker, then the server, cleanly"
+        for thread in senders:
+            thread.join(timeout=30)
+        for connection in connections[WORKERS:]:
+            connection.close()
+    assert log_path.read_text().rstrip().endswith("botstate stopped")
+    rows, integrity = stored_rows(database, seeded["id"])
+    assert integrity == "ok"
+    for index, body in enumerate(bodies):
+        stored = len({(item["accountId"], item["tickerId"]) for item in body["states"]} & rows.keys())
+        answer = answers.get(index)
+        if isinstance(answer, tuple):  # answered: in full, and all of it stored
+            assert answer[0] == 200 and answer[1]["summary"]["succeeded"] == 1000, answer
+            assert stored == 1000, index
+        else:  # cut off before a worker took it: nothing of it stored
+            assert stored == 0, (index, stored)
+    RELIABILITY["SIGTERM with requests in flight on every worker"] += 1
+
+
+def test_the_rate_limit_holds_across_workers(database, seeded):
+    limit, per_worker = 10, 8  # more than the limit in all, fewer on each worker
+    process, base_url, _ = start_server(database, WORKERS=WORKERS, RATE_LIMIT=f"{limit}/hour")
+    statuses = []
+    try:
+        with connections_to_every_worker(base_url, process, WORKERS) as connections:
+            for _ in range(per_worker):
+                for connection in connections.values():
+                    headers = {"x-api-key": seeded["apiKey"]}
+                    statuses.append(connection.request("GET", "/api/bots/my-bot/state", headers=headers)[0])
+    finally:
+        stop_server(process)
+    assert statuses.count(200) == limit
+    assert statuses.count(429) == per_worker * WORKERS - limit
+
+
+def test_metrics_sum_the_workers(database, seeded):
+    per_worker = (3, 5)
+    process, base_url, _ = start_server(database, WORKERS=WORKERS, METRICS=1)
+    try:
+        with connections_to_every_worker(base_url, process, WORKERS) as by_worker:
+            connections = list(by_worker.values())
+            for connection, count in zip(connections, per_worker, strict=True):
+                for _ in range(count):
+                    headers = {"x-api-key": seeded["apiKey"]}
+                    assert connection.request("GET", "/api/bots/my-bot/state", headers=headers)[0] == 200
+            scrapes = [connection.request("GET", "/metrics")[1].decode().splitlines() for connection in connections]
+    finally:
+        stop_server(process)
+    route = 'botstate_requests_total{method="GET",route="/api/bots/<slug>/state",status="200"}'
+    for lines in scrapes:  # whichever worker is asked, it counts every worker's requests
+        assert f"{route} {float(sum(per_worker))}" in lines
+    # The first scrape is counted by the time of the second.
+    assert 'botstate_requests_total{method="GET",route="/metrics",status="200"} 1.0' in scrapes[1]
+
+
+def test_rotation_and_revocation_cut_every_worker_at_once(storage, seeded, workers_server):
+    process, base_url, _ = workers_server
+    with connections_to_every_worker(base_url, process, WORKERS) as connections:
+
+        def statuses(api_key):
+            return [
+                connection.request("GET", "/api/bots/my-bot/state", headers={"x-api-key": api_key})[0]
+                for connection in connections.values()
+            ]
+
+        assert statuses(seeded["apiKey"]) == [200] * WORKERS  # each worker now remembers the login
+        rotated = bots.rotate_key(storage, "my-bot")
+        assert statuses(seeded["apiKey"]) == [403] * WORKERS
+        assert statuses(rotated["apiKey"]) == [200] * WORKERS
+        added = bots.add_key(storage, "my-bot")
+        assert statuses(added["apiKey"]) == [200] * WORKERS
+        bots.revoke_keys(storage, "my-bot", fingerprint=added["fingerprint"])
+        assert statuses(added["apiKey"]) == [403] * WORKERS
