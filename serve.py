@@ -236,12 +236,14 @@ def serve_workers(app, workers, shared_dir):
     def on_ready():
         announce(url_of(host, port), app, no_bots, workers=f"{workers} workers of ")
 
+    supervising = supervisor.Supervisor(workers, shared_dir, run_worker, on_ready)
     try:
-        return supervisor.Supervisor(workers, shared_dir, run_worker, on_ready).run()
+        return supervising.run()
     finally:
         for sock in sockets:
             sock.close()
-        say("botstate stopped", app.config["LOG_FORMAT"])
+        if supervising.announced:
+            say("botstate stopped", app.config["LOG_FORMAT"])
 
 
 def serve_worker(worker, sockets, ready):

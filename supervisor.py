@@ -118,8 +118,9 @@ class Supervisor:
         handlers = {number: signal.signal(number, self._stop) for number in (signal.SIGTERM, signal.SIGINT)}
         handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd wakes the loop
         try:
-            for slot in range(self.count):
-                self._start(slot)
+            # The first worker alone, then the others: what stops one from starting (the database, a
+            # setting) is then told once, by it.
+            self._start(0)
             with selectors.DefaultSelector() as selector:
                 selector.register(self._ready_read, selectors.EVENT_READ)
                 selector.register(self._wake_read, selectors.EVENT_READ)
@@ -128,10 +129,8 @@ class Supervisor:
                     self._drain(self._wake_read)
                     self._note_ready()
                     self._reap()
-                    if not self.announced and not self.stopping and all(ready for *_, ready in self.children.values()):
-                        self.announced = True
-                        if self.on_ready is not None:
-                            self.on_ready()
+                    if not self.announced and not self.stopping:
+                        self._start_the_others()
                     if self.stopping and time.monotonic() - self.stopping > DRAIN_TIMEOUT:
                         self._signal_all(signal.SIGKILL)
         finally:
@@ -141,6 +140,17 @@ class Supervisor:
             for fd in (self._ready_read, self._ready_write, self._wake_read, self._wake_write):
                 os.close(fd)
         return 1 if self.failed else 0
+
+    def _start_the_others(self):
+        """Once the first worker is ready start the others, and once they are ready call on_ready."""
+        slots = [slot for slot, _, ready in self.children.values() if ready]
+        if len(self.children) == 1 and slots == [0]:
+            for slot in range(1, self.count):
+                self._start(slot)
+        if len(slots) == self.count:
+            self.announced = True
+            if self.on_ready is not None:
+                self.on_ready()
 
     def _stop(self, signum, frame):
         if self.stopping is None:
@@ -234,8 +244,9 @@ class Supervisor:
                 log.error("worker %d (pid %d) %s while stopping", slot, pid, _exit_status(status))
             return
         if not ready:
-            # It could not start (the database, the settings): its replacement would not either.
-            log.error("worker %d (pid %d) %s before it was ready: stopping", slot, pid, _exit_status(status))
+            # It could not start (the database, the settings), and said why; its replacement would not either.
+            if os.WIFSIGNALED(status):
+                log.error("worker %d (pid %d) %s before it was ready: stopping", slot, pid, _exit_status(status))
             self.failed = True
             self._stop(signal.SIGTERM, None)
             return

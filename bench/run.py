@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,32 +34,29 @@ sys.path.insert(0, str(ROOT))
 import config  # noqa: E402
 import keys  # noqa: E402
 from app import create_app  # noqa: E402
+from bench.cases import (  # noqa: E402
+    CHANGE_LOG_OFF_1,
+    CHANGE_LOG_OFF_1000,
+    CHANGE_LOG_ON_1,
+    CHANGE_LOG_ON_1000,
+    CONNECTIONS,
+    EMPTY_POLL,
+    FLOOR_GET,
+    FLOOR_POST,
+    ROUNDS,
+    THREADS,
+)
 from bench.changelog import disk_use, drop_change_log, largest_seq  # noqa: E402
 from bench.postgres import postgres_database, postgres_server  # noqa: E402
+from bench.processes import LockSampler, cpu_seconds, memory_mb, peak_rss_mb, process_tree  # noqa: E402
+from bench.report import report  # noqa: E402
 from storage import Credentials, StateWrite  # noqa: E402
 
-THREADS = 4
-CONNECTIONS = 8
 ACCOUNTS = [str(uuid.UUID(int=(1 << 126) | n)) for n in range(1000)]
 TICKERS = [str(uuid.UUID(int=(2 << 126) | n)) for n in range(500)]
 KEY = keys.generate_key()
 BODIES_PER_CASE = 200
-# Reference rows, not targets: bench/floor.py, one bare SQLite call per request.
-FLOOR_POST = "reference: bare upsert route, 1 state"
-FLOOR_GET = "reference: bare read route, 1 row"
-# The change log's cost: the same cases on twin data sets, one with the log and one with its
-# triggers dropped, taken in turns (ROUNDS times each, the median kept) so that both see the
-# same machine and the same number of rows.
-CHANGE_LOG_ON_1 = "POST 1 state, change log on"
-CHANGE_LOG_OFF_1 = "POST 1 state, change log off"
-CHANGE_LOG_ON_1000 = "POST 1000 states, change log on"
-CHANGE_LOG_OFF_1000 = "POST 1000 states, change log off"
-ROUNDS = 3
-EMPTY_POLL = "GET changes, nothing new"
 POLL_PATH = "/api/bots/bench/changes?after={after}"
-NO_POSTGRES = (
-    "PostgreSQL column empty: no server (make bench starts one with scripts/with-postgres; see docs/performance.md)"
-)
 
 
 def free_port():
@@ -81,28 +79,29 @@ def wait_for(port, process, timeout=30):
     raise RuntimeError("server did not start")
 
 
-def memory_mb(pid, field):
-    """A memory figure of the process from /proc (VmRSS: now, VmHWM: peak so far), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def start_botstate(database):
-    """serve.py on a free port on `database` (DATABASE or DATABASE_URL), configured as `make run` would be."""
+def start_botstate(database, workers=None):
+    """serve.py on a free port on `database` (DATABASE or DATABASE_URL), configured as `make run` would be
+    (with BOTSTATE_WORKERS=`workers` when given)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTSTATE_")}
     env.update({f"BOTSTATE_{key}": str(value) for key, value in database.items()})
     env.update(BOTSTATE_PORT=str(port), BOTSTATE_THREADS=str(THREADS))
+    if workers is not None:
+        env["BOTSTATE_WORKERS"] = str(workers)
     process = subprocess.Popen(
         [sys.executable, "serve.py"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    wait_for(port, process)
+    for line in process.stderr:  # the supervisor binds the port before its workers are ready: wait for its word
+        if "listening on" in line:
+            break
+    else:
+        raise RuntimeError(f"botstate exited with {process.wait()}")
+    threading.Thread(target=process.stderr.read, daemon=True).start()  # the request log, unread
     return process, port
 
 
@@ -118,13 +117,13 @@ def start_reference(script, *args):
     return process, port
 
 
-def start_server(server, database):
+def start_server(server, database, workers=None):
     """The case's server: the ceiling, the bare SQLite floor on database["DATABASE"], or botstate."""
     if server == "ceiling":
         return start_reference("ceiling.py")
     if server == "floor":
         return start_reference("floor.py", database["DATABASE"])
-    return start_botstate(database)
+    return start_botstate(database, workers)
 
 
 def stop(process):
@@ -198,7 +197,7 @@ def write_lines(path, lines):
 
 
 def run_wrk(url, method, duration, bodies="", paths=""):
-    """Run wrk at the bench's connections; returns requests/s, p50 ms, p99 ms, errors."""
+    """Run wrk at the bench's connections; returns requests/s, requests, p50 ms, p99 ms, errors."""
     env = dict(os.environ, BENCH_METHOD=method, BENCH_KEY=KEY, BENCH_BODIES=bodies, BENCH_PATHS=paths)
     result = subprocess.run(
         [
@@ -220,6 +219,7 @@ def run_wrk(url, method, duration, bodies="", paths=""):
     )
     out = result.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
     errors = 0
     for pattern in (
         r"Non-2xx or 3xx responses: (\d+)",
@@ -228,7 +228,7 @@ def run_wrk(url, method, duration, bodies="", paths=""):
         match = re.search(pattern, out)
         if match:
             errors += sum(int(n) for n in match.groups())
-    return rps, latency_ms(out, "50%"), latency_ms(out, "99%"), errors
+    return rps, total, latency_ms(out, "50%"), latency_ms(out, "99%"), errors
 
 
 def latency_ms(out, percentile):
@@ -324,12 +324,17 @@ def make_cases(work, prefill):
     return cases, paired, one
 
 
-def measure_case(case, duration, one, databases):
-    """One case's row: its figures on SQLite and, for botstate with a server, on PostgreSQL."""
+def measure_case(case, duration, one, databases, one_worker=True):
+    """One case's row: its figures on SQLite with the default workers and (`one_worker`) with 1, and, for
+    botstate with a server, on PostgreSQL with the default workers."""
     label, server, method, size, files, data_set = case
     row = measure(server, method, files, duration, one, databases["sqlite"].get(data_set))
-    row.update(case=label, size=size, method=method, states=row["rps"] * size, postgres=None)
-    print(f"  {label}: {row['rps']:,.0f} req/s", file=sys.stderr)
+    row.update(case=label, size=size, method=method, states=row["rps"] * size, postgres=None, alone=None)
+    print(f"  {label}: {row['rps']:,.0f} req/s, {row['cpu_ms']:.3f} ms CPU/request", file=sys.stderr)
+    if server == "botstate" and one_worker:
+        row["alone"] = measure(server, method, files, duration, one, databases["sqlite"][data_set], workers=1)
+        row["alone"]["states"] = row["alone"]["rps"] * size
+        print(f"  {label}, 1 worker: {row['alone']['rps']:,.0f} req/s", file=sys.stderr)
     if databases["postgres"] and server == "botstate":
         row["postgres"] = measure(server, method, files, duration, one, databases["postgres"][data_set])
         print(f"  {label}, PostgreSQL: {row['postgres']['rps']:,.0f} req/s", file=sys.stderr)
@@ -342,7 +347,7 @@ def measure_in_turns(cases, rounds, duration, one, databases):
     runs = {case[0]: [] for case in cases}
     for _ in range(rounds):
         for case in cases:
-            runs[case[0]].append(measure_case(case, duration, one, databases))
+            runs[case[0]].append(measure_case(case, duration, one, databases, one_worker=False))
     return [median_round(runs[case[0]]) for case in cases]
 
 
@@ -358,9 +363,11 @@ def median_round(rows):
     return row
 
 
-def measure(server, method, files, duration, one, database):
-    """Run one case on a server of its own on `database`: its requests/s, p50, p99, errors and peak RSS."""
-    process, port = start_server(server, database)
+def measure(server, method, files, duration, one, database, workers=None):
+    """Run one case on a server of its own on `database`: its requests/s, p50, p99, errors, server CPU per
+    request (all its processes), largest peak RSS of one process, and the share of the time a SQLite
+    writer held the writers' lock."""
+    process, port = start_server(server, database, workers)
     url = f"http://127.0.0.1:{port}/api/bots/bench/state"
     try:
         if method == "GET":  # the rows it reads must exist
@@ -372,11 +379,25 @@ def measure(server, method, files, duration, one, database):
             )
         if str(files.get("paths", "")).endswith("poll.txt"):  # the empty poll: from what the log holds now
             write_lines(files["paths"], [POLL_PATH.format(after=largest_seq(database))])
-        rps, p50, p99, errors = run_wrk(url, method, duration, **{k: str(v) for k, v in files.items()})
-        rss = memory_mb(process.pid, "VmHWM")
+        pids = process_tree(process.pid)
+        lock_file = f"{database['DATABASE']}-writers" if server == "botstate" and "DATABASE" in database else None
+        with LockSampler(lock_file) if lock_file and os.path.exists(lock_file) else contextlib.nullcontext() as lock:
+            used = cpu_seconds(pids)
+            rps, total, p50, p99, errors = run_wrk(url, method, duration, **{k: str(v) for k, v in files.items()})
+            used = cpu_seconds(pids) - used
+        rss = peak_rss_mb(pids)
     finally:
         stop(process)
-    return {"rps": rps, "p50": p50, "p99": p99, "errors": errors, "rss": rss}
+    return {
+        "rps": rps,
+        "p50": p50,
+        "p99": p99,
+        "errors": errors,
+        "rss": rss,
+        "cpu_ms": used * 1000 / max(total, 1),
+        "lock_held": None if lock is None else lock.share,
+        "workers": len(pids) - 1 if len(pids) > 1 else 1,
+    }
 
 
 def body_limit_memory(database):
@@ -388,7 +409,7 @@ def body_limit_memory(database):
     for item in items:
         item["state"] = {"blob": "x" * ((limit - overhead) // 1000 - 20)}
     body = json.dumps({"states": items}).encode()
-    process, port = start_botstate(database)
+    process, port = start_botstate(database, workers=1)  # one process: the request's growth is all in it
     try:
         post(port, json.dumps({"states": state_items(1, rng)}).encode())  # warm up
         before = memory_mb(process.pid, "VmRSS")
@@ -409,93 +430,6 @@ def post(port, body):
     response.read()
     connection.close()
     return response.status
-
-
-def postgres_cell(figures, ceiling):
-    """The PostgreSQL column of a row: requests/s and ratio to the ceiling (errors if any), or "-"."""
-    if figures is None:
-        return "-"
-    errors = f", {figures['errors']:,} errors" if figures["errors"] else ""
-    return f"{figures['rps']:,.0f} ({figures['rps'] / ceiling:.2f}){errors}"
-
-
-def report(results, prefill, memory, postgres_note=None, disk=None, rounds=ROUNDS):
-    """Print the table and whether each target is met; exit 1 if any is not."""
-    ceiling = results[0]["rps"]
-    print(
-        f"\nbotstate bench: waitress {THREADS} threads, wrk 1 thread {CONNECTIONS} connections, "
-        f"{os.cpu_count()} cores, Python {sys.version.split()[0]}\n"
-    )
-    print(
-        "| case | requests/s | states/s | p50 ms | p99 ms | errors | ratio to ceiling | peak RSS MB "
-        "| PostgreSQL requests/s (ratio to ceiling) |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        print(
-            f"| {r['case']} | {r['rps']:,.0f} | {r['states']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
-            f"| {r['errors']} | {r['rps'] / ceiling:.2f} | {r['rss']:.0f} | {postgres_cell(r['postgres'], ceiling)} |"
-        )
-    print()
-    if postgres_note is None:
-        print(NO_POSTGRES)
-    else:
-        print(
-            f"The PostgreSQL column is botstate on {postgres_note}, in the same run and against the same"
-            f" ceiling: informative only, the targets below are the other columns' (SQLite)."
-        )
-    print(
-        f"The change log on and off rows ran on twin data sets, {rounds} time{'s' if rounds > 1 else ''} each"
-        " in turn; each shows its median round."
-    )
-    by = {r["case"]: r for r in results}
-    post1, post10, post100, post1000 = (by[f"POST {n} state{'s' if n > 1 else ''}"] for n in (1, 10, 100, 1000))
-    full1 = by[f"POST 1 state, {prefill:,} rows"]
-    full1000 = by[f"POST 1000 states, {prefill:,} rows"]
-    targets = [
-        ("1-state POST >= 0.8x ceiling", post1["rps"] / ceiling, 0.8),
-        ("1-state POST p99 < 10 ms", 10 - post1["p99"], 0.0),
-        ("1000-state POST >= 40,000 states/s", post1000["states"], 40_000),
-        (f"1-state POST with {prefill:,} rows >= 0.9x empty", full1["rps"] / post1["rps"], 0.9),
-        (f"1000-state POST with {prefill:,} rows >= 0.9x empty", full1000["rps"] / post1000["rps"], 0.9),
-        ("100-state states/s >= 10-state", post100["states"] / post10["states"], 1.0),
-        ("1000-state states/s >= 10-state", post1000["states"] / post10["states"], 1.0),
-        ("peak RSS under 1000-state load < 150 MB", 150 - post1000["rss"], 0.0),
-        ("GET one row >= 0.8x ceiling", by["GET one row"]["rps"] / ceiling, 0.8),
-        ("PATCH 1 state >= 0.8x ceiling", by["PATCH 1 state"]["rps"] / ceiling, 0.8),
-        ("1-state POST >= 0.9x with the change log off", by[CHANGE_LOG_ON_1]["rps"] / by[CHANGE_LOG_OFF_1]["rps"], 0.9),
-        (
-            "1000-state POST >= 0.8x with the change log off",
-            by[CHANGE_LOG_ON_1000]["rps"] / by[CHANGE_LOG_OFF_1000]["rps"],
-            0.8,
-        ),
-        ("empty changes poll >= GET one row", by[EMPTY_POLL]["rps"] / by["GET one row"]["rps"], 1.0),
-        ("no errors in any case", -sum(r["errors"] for r in results), 0.0),
-        ("a request at the body limit holds at most 5x its size", 5 - memory[1] / memory[0], 0.0),
-    ]
-    print(
-        f"\nThe reference rows are bare Flask routes that make one SQLite call and nothing else"
-        f" (bench/floor.py): they reach {by[FLOOR_POST]['rps'] / ceiling:.2f}x (upsert) and"
-        f" {by[FLOOR_GET]['rps'] / ceiling:.2f}x (read) of the ceiling."
-    )
-    print(
-        f"\nOne {memory[0]:.1f} MB request at the body limit raised peak RSS by {memory[1]:.0f} MB"
-        f" ({memory[1] / memory[0]:.1f}x its size)."
-    )
-    if disk is not None:
-        writes, rows, per_version, with_log, without = disk
-        print(
-            f"\nChange log: {per_version:,.0f} bytes per logged version; after {writes:,} writes of the bench's"
-            f" state over {min(writes, rows):,} rows the database takes {with_log / 1e6:,.1f} MB"
-            f" ({without / 1e6:,.1f} MB without the log), all of it kept by the default retention."
-        )
-    print()
-    failed = 0
-    for name, value, threshold in targets:
-        ok = value >= threshold
-        failed += not ok
-        print(f"{'PASS' if ok else 'FAIL'}  {name}  ({value:,.2f})")
-    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -62,8 +62,14 @@ def test_bench_runs_every_case_without_errors():
     }
     assert set(CASES) <= set(rows), result.stdout
     for case in CASES:
-        errors = rows[case].split("|")[6].strip()
-        assert errors == "0", rows[case]
+        cells = [cell.strip() for cell in rows[case].split("|")]
+        assert cells[6] == "0", rows[case]  # errors
+        assert re.fullmatch(r"\d+\.\d{3}", cells[8]), rows[case]  # server CPU ms per request, from /proc
+        alone = cells[10]  # 1 worker: every botstate case but the change log's turns
+        if case.startswith(("POST", "PATCH", "GET")) and "change log" not in case:
+            assert re.fullmatch(r"[\d,]+ \(\d\.\d\d\)", alone) and re.fullmatch(r"\d+\.\d{3}", cells[11]), rows[case]
+        else:
+            assert (alone, cells[11]) == ("-", "-"), rows[case]
         on_postgres = rows[case].split("|")[-2].strip()
         if case.startswith(("POST", "PATCH", "GET")) and POSTGRES_URL:  # make test-pg: the PostgreSQL column too
             assert re.fullmatch(r"[\d,]+ \(\d\.\d\d\)", on_postgres), rows[case]
@@ -76,6 +82,11 @@ def test_bench_runs_every_case_without_errors():
     assert re.search(r"Change log: [\d,]+ bytes per logged version; after 20,000 writes", result.stdout)
     assert "The change log on and off rows ran on twin data sets, 2 times each in turn" in result.stdout
     assert re.search(r"they reach \d\.\d\dx \(upsert\) and \d\.\d\dx \(read\) of the ceiling", result.stdout)
+    assert re.search(r"the writers' lock was held \d+\.\d% of the time at [\d,]+ writes/s", result.stdout)
+    from bench.report import SCALING_CORES
+
+    scaling = re.findall(r"^ +(\d+) cores: [\d,]+ writes/s at most, limited by", result.stdout, re.M)
+    assert scaling == [str(cores) for cores in SCALING_CORES], result.stdout
 
 
 @pytest.mark.parametrize(

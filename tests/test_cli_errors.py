@@ -189,7 +189,8 @@ def test_every_file_botstate_creates_is_private_under_umask_022(tmp_path):
             database.start_upkeep()
             database.add_account("10000000-0000-4000-8000-000000000000", "alice")
             database.backup(str(tmp_path / "backup.db"))
-            created = [f"{path}", f"{path}-wal", f"{path}-shm", f"{path}-serving", f"{tmp_path / 'backup.db'}"]
+            created = [f"{path}", f"{path}-wal", f"{path}-shm", f"{path}-serving", f"{path}-writers"]
+            created.append(f"{tmp_path / 'backup.db'}")
             assert {name: oct(mode(name)) for name in created} == {name: "0o600" for name in created}
         finally:
             database.close()

@@ -146,7 +146,12 @@ def test_a_bot_is_served_from_the_single_file_on_a_plain_python(clean):
         server.terminate()
         assert server.wait(timeout=30) == 0
     assert "botstate stopped" in log_path.read_text()
-    assert sorted(path.name for path in folder.iterdir()) == ["b.db", "b.db-serving", "serve.log"]  # no WAL left
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "b.db",
+        "b.db-serving",
+        "b.db-writers",
+        "serve.log",
+    ]  # no WAL left
 
 
 @pytest.fixture

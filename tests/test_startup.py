@@ -66,11 +66,12 @@ def test_a_taken_port_is_one_line(tmp_path):
 
 
 @pytest.mark.sqlite_only("the serving marker is a file beside a SQLite database")
-def test_a_serving_marker_that_cannot_be_opened_is_one_line(tmp_path):
+@pytest.mark.parametrize("workers", (1, 3))  # with workers, each would meet it: it is told once
+def test_a_serving_marker_that_cannot_be_opened_is_one_line(tmp_path, workers):
     database = tmp_path / "x.db"
     assert run_botstate(["-m", "botstate", "init-db"], DATABASE=database).returncode == 0
     (tmp_path / "x.db-serving").mkdir()  # refused to root too, unlike a file it may not write
-    result = run_botstate(["serve.py"], DATABASE=database, PORT=0)
+    result = run_botstate(["serve.py"], DATABASE=database, PORT=0, WORKERS=workers)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         f"botstate: cannot use the database {database}: {database}-serving: Is a directory"

@@ -17,6 +17,9 @@ import requests
 from conftest import RELIABILITY, register_ids, start_server, stop_server, stored_rows
 from worker_processes import WorkerConnection, connections_to_every_worker, wait_for_workers, worker_pids
 
+from backends.process_lock import ProcessLock
+from backends.sqlite import SQLiteStorage
+from backends.sqlite_upkeep import CHECKPOINT_INTERVAL
 from operations import bots
 
 ACCOUNTS = [f"50000000-0000-4000-8000-00000000000{i}" for i in range(4)]
@@ -235,3 +238,58 @@ def test_rotation_and_revocation_cut_every_worker_at_once(storage, seeded, worke
         assert statuses(added["apiKey"]) == [200] * WORKERS
         bots.revoke_keys(storage, "my-bot", fingerprint=added["fingerprint"])
         assert statuses(added["apiKey"]) == [403] * WORKERS
+
+
+@pytest.mark.sqlite_only("the writers' lock is a file beside a SQLite database")
+def test_every_process_s_writers_queue_on_one_lock(database, seeded):
+    # A short busy timeout: a writer that met the other process in SQLite's busy handler would get a 503.
+    process, base_url, _ = start_server(database, WORKERS=WORKERS, BUSY_TIMEOUT_MS=200)
+    body = json.dumps({"states": [{"accountId": ACCOUNTS[0], "tickerId": TICKERS[0], "state": {"queued": True}}]})
+    headers = {"x-api-key": seeded["apiKey"], "Content-Type": "application/json"}
+    answers = []
+    another_process = ProcessLock(f"{database['DATABASE']}-writers")  # as another process's writer holds it
+    try:
+        with connections_to_every_worker(base_url, process, WORKERS) as connections:
+            another_process.acquire()
+            senders = [
+                threading.Thread(
+                    target=lambda c=c: answers.append(c.request("POST", "/api/bots/my-bot/state", body, headers))
+                )
+                for c in connections.values()
+            ]
+            for thread in senders:
+                thread.start()
+            time.sleep(0.6)
+            waited = list(answers)
+            another_process.release()
+            for thread in senders:
+                thread.join(timeout=30)
+    finally:
+        another_process.close()
+        stop_server(process)
+    assert waited == []  # every worker's write waits for the lock, past the busy timeout
+    versions = sorted(json.loads(answer)["results"][0]["data"]["version"] for status, answer in answers)
+    assert [status for status, _ in answers] == [200] * WORKERS and versions == list(range(1, WORKERS + 1))
+
+
+@pytest.mark.sqlite_only("WAL checkpoints are SQLite's")
+def test_only_the_leading_worker_checkpoints_and_prunes(database):
+    storages = {leading: SQLiteStorage(database["DATABASE"]) for leading in (True, False)}
+    checkpoints = {True: 0, False: 0}
+    try:
+        for leading, storage in storages.items():
+            storage.migrate()
+            real = storage.checkpoint
+
+            def counted(real=real, leading=leading):
+                checkpoints[leading] += 1
+                return real()
+
+            storage.checkpoint = counted
+            storage.start_upkeep(leading=leading)
+        time.sleep(10 * CHECKPOINT_INTERVAL)
+        assert checkpoints[True] > 0 and checkpoints[False] == 0
+        assert storages[True]._pruner is not None and storages[False]._pruner is None
+    finally:
+        for storage in storages.values():
+            storage.close()
