@@ -40,6 +40,11 @@ class BotstateFlask(Flask):
     json_provider_class = JSONProvider
     url_map_class = ExactMap
 
+    def ensure_sync(self, func):
+        """Every view and hook of botstate is a plain function: Flask's check for a coroutine, made
+        for each of them at each request, is skipped."""
+        return func
+
     def raise_routing_exception(self, request):
         """Raise the request's routing error, with a 404 for any redirect werkzeug would answer."""
         # A redirect is HTML, skips the error handlers, and its Location is built from the client's Host.

@@ -33,6 +33,8 @@ GIVE_UP_SHARE = 20
 # Seconds a connection must have waited for nothing before it is given up: one
 # just accepted, or just answered, is about to send its request.
 IDLE_GRACE = 1.0
+# Bytes of a response kept until the I/O thread sends them (more go out from the worker thread at once).
+RESPONSE_BUFFER_BYTES = 64 * 1024
 # Seconds between two log lines saying the server is full.
 FULL_LOG_INTERVAL = 60
 
@@ -185,6 +187,10 @@ def create_server(application, deadlines, sockets=(), **settings):
     """
     settings.setdefault("asyncore_use_poll", True)  # select() cannot watch past 1024 descriptors
     adj = Adjustments(**settings)
+    # Waitress sends each write at once (send_bytes=1): a response's headers and its body went out in
+    # two send()s, two TCP segments and two wake-ups of the client. Buffered up to this, a small
+    # response goes out whole, in one send() of the I/O thread, woken as each request ends anyway.
+    adj.send_bytes = RESPONSE_BUFFER_BYTES
     if sockets:
         listening = [(sock, (sock.family, sock.type, sock.proto, sock.getsockname())) for sock in sockets]
     else:

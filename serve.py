@@ -162,18 +162,25 @@ def main():
     try:
         # Known before the app exists: prometheus_client's multiprocess mode is chosen at its import.
         workers = config_workers()
-        shared_dir = supervisor.make_shared_dir() if workers > 1 else None
-        app = create_app(upgrade=True)
     except ConfigError as error:
         sys.exit(f"botstate: {error.message}")
-    if shared_dir is None:
-        serve_alone(app)
-    else:
-        try:
-            code = serve_workers(app, workers, shared_dir)
-        finally:
-            supervisor.remove_shared_dir(shared_dir)
-        sys.exit(code)
+    if workers == 1:
+        serve_alone(make_app())
+        return
+    shared_dir = supervisor.make_shared_dir()
+    try:
+        code = serve_workers(make_app(), workers, shared_dir)
+    finally:
+        supervisor.remove_shared_dir(shared_dir)
+    sys.exit(code)
+
+
+def make_app():
+    """The app, its database's schema brought up to date; one line and exit 1 when it cannot be made."""
+    try:
+        return create_app(upgrade=True)
+    except ConfigError as error:
+        sys.exit(f"botstate: {error.message}")
 
 
 def config_workers():

@@ -31,6 +31,9 @@ SHORT_LIVES = 5
 RESTART_PAUSE = 1.0
 # prometheus_client's multiprocess mode reads this variable at its import, in each worker.
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# Seconds between two touches of the shared folder's files, so that a cleaner of old files in
+# TMPDIR (systemd-tmpfiles: 10 days) never takes those of a server that sat idle.
+TOUCH_INTERVAL = 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +110,7 @@ class Supervisor:
         self.stopping = None  # the monotonic time SIGTERM came
         self.failed = False
         self.announced = False
+        self.next_touch = time.monotonic() + TOUCH_INTERVAL
 
     def run(self):
         """Supervise until every worker has stopped; 0 when all stopped cleanly."""
@@ -133,6 +137,9 @@ class Supervisor:
                         self._start_the_others()
                     if self.stopping and time.monotonic() - self.stopping > DRAIN_TIMEOUT:
                         self._signal_all(signal.SIGKILL)
+                    if time.monotonic() >= self.next_touch:
+                        self.next_touch = time.monotonic() + TOUCH_INTERVAL
+                        touch_tree(self.shared_dir)
         finally:
             for number, handler in handlers.items():
                 signal.signal(number, handler)
@@ -258,6 +265,14 @@ class Supervisor:
         log.warning(
             "worker %d (pid %d) %s: started worker %d again (pid %d)", slot, pid, _exit_status(status), slot, new_pid
         )
+
+
+def touch_tree(folder):
+    """Set the folder's and its files' times to now."""
+    for root, _, files in os.walk(folder):
+        for name in [".", *files]:
+            with contextlib.suppress(OSError):
+                os.utime(os.path.join(root, name))
 
 
 def remove_shared_dir(shared_dir):

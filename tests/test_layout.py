@@ -90,3 +90,16 @@ def test_each_module_is_small_and_says_its_job():
         assert len(path.read_text().splitlines()) <= MAX_LINES, name
         docstring = ast.get_docstring(tree)
         assert docstring and docstring.strip(), name
+
+
+def test_no_view_or_hook_is_a_coroutine(app):
+    # BotstateFlask.ensure_sync skips Flask's per-request check for them: one would never be awaited.
+    import inspect
+
+    hooks = [
+        *app.view_functions.values(),
+        *(f for funcs in app.before_request_funcs.values() for f in funcs),
+        *(f for funcs in app.after_request_funcs.values() for f in funcs),
+        *(f for funcs in app.teardown_request_funcs.values() for f in funcs),
+    ]
+    assert hooks and not [f for f in hooks if inspect.iscoroutinefunction(inspect.unwrap(f))]

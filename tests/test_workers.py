@@ -21,6 +21,7 @@ from backends.process_lock import ProcessLock
 from backends.sqlite import SQLiteStorage
 from backends.sqlite_upkeep import CHECKPOINT_INTERVAL
 from operations import bots
+from supervisor import touch_tree
 
 ACCOUNTS = [f"50000000-0000-4000-8000-00000000000{i}" for i in range(4)]
 TICKERS = [f"60000000-0000-4000-8000-00000000000{i}" for i in range(3)]
@@ -293,3 +294,15 @@ def test_only_the_leading_worker_checkpoints_and_prunes(database):
     finally:
         for storage in storages.values():
             storage.close()
+
+
+def test_the_shared_folder_is_touched_so_no_cleaner_of_old_files_takes_it(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    files = [tmp_path / "rate-limit.db", tmp_path / "metrics" / "counter_1.db"]
+    for path in files:
+        path.write_bytes(b"")
+    old = time.time() - 30 * 86400
+    for path in [tmp_path, *files]:
+        os.utime(path, (old, old))
+    touch_tree(tmp_path)
+    assert all(path.stat().st_mtime > time.time() - 60 for path in [tmp_path, *files])
