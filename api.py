@@ -37,12 +37,13 @@ STATE_KEY = StateKeySchema()
 AS_OF_QUERY = AsOfQuerySchema()
 
 
-def state_updates(data, merge):
+def state_updates(data, merge, app=None):
     """The body's validated items, each state as its text (None: provably too large),
     or the 400 naming the first problem. The body is strict JSON, whatever the Content-Type says."""
-    schema = current_app.extensions["botstate.updates_schema"]
+    app = app or current_app._get_current_object()
+    schema = app.extensions["botstate.updates_schema"]
     try:
-        return writebody.load_items(data, schema, merge, current_app.config["MAX_STATE_BYTES"])
+        return writebody.load_items(data, schema, merge, app.config["MAX_STATE_BYTES"])
     except jsoncodec.InvalidJSON:
         raise bad_request("Invalid JSON in request body") from None
     except ValidationError as error:
@@ -99,11 +100,13 @@ def write_states(bot, merge):
         bot.check_writes()
     key = idempotency.requested_key()
     data = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
-    max_state_bytes = current_app.config["MAX_STATE_BYTES"]
+    app = current_app._get_current_object()  # looked up once
+    max_state_bytes = app.config["MAX_STATE_BYTES"]
     if key is None:
-        updates = state_updates(data, merge)
+        updates = state_updates(data, merge, app)
         writes = state_writes(updates, max_state_bytes)
-        outcomes = bot.call(storage().write_states, writes, merge=merge, max_state_bytes=max_state_bytes)
+        database = app.extensions["botstate.storage"]
+        outcomes = bot.call(database.write_states, writes, merge=merge, max_state_bytes=max_state_bytes)
         return jsonify(write_answer(updates, outcomes))
     digest = idempotency.fingerprint(data)
     with idempotency.running().holding(bot.credentials.bot_id, key):

@@ -19,7 +19,7 @@ from cli import register_commands
 from errors import register_error_handlers
 from idempotency import Running
 from jsoncodec import JSONProvider
-from logs import configure_logging
+from logs import configure_logging, log_request
 from openapi import bp as openapi_blueprint
 from schemas import StateUpdatesSchema
 from storage import StorageError, open_storage
@@ -103,7 +103,7 @@ def create_app(test_config=None, upgrade=False, existing_only=False, worker=None
         raise config.ConfigError(f"cannot use the database {storage.location}: {error}") from error
     app.extensions["botstate.storage"] = storage
     app.extensions["botstate.worker"] = worker
-    app.extensions["botstate.idempotency"] = Running()
+    app.extensions["botstate.idempotency"] = Running(None if worker is None else worker.running_keys)
     app.extensions["botstate.updates_schema"] = StateUpdatesSchema(
         max_states=app.config["MAX_STATES"], max_depth=app.config["MAX_STATE_DEPTH"]
     )
@@ -136,24 +136,25 @@ def _log_request(response):
 
     The fields go in `request` for JSON logs; the text line made of them is the message.
     """
-    started = g.get("started")
+    noted, asked = g._get_current_object(), request._get_current_object()  # each proxy looked up once
+    started = noted.get("started")
     duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
     fields = {
-        "method": request.method,
-        "path": request.path[:200],
+        "method": asked.method,
+        "path": asked.path[:200],
         "status": response.status_code,
         "duration_ms": round(duration_ms, 1),
     }
-    if "bot_slug" in g:
-        fields["bot"] = g.bot_slug[:100]
-    if "admin" in g:
-        fields["admin"] = g.admin[:100]  # the admin key's name, never the key
-    summary = g.get("summary")
+    if "bot_slug" in noted:
+        fields["bot"] = noted.bot_slug[:100]
+    if "admin" in noted:
+        fields["admin"] = noted.admin[:100]  # the admin key's name, never the key
+    summary = noted.get("summary")
     if summary is not None:
-        fields["summary"] = {**summary, "errors": dict(g.failures)}
-    if g.get("replayed"):
+        fields["summary"] = {**summary, "errors": dict(noted.failures)}
+    if noted.get("replayed"):
         fields["replayed"] = True  # the answer kept for its Idempotency-Key
-    log.info(_text_line(fields), extra={"request": fields})  # logs.JSONFormatter writes the fields
+    log_request(log, _text_line(fields), fields)  # logs.JSONFormatter writes the fields
     return response
 
 

@@ -37,9 +37,9 @@ def invalid_key():
     return APIError(403, "Invalid API key for this bot")
 
 
-def remembered_bots():
+def remembered_bots(app):
     """The app's slug -> (bot id, keys) memory, keys as storage.find_bot_credentials gives them."""
-    return current_app.extensions.setdefault("botstate.bots", {})
+    return app.extensions.setdefault("botstate.bots", {})
 
 
 def authenticate(slug, fresh=False):
@@ -54,11 +54,13 @@ def authenticate(slug, fresh=False):
     if not api_key.strip():
         raise APIError(401, "API key required. Include x-api-key header.")
     hashes = keys.hashes_of(api_key)
-    bots = remembered_bots()
+    app = current_app._get_current_object()  # looked up once
+    bots = remembered_bots(app)
+    database = app.extensions["botstate.storage"]
     remembered = None if fresh else bots.get(slug)
     match = None if remembered is None else keys.matching(hashes, remembered[1])
     if match is None:
-        remembered = storage().find_bot_credentials(slug)
+        remembered = database.find_bot_credentials(slug)
         if remembered is None:
             bots.pop(slug, None)
             raise bot_not_found(slug)
@@ -69,7 +71,7 @@ def authenticate(slug, fresh=False):
         if match is None:
             raise invalid_key()
     key_hash, scope = match
-    storage().record_key_use(remembered[0], key_hash)
+    database.record_key_use(remembered[0], key_hash)
     return Credentials(remembered[0], key_hash, scope)
 
 

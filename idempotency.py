@@ -9,7 +9,10 @@ a 409, and the same key with another request than the kept answer's a 422; only 
 """
 
 import contextlib
+import errno
+import fcntl
 import hashlib
+import os
 import re
 import threading
 import zlib
@@ -69,11 +72,19 @@ def in_progress():
 
 
 class Running:
-    """The keys this process's requests hold while they run: a repeat meanwhile gets its 409 at once."""
+    """The keys this process's requests hold while they run: a repeat meanwhile gets its 409 at once.
 
-    def __init__(self):
+    With `shared_file` (the workers of one server share it) a key is also held across processes, by a
+    lock of the kernel on one byte of that file, at an offset the key's digest picks: a worker's repeat
+    of another worker's running request gets its 409 too, and a worker that dies lets its keys go.
+    (SQLite's writers take turns, so the database can tell a repeat only once the first has ended.)
+    """
+
+    def __init__(self, shared_file=None):
         self._held = set()
         self._lock = threading.Lock()
+        self._shared_file = shared_file
+        self._fd = self._pid = None
 
     @contextlib.contextmanager
     def holding(self, bot_id, key):
@@ -82,13 +93,35 @@ class Running:
         with self._lock:
             held = (bot_id, key) in self._held
             self._held.add((bot_id, key))
-        if held:
-            raise in_progress()
+        try:
+            if held:
+                raise in_progress()
+            with self._across_processes(bot_id, key):
+                yield
+        finally:
+            if not held:
+                with self._lock:
+                    self._held.discard((bot_id, key))
+
+    @contextlib.contextmanager
+    def _across_processes(self, bot_id, key):
+        if self._shared_file is None:
+            yield
+            return
+        if self._fd is None or self._pid != os.getpid():  # a forked worker opens its own
+            self._fd, self._pid = os.open(self._shared_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600), os.getpid()
+        # POSIX record locks belong to the process: this process's own holders are told apart above.
+        offset = int.from_bytes(hashlib.sha256(f"{bot_id}\n{key}".encode()).digest()[:7], "big")
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except OSError as error:
+            if error.errno in (errno.EACCES, errno.EAGAIN):
+                raise in_progress() from None
+            raise
         try:
             yield
         finally:
-            with self._lock:
-                self._held.discard((bot_id, key))
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset)
 
 
 def running():

@@ -54,6 +54,11 @@ class Worker:
         return os.path.join(self.shared_dir, "metrics")
 
     @property
+    def running_keys(self):
+        """The file whose locked bytes are the Idempotency-Keys of requests running in any worker."""
+        return os.path.join(self.shared_dir, "idempotency-keys.lock")
+
+    @property
     def rate_counts(self):
         """The SQLite file of the rate limit's counts."""
         return os.path.join(self.shared_dir, "rate-limit.db")

@@ -1,6 +1,9 @@
 """BOTSTATE_LOG_FORMAT=json: one JSON object per log line, with a request's fields, never a key or a body."""
 
+import io
 import json
+import logging
+import time
 
 import pytest
 import requests
@@ -8,6 +11,7 @@ from conftest import start_server, stop_server
 from spec_data import ACCOUNT_0, TICKER_AAPL, TICKER_UNKNOWN, item
 
 from clock import stored_time_of
+from logs import JSONFormatter, LineFormatter, LineHandler, log_request
 
 
 def test_json_logs_give_one_object_per_line_with_each_requests_fields(database, bot, registered):
@@ -60,3 +64,25 @@ def test_json_logs_give_one_object_per_line_with_each_requests_fields(database, 
 )
 def test_times_are_utc_to_the_millisecond(unix_time, text):
     assert stored_time_of(unix_time) == text
+
+
+@pytest.mark.parametrize("formatter", (LineFormatter, JSONFormatter))
+def test_a_request_line_written_at_once_is_the_line_logging_would_write(formatter, monkeypatch):
+    fields = {"method": "POST", "path": "/api/bots/b/state", "status": 200, "duration_ms": 1.5, "bot": "b"}
+    lines = []
+    for direct in (True, False):
+        stream = io.StringIO()
+        handler = LineHandler(stream)
+        handler.setFormatter(formatter())
+        logger = logging.getLogger(f"botstate.test-{formatter.__name__}-{direct}")
+        logger.handlers, logger.propagate = [handler], False
+        logger.setLevel(logging.INFO)
+        if direct:  # written at once: logging is not asked
+            monkeypatch.setattr(logger, "info", lambda *args, **kwargs: pytest.fail("went through logging"))
+        else:
+            logger.addFilter(lambda record: True)  # any filter: the line goes through logging
+        monkeypatch.setattr(time, "time", lambda: 1764043800.1239)
+        log_request(logger, "POST /api/bots/b/state 200 1.5ms bot=b", fields)
+        monkeypatch.undo()
+        lines.append(stream.getvalue())
+    assert lines[0] == lines[1] and lines[0].count("\n") == 1

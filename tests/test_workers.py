@@ -14,7 +14,7 @@ import time
 
 import pytest
 import requests
-from conftest import RELIABILITY, register_ids, start_server, stop_server, stored_rows
+from conftest import RELIABILITY, holding_write_lock, register_ids, start_server, stop_server, stored_rows
 from worker_processes import WorkerConnection, connections_to_every_worker, wait_for_workers, worker_pids
 
 from backends.process_lock import ProcessLock
@@ -306,3 +306,28 @@ def test_the_shared_folder_is_touched_so_no_cleaner_of_old_files_takes_it(tmp_pa
         os.utime(path, (old, old))
     touch_tree(tmp_path)
     assert all(path.stat().st_mtime > time.time() - 60 for path in [tmp_path, *files])
+
+
+def test_a_repeat_on_another_worker_of_a_request_still_running_gets_the_409(database, seeded):
+    process, base_url, _ = start_server(database, WORKERS=WORKERS, BUSY_TIMEOUT_MS=3000)
+    body = json.dumps({"states": [{"accountId": ACCOUNTS[0], "tickerId": TICKERS[0], "state": {"once": True}}]})
+    headers = {"x-api-key": seeded["apiKey"], "Content-Type": "application/json", "Idempotency-Key": "k-1"}
+    try:
+        with connections_to_every_worker(base_url, process, WORKERS) as by_worker:
+            first, second = by_worker.values()
+            answers = []
+            with holding_write_lock(database):  # the first request waits for the database
+                sender = threading.Thread(
+                    target=lambda: answers.append(first.request("POST", "/api/bots/my-bot/state", body, headers))
+                )
+                sender.start()
+                time.sleep(0.5)
+                repeat = second.request("POST", "/api/bots/my-bot/state", body, headers)
+            sender.join(timeout=30)
+            replayed = second.request("POST", "/api/bots/my-bot/state", body, headers)
+    finally:
+        stop_server(process)
+    assert repeat[0] == 409 and json.loads(repeat[1])["code"] == "CONFLICT"
+    assert answers[0][0] in (200, 503)  # the first waited for the lock: stored, or the busy timeout's 503
+    if answers[0][0] == 200:
+        assert replayed == answers[0]
