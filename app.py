@@ -93,14 +93,12 @@ def create_app(test_config=None, upgrade=False, existing_only=False, worker=None
     for name in unknown_settings:
         log.warning("ignoring %s: not a botstate setting (see docs/configuration.md)", name)
     storage = open_storage(app.config)
-    try:
-        outdated = [] if upgrade else storage.outdated_migrations()
-        app.extensions["botstate.outdated"] = outdated
-        app.extensions["botstate.migrated"] = [] if outdated else storage.migrate()
-        storage.check_writable()
-    except (StorageError, OSError) as error:
-        storage.close()
-        raise config.ConfigError(f"cannot use the database {storage.location}: {error}") from error
+    if worker is None:
+        _prepare_database(app, storage, upgrade)
+    else:
+        # The supervisor prepared it before the first worker. A worker started later, in place of one
+        # that died, must neither fail nor create a database that is gone: it answers 503 until it is back.
+        app.extensions["botstate.outdated"] = app.extensions["botstate.migrated"] = []
     app.extensions["botstate.storage"] = storage
     app.extensions["botstate.worker"] = worker
     app.extensions["botstate.idempotency"] = Running(None if worker is None else worker.running_keys)
@@ -120,6 +118,18 @@ def create_app(test_config=None, upgrade=False, existing_only=False, worker=None
     metrics.init_app(app)
     register_commands(app)
     return app
+
+
+def _prepare_database(app, storage, upgrade):
+    """Create or upgrade the schema as `upgrade` allows, and check that the database can be written."""
+    try:
+        outdated = [] if upgrade else storage.outdated_migrations()
+        app.extensions["botstate.outdated"] = outdated
+        app.extensions["botstate.migrated"] = [] if outdated else storage.migrate()
+        storage.check_writable()
+    except (StorageError, OSError) as error:
+        storage.close()
+        raise config.ConfigError(f"cannot use the database {storage.location}: {error}") from error
 
 
 def _start_timer():

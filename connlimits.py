@@ -18,7 +18,7 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import MultiSocketServer, TcpWSGIServer
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import ThreadedTaskDispatcher, WSGITask
 
 log = logging.getLogger("botstate")
 
@@ -75,10 +75,29 @@ class TimedRequestParser(HTTPRequestParser):
         return consumed
 
 
+class FlushingTask(WSGITask):
+    """Waitress's task, which sends what the response left in the buffer itself, from its thread, once
+    the app is done: a small response then goes out whole in one send(), even once a SIGTERM has
+    stopped the I/O thread that would otherwise send it."""
+
+    def finish(self):
+        """End the response as waitress does, then send it."""
+        super().finish()
+        self.channel.send_what_is_written()
+
+
 class TimedChannel(HTTPChannel):
     """Waitress's connection, knowing when it opened and whether the client ever sent a byte."""
 
     parser_class = TimedRequestParser
+    task_class = FlushingTask
+
+    def send_what_is_written(self):
+        """Send the buffered output now, from this (the task's) thread, as waitress's write_soon does
+        past send_bytes; the I/O thread sends what is left."""
+        with self.outbuf_lock:
+            if self.total_outbufs_len and self.connected:
+                self._flush_exception(self._flush_some, do_close=False)
 
     def __init__(self, server, sock, addr, adj, map=None):
         self.opened = time.monotonic()
@@ -189,7 +208,7 @@ def create_server(application, deadlines, sockets=(), **settings):
     adj = Adjustments(**settings)
     # Waitress sends each write at once (send_bytes=1): a response's headers and its body went out in
     # two send()s, two TCP segments and two wake-ups of the client. Buffered up to this, a small
-    # response goes out whole, in one send() of the I/O thread, woken as each request ends anyway.
+    # response goes out whole, in one send() as its task ends (FlushingTask).
     adj.send_bytes = RESPONSE_BUFFER_BYTES
     if sockets:
         listening = [(sock, (sock.family, sock.type, sock.proto, sock.getsockname())) for sock in sockets]

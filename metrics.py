@@ -4,11 +4,16 @@ Labels are routes, methods, statuses and error kinds: never a key, a bot, an acc
 Each label takes its values from a fixed set, so no client can make new series.
 """
 
+import logging
+import threading
 import time
 
 from flask import Response, current_app, g, request
 
+from errors import APIError
 from storage import ItemError
+
+log = logging.getLogger("botstate")
 
 # Seconds: from a cached read (about 1 ms) to a 1000-item write under load.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -121,6 +126,7 @@ class _SharedStorageCounters:
         from prometheus_client import Counter
 
         self.storage = storage
+        self.lock = threading.Lock()
         self.counters = [
             (Counter(name, documentation, registry=None), attribute, [0])
             for name, documentation, attribute in STORAGE_COUNTS
@@ -128,11 +134,12 @@ class _SharedStorageCounters:
 
     def catch_up(self):
         """Add to each counter what the storage counted since the last call."""
-        for counter, attribute, seen in self.counters:
-            now = getattr(self.storage, attribute)
-            if now != seen[0]:
-                counter.inc(now - seen[0])
-                seen[0] = now
+        with self.lock:  # two requests ending at once would each add the same difference
+            for counter, attribute, seen in self.counters:
+                now = getattr(self.storage, attribute)
+                if now != seen[0]:
+                    counter.inc(now - seen[0])
+                    seen[0] = now
 
 
 def init_app(app):
@@ -157,7 +164,24 @@ def database_fault(kind):
 
 
 def _count(response):
-    metrics = current_app.extensions["botstate.metrics"]
+    try:
+        _count_in(current_app.extensions["botstate.metrics"], response)
+    except OSError as error:  # the workers' files (TMPDIR) gone or full: the request is answered all the same
+        _warn_once(error)
+    return response
+
+
+_warned = []
+
+
+def _warn_once(error):
+    if not _warned:
+        _warned.append(error)
+        log.warning("could not count a request in the metrics (their files in TMPDIR): %s", error)
+
+
+def _count_in(metrics, response):
+    """Count the answered request, its latency and its items."""
     method = method_label(request.method)
     route = request.url_rule.rule if request.url_rule is not None else "(no route)"
     metrics.requests.labels(method, route, str(response.status_code)).inc()
@@ -171,7 +195,6 @@ def _count(response):
             metrics.items.labels(metrics.outcome(error)).inc(count)
     if metrics.storage_counts is not None:
         metrics.storage_counts.catch_up()
-    return response
 
 
 def _exposition():
@@ -180,4 +203,9 @@ def _exposition():
 
     # The classic text format, which every Prometheus reads; botstate's names are plain ASCII.
     registry = current_app.extensions["botstate.metrics"].registry
-    return Response(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+    try:
+        text = generate_latest(registry)
+    except OSError as error:  # the workers' files (TMPDIR) gone
+        _warn_once(error)
+        raise APIError(503, "Metrics are unavailable, retry later", "SERVICE_UNAVAILABLE") from None
+    return Response(text, content_type=CONTENT_TYPE_PLAIN_0_0_4)

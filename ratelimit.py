@@ -26,6 +26,9 @@ def init_app(app):
         _budget,
         app=app,
         storage_uri="memory://" if worker is None else shared_rate_counts(worker.rate_counts),
+        # A count that cannot be made (the workers' shared folder gone, its disk full) lets the request
+        # through, logged, rather than fail it with a 500.
+        swallow_errors=True,
         strategy="fixed-window",
         headers_enabled=False,
         on_breach=_too_many_requests,

@@ -167,9 +167,12 @@ def main():
     if workers == 1:
         serve_alone(make_app())
         return
+    signal.signal(signal.SIGTERM, stop_on_sigterm)  # until the supervisor's own handlers: stop, and clean up
     shared_dir = supervisor.make_shared_dir()
     try:
         code = serve_workers(make_app(), workers, shared_dir)
+    except KeyboardInterrupt:  # stopped before any worker started
+        code = 0
     finally:
         supervisor.remove_shared_dir(shared_dir)
     sys.exit(code)
@@ -253,9 +256,18 @@ def serve_workers(app, workers, shared_dir):
             say("botstate stopped", app.config["LOG_FORMAT"])
 
 
+def stop_once(signum, frame):
+    """The first SIGTERM or SIGINT stops the worker like Ctrl-C; later ones (the supervisor passes on what
+    the whole process group got too) are ignored, so that they never cut waitress's wait for the requests."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def serve_worker(worker, sockets, ready):
     """A worker process's life: its own app and storage, waitress on the inherited sockets, until SIGTERM."""
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    signal.signal(signal.SIGTERM, stop_once)
+    signal.signal(signal.SIGINT, stop_once)
     try:
         app = create_app(worker=worker)
         server = make_server(app, sockets)

@@ -23,12 +23,14 @@ log = logging.getLogger("botstate")
 
 # Seconds the workers have, after SIGTERM, to answer what they hold (waitress gives a request 5 s)
 # before they are killed.
-DRAIN_TIMEOUT = 30
+DRAIN_TIMEOUT = 15
 # A worker that dies sooner than this after it was ready, this many times in a row, meets a fault that
 # restarting does not cure: its replacement waits RESTART_PAUSE seconds, so the log is not a flood.
 SHORT_LIFE = 1.0
 SHORT_LIVES = 5
 RESTART_PAUSE = 1.0
+# What the supervisor handles, and holds back while it forks.
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
 # prometheus_client's multiprocess mode reads this variable at its import, in each worker.
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # Seconds between two touches of the shared folder's files, so that a cleaner of old files in
@@ -175,15 +177,23 @@ class Supervisor:
                 os.kill(pid, number)
 
     def _start(self, slot):
+        if self.stopping:  # SIGTERM came: no new worker would be told to stop
+            return None
         worker = Worker(slot, self.shared_dir)
         parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            self._be_worker(worker, parent)  # never returns
-        self.children[pid] = [slot, time.monotonic(), False]
+        # Signals wait while the fork runs: the child's own handlers get those for it, and the
+        # supervisor's those for it, once it knows the child (and so passes SIGTERM on to it too).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._be_worker(worker, parent, blocked)  # never returns
+            self.children[pid] = [slot, time.monotonic(), False]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return pid
 
-    def _be_worker(self, worker, parent):
+    def _be_worker(self, worker, parent, mask):
         """The child's side of the fork: run the worker, then leave without the parent's cleanups."""
         code = 1
         try:
@@ -193,6 +203,7 @@ class Supervisor:
             for number in (signal.SIGTERM, signal.SIGCHLD):
                 signal.signal(number, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             die_with_parent(parent)
             ready_write = self._ready_write
 
@@ -255,21 +266,23 @@ class Supervisor:
                 self.failed = True
                 log.error("worker %d (pid %d) %s while stopping", slot, pid, _exit_status(status))
             return
-        if not ready:
-            # It could not start (the database, the settings), and said why; its replacement would not either.
+        if not ready and not self.announced:
+            # A first worker could not start (the database, the settings), and said why; another would not either.
             if os.WIFSIGNALED(status):
                 log.error("worker %d (pid %d) %s before it was ready: stopping", slot, pid, _exit_status(status))
             self.failed = True
             self._stop(signal.SIGTERM, None)
             return
+        # A replacement that could not start is started again: what stopped it (the database down, a
+        # full disk) may pass, and the other workers serve meanwhile.
         lived = time.monotonic() - started
-        self.short_lives = self.short_lives + 1 if lived < SHORT_LIFE else 0
+        self.short_lives = self.short_lives + 1 if lived < SHORT_LIFE or not ready else 0
         if self.short_lives >= SHORT_LIVES:
             time.sleep(RESTART_PAUSE)
         new_pid = self._start(slot)
-        log.warning(
-            "worker %d (pid %d) %s: started worker %d again (pid %d)", slot, pid, _exit_status(status), slot, new_pid
-        )
+        if new_pid is not None:
+            ended = _exit_status(status)
+            log.warning("worker %d (pid %d) %s: started worker %d again (pid %d)", slot, pid, ended, slot, new_pid)
 
 
 def touch_tree(folder):

@@ -15,8 +15,12 @@ from limits.storage import Storage
 
 from backends.process_lock import ProcessLock
 from backends.sqlite_schema import create_private
+from records import StorageError
 
 SCHEME = "botstate-shared"
+# Seconds a count waits for the other workers' at most (each takes microseconds); then it fails,
+# and the limiter lets the request through (Flask-Limiter's swallow_errors) with a log line.
+HIT_TIMEOUT = 1.0
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS counts (key TEXT PRIMARY KEY, count INTEGER NOT NULL, expires REAL NOT NULL)"
 # A window that ended starts over at this hit; else the hit adds to it. ?1 key, ?2 amount, ?3 now, ?4 expiry.
@@ -45,12 +49,12 @@ class SharedCounts(Storage):
         self._local = threading.local()
         self._thread_lock = threading.Lock()
         # SQLite's busy handler would sleep in growing steps: writers queue on a flock instead.
-        self._writers = ProcessLock(f"{self.path}-writers")
+        self._writers = ProcessLock(f"{self.path}-writers", timeout=HIT_TIMEOUT)
 
     @property
     def base_exceptions(self):
-        """What the storage raises when the file fails."""
-        return sqlite3.Error
+        """What the storage raises when the file fails (or another worker holds it too long)."""
+        return (sqlite3.Error, OSError, StorageError)
 
     def _db(self):
         conn = getattr(self._local, "conn", None)

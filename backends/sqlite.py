@@ -223,7 +223,8 @@ class SQLiteStorage(SQLiteUpkeep, SQLiteFiles, SQLStorage):
         if not self._write_lock.acquire(blocking=False) and not self._write_lock.acquire(timeout=timeout):
             raise DatabaseBusy("timed out waiting for the write lock")
         try:
-            self._writers.acquire()
+            if not self._writers.acquire(timeout=max(0.0, timeout - (time.monotonic() - started))):
+                raise DatabaseBusy("timed out waiting for another process's write")
         except BaseException:
             self._write_lock.release()
             raise

@@ -132,10 +132,20 @@ class SQLiteUpkeep:
             _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if frames < WAL_RESTART_FRAMES:
                 return
-            with self._write_lock, self._writers:
-                # Readers in other processes may hold the WAL: wait for them briefly, not for the busy timeout.
-                conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+            # Writers, and readers in other processes, may hold it up: wait for them briefly, not for the
+            # busy timeout (and never for a writer that hangs: this thread also watches the file).
+            if not self._write_lock.acquire(timeout=RESTART_WAIT_MS / 1000):
+                return
+            try:
+                if not self._writers.acquire(timeout=RESTART_WAIT_MS / 1000):
+                    return
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                    conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                    finally:
+                        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
                 finally:
-                    conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+                    self._writers.release()
+            finally:
+                self._write_lock.release()

@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 from conftest import RELIABILITY, holding_write_lock, register_ids, start_server, stop_server, stored_rows
-from worker_processes import WorkerConnection, connections_to_every_worker, wait_for_workers, worker_pids
+from worker_processes import TIMEOUT, WorkerConnection, connections_to_every_worker, wait_for_workers, worker_pids
 
 from backends.process_lock import ProcessLock
 from backends.sqlite import SQLiteStorage
@@ -241,36 +241,46 @@ def test_rotation_and_revocation_cut_every_worker_at_once(storage, seeded, worke
         assert statuses(added["apiKey"]) == [403] * WORKERS
 
 
+def post_on_each(connections, body, headers, answers):
+    """Start a POST of `body` on each connection, its (status, body) appended to `answers`; the threads."""
+    senders = [
+        threading.Thread(target=lambda c=c: answers.append(c.request("POST", "/api/bots/my-bot/state", body, headers)))
+        for c in connections.values()
+    ]
+    for thread in senders:
+        thread.start()
+    return senders
+
+
 @pytest.mark.sqlite_only("the writers' lock is a file beside a SQLite database")
-def test_every_process_s_writers_queue_on_one_lock(database, seeded):
-    # A short busy timeout: a writer that met the other process in SQLite's busy handler would get a 503.
-    process, base_url, _ = start_server(database, WORKERS=WORKERS, BUSY_TIMEOUT_MS=200)
+def test_every_process_s_writers_queue_on_one_lock_for_the_busy_timeout_at_most(database, seeded):
+    process, base_url, _ = start_server(database, WORKERS=WORKERS, BUSY_TIMEOUT_MS=2000)
     body = json.dumps({"states": [{"accountId": ACCOUNTS[0], "tickerId": TICKERS[0], "state": {"queued": True}}]})
     headers = {"x-api-key": seeded["apiKey"], "Content-Type": "application/json"}
-    answers = []
+    queued, refused = [], []
     another_process = ProcessLock(f"{database['DATABASE']}-writers")  # as another process's writer holds it
     try:
         with connections_to_every_worker(base_url, process, WORKERS) as connections:
-            another_process.acquire()
-            senders = [
-                threading.Thread(
-                    target=lambda c=c: answers.append(c.request("POST", "/api/bots/my-bot/state", body, headers))
-                )
-                for c in connections.values()
-            ]
-            for thread in senders:
-                thread.start()
-            time.sleep(0.6)
-            waited = list(answers)
+            assert another_process.acquire()
+            senders = post_on_each(connections, body, headers, queued)
+            time.sleep(0.5)
+            waited = list(queued)
             another_process.release()
             for thread in senders:
                 thread.join(timeout=30)
+            assert another_process.acquire()  # held past the busy timeout now: a stopped or hung writer
+            senders = post_on_each(connections, body, headers, refused)
+            for thread in senders:
+                thread.join(timeout=30)
+            answered_while_held = len(refused)
+            another_process.release()
     finally:
         another_process.close()
         stop_server(process)
-    assert waited == []  # every worker's write waits for the lock, past the busy timeout
-    versions = sorted(json.loads(answer)["results"][0]["data"]["version"] for status, answer in answers)
-    assert [status for status, _ in answers] == [200] * WORKERS and versions == list(range(1, WORKERS + 1))
+    assert waited == []  # every worker's write waits for the lock
+    versions = sorted(json.loads(answer)["results"][0]["data"]["version"] for _, answer in queued)
+    assert [status for status, _ in queued] == [200] * WORKERS and versions == list(range(1, WORKERS + 1))
+    assert answered_while_held == WORKERS and {status for status, _ in refused} == {503}
 
 
 @pytest.mark.sqlite_only("WAL checkpoints are SQLite's")
@@ -331,3 +341,64 @@ def test_a_repeat_on_another_worker_of_a_request_still_running_gets_the_409(data
     assert answers[0][0] in (200, 503)  # the first waited for the lock: stored, or the busy timeout's 503
     if answers[0][0] == 200:
         assert replayed == answers[0]
+
+
+@pytest.mark.sqlite_only("the writers' lock is a file beside a SQLite database")
+@pytest.mark.parametrize("to_every_process", (False, True), ids=("supervisor", "process-group"))
+def test_sigterm_answers_small_requests_in_flight_even_when_every_process_gets_it(database, seeded, to_every_process):
+    # Review: small answers waited for the I/O thread, which SIGTERM stops; a second SIGTERM (Ctrl-C or
+    # systemd reach every process of the group, and the supervisor passes it on) cut the workers' drain.
+    process, base_url, log_path = start_server(database, WORKERS=WORKERS)
+    body = json.dumps({"states": [{"accountId": ACCOUNTS[1], "tickerId": TICKERS[1], "state": {"drained": True}}]})
+    headers = {"x-api-key": seeded["apiKey"], "Content-Type": "application/json"}
+    answers = []
+    another_process = ProcessLock(f"{database['DATABASE']}-writers")
+    try:
+        with connections_to_every_worker(base_url, process, WORKERS) as connections:
+            assert another_process.acquire()
+            senders = post_on_each(connections, body, headers, answers)
+            time.sleep(0.3)  # each worker's write now waits for the lock
+            for pid in [process.pid, *(worker_pids(process) if to_every_process else [])]:
+                os.kill(pid, signal.SIGTERM)
+            time.sleep(0.3)
+            another_process.release()
+            for thread in senders:
+                thread.join(timeout=30)
+            assert process.wait(timeout=30) == 0
+    finally:
+        another_process.close()
+        stop_server(process)
+    assert [status for status, _ in answers] == [200] * WORKERS
+    rows, _ = stored_rows(database, seeded["id"])
+    assert rows[(ACCOUNTS[1], TICKERS[1])][0] == WORKERS  # both stored, as answered
+    assert log_path.read_text().rstrip().endswith("botstate stopped")
+
+
+@pytest.mark.sqlite_only("a SQLite file moved away")
+def test_a_worker_started_while_the_database_is_gone_answers_503_and_creates_nothing(database, seeded, tmp_path):
+    # Review: the replacement ran the migrations, which made an empty database in the file's place.
+    process, base_url, log_path = start_server(database, WORKERS=WORKERS)
+    path = database["DATABASE"]
+    away = tmp_path / "away"
+    away.mkdir()
+    headers = {"x-api-key": seeded["apiKey"]}
+    url = f"{base_url}/api/bots/my-bot/state"
+    try:
+        wait_for_workers(process, WORKERS)
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.rename(path + suffix, away / f"db{suffix}")
+        victim = worker_pids(process)[-1]
+        os.kill(victim, signal.SIGKILL)
+        wait_for_ready_replacement(log_path, victim)
+        gone = [requests.get(url, headers=headers, timeout=TIMEOUT).status_code for _ in range(6)]
+        assert not os.path.exists(path)
+        for suffix in ("", "-wal", "-shm"):
+            if (away / f"db{suffix}").exists():
+                os.rename(away / f"db{suffix}", path + suffix)
+        time.sleep(0.5)  # each worker notices the file is back
+        back = [requests.get(url, headers=headers, timeout=TIMEOUT).status_code for _ in range(6)]
+    finally:
+        stop_server(process)
+    assert set(gone) == {503}
+    assert set(back) == {200}
