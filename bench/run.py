@@ -328,7 +328,8 @@ def measure_case(case, duration, one, databases, one_worker=True):
     """One case's row: its figures on SQLite with the default workers and (`one_worker`) with 1, and, for
     botstate with a server, on PostgreSQL with the default workers."""
     label, server, method, size, files, data_set = case
-    row = measure(server, method, files, duration, one, databases["sqlite"].get(data_set))
+    sample = label == "POST 1 state"  # the case the scaling on paper is worked out from
+    row = measure(server, method, files, duration, one, databases["sqlite"].get(data_set), sample_lock=sample)
     row.update(case=label, size=size, method=method, states=row["rps"] * size, postgres=None, alone=None)
     print(f"  {label}: {row['rps']:,.0f} req/s, {row['cpu_ms']:.3f} ms CPU/request", file=sys.stderr)
     if server == "botstate" and one_worker:
@@ -363,7 +364,7 @@ def median_round(rows):
     return row
 
 
-def measure(server, method, files, duration, one, database, workers=None):
+def measure(server, method, files, duration, one, database, workers=None, sample_lock=False):
     """Run one case on a server of its own on `database`: its requests/s, p50, p99, errors, server CPU per
     request (all its processes), largest peak RSS of one process, and the share of the time a SQLite
     writer held the writers' lock."""
@@ -380,7 +381,7 @@ def measure(server, method, files, duration, one, database, workers=None):
         if str(files.get("paths", "")).endswith("poll.txt"):  # the empty poll: from what the log holds now
             write_lines(files["paths"], [POLL_PATH.format(after=largest_seq(database))])
         pids = process_tree(process.pid)
-        lock_file = f"{database['DATABASE']}-writers" if server == "botstate" and "DATABASE" in database else None
+        lock_file = f"{database['DATABASE']}-writers" if sample_lock and "DATABASE" in database else None
         with LockSampler(lock_file) if lock_file and os.path.exists(lock_file) else contextlib.nullcontext() as lock:
             used = cpu_seconds(pids)
             rps, total, p50, p99, errors = run_wrk(url, method, duration, **{k: str(v) for k, v in files.items()})
