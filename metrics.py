@@ -10,7 +10,7 @@ import time
 
 from flask import Response, current_app, g, request
 
-from errors import APIError
+import jsoncodec
 from storage import ItemError
 
 log = logging.getLogger("botstate")
@@ -207,5 +207,6 @@ def _exposition():
         text = generate_latest(registry)
     except OSError as error:  # the workers' files (TMPDIR) gone
         _warn_once(error)
-        raise APIError(503, "Metrics are unavailable, retry later", "SERVICE_UNAVAILABLE") from None
+        body = {"error": "Metrics are unavailable, retry later", "code": "SERVICE_UNAVAILABLE"}
+        return Response(jsoncodec.dumps_bytes(body), status=503, mimetype="application/json")
     return Response(text, content_type=CONTENT_TYPE_PLAIN_0_0_4)

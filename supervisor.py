@@ -69,9 +69,16 @@ class Worker:
 def make_shared_dir():
     """A new private folder for the workers' shared files, set as prometheus_client's folder."""
     shared = tempfile.mkdtemp(prefix="botstate-workers-")
-    os.mkdir(os.path.join(shared, "metrics"), 0o700)
+    keep_shared_dir(shared)
     os.environ[METRICS_DIR_VARIABLE] = os.path.join(shared, "metrics")
     return shared
+
+
+def keep_shared_dir(shared):
+    """Make the shared folder again (private), should something have removed it (a cleaner of TMPDIR)."""
+    with contextlib.suppress(OSError):  # a worker then says why it cannot start, and is started again later
+        for folder in (shared, os.path.join(shared, "metrics")):  # each private, the parent too
+            os.makedirs(folder, mode=0o700, exist_ok=True)
 
 
 def bind(host, port, backlog):
@@ -180,6 +187,7 @@ class Supervisor:
         if self.stopping:  # SIGTERM came: no new worker would be told to stop
             return None
         worker = Worker(slot, self.shared_dir)
+        keep_shared_dir(self.shared_dir)
         parent = os.getpid()
         # Signals wait while the fork runs: the child's own handlers get those for it, and the
         # supervisor's those for it, once it knows the child (and so passes SIGTERM on to it too).

@@ -378,15 +378,15 @@ def start_python(args, env, log_path):
         return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
 
 
-def start_server(database, log_path=None, command=("serve.py",), **settings):
+def start_server(database, log_path=None, command=("serve.py",), env=None, **settings):
     """Start `python serve.py` (or `python COMMAND`) on a free loopback port; returns (process, base URL, log path).
 
-    `database` is a SQLite file's path or the settings of a `database` fixture.
+    `database` is a SQLite file's path or the settings of a `database` fixture; `env`, other variables.
     The log goes to `log_path`, by default beside the SQLite file or in a temporary folder.
     """
     if not isinstance(database, dict):
         database = {"DATABASE": database}
-    env = botstate_env(**{**database, "PORT": 0, "HOST": "127.0.0.1", **settings})
+    env = {**botstate_env(**{**database, "PORT": 0, "HOST": "127.0.0.1", **settings}), **(env or {})}
     if log_path is None:
         beside = database.get("DATABASE")
         log_path = Path(f"{beside}.log") if beside else Path(tempfile.mkdtemp(prefix="botstate-")) / "server.log"

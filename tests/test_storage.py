@@ -340,12 +340,12 @@ def test_a_checkpoint_starts_a_grown_wal_over(storage, bot, registered, monkeypa
     write_lock = storage._write_lock
 
     class ReaderLetsGoFirst:
-        def __enter__(self):
+        def acquire(self, timeout=-1):
             reader.execute("COMMIT")
-            return write_lock.__enter__()
+            return write_lock.acquire(timeout=timeout)
 
-        def __exit__(self, *exc):
-            return write_lock.__exit__(*exc)
+        def release(self):
+            write_lock.release()
 
     monkeypatch.setattr(storage, "_write_lock", ReaderLetsGoFirst())
     storage.checkpoint()

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import threading
 import time
@@ -402,3 +403,31 @@ def test_a_worker_started_while_the_database_is_gone_answers_503_and_creates_not
         stop_server(process)
     assert set(gone) == {503}
     assert set(back) == {200}
+
+
+def test_the_workers_shared_folder_gone_gives_no_5xx_to_bot_requests(database, seeded, tmp_path):
+    # Review: with the rate limit's counts and the metrics' files gone, every bot request answered 500.
+    shared_parent = tmp_path / "tmp"
+    shared_parent.mkdir()
+    process, base_url, log_path = start_server(
+        database, WORKERS=WORKERS, RATE_LIMIT="1000/hour", METRICS=1, env={"TMPDIR": str(shared_parent)}
+    )
+    headers = {"x-api-key": seeded["apiKey"]}
+    try:
+        wait_for_workers(process, WORKERS)
+        [shared] = shared_parent.glob("botstate-workers-*")
+        shutil.rmtree(shared)
+        for victim in worker_pids(process):  # workers started now open the files afresh, and find none
+            os.kill(victim, signal.SIGKILL)
+            wait_for_ready_replacement(log_path, victim)
+        statuses = [
+            requests.get(f"{base_url}/api/bots/my-bot/state", headers=headers, timeout=TIMEOUT).status_code
+            for _ in range(8)
+        ]
+        scrape = requests.get(f"{base_url}/metrics", timeout=TIMEOUT)
+    finally:
+        stop_server(process)
+    assert set(statuses) == {200}
+    assert scrape.status_code in (200, 503) and scrape.headers["Content-Type"].startswith(
+        ("text/plain", "application/json")
+    )
