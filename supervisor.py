@@ -119,7 +119,7 @@ class Supervisor:
         self.shared_dir = shared_dir
         self.run_worker = run_worker
         self.on_ready = on_ready  # called once, when every first worker is ready
-        self.children = {}  # pid -> [slot, started, ready]
+        self.children = {}  # pid -> [slot, when forked or (once ready) when ready, ready]
         self.short_lives = 0
         self.stopping = None  # the monotonic time SIGTERM came
         self.failed = False
@@ -238,7 +238,7 @@ class Supervisor:
             pid = int(line)
             child = self.children.get(pid)
             if child is not None:
-                child[2] = True
+                child[1:] = [time.monotonic(), True]  # from now on its life counts (SHORT_LIFE)
                 if self.announced:  # a replacement: the first workers are announced by on_ready
                     log.info("worker %d (pid %d) is ready", child[0], pid)
 
