@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -20,6 +21,8 @@ import zlib
 from flask import current_app, g, request
 
 from errors import RETRY_AFTER_SECONDS, APIError, bad_request
+
+log = logging.getLogger("botstate")
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -105,23 +108,42 @@ class Running:
 
     @contextlib.contextmanager
     def _across_processes(self, bot_id, key):
-        if self._shared_file is None:
-            yield
-            return
-        if self._fd is None or self._pid != os.getpid():  # a forked worker opens its own
-            self._fd, self._pid = os.open(self._shared_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600), os.getpid()
+        fd = self._shared_fd()
         # POSIX record locks belong to the process: this process's own holders are told apart above.
         offset = int.from_bytes(hashlib.sha256(f"{bot_id}\n{key}".encode()).digest()[:7], "big")
         try:
-            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+            if fd is not None:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
         except OSError as error:
             if error.errno in (errno.EACCES, errno.EAGAIN):
                 raise in_progress() from None
-            raise
+            _shared_file_failed(error)
+            fd = None
         try:
             yield
         finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset)
+            if fd is not None:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+
+    def _shared_fd(self):
+        """The shared file, opened by this process (a forked worker opens its own); None without one, or
+        when it cannot be opened (the workers' folder removed): then a repeat is told by the database only,
+        once the first request has ended, rather than the request failing."""
+        if self._shared_file is None:
+            return None
+        with self._lock:
+            if self._fd is None or self._pid != os.getpid():
+                try:
+                    self._fd = os.open(self._shared_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                except OSError as error:
+                    _shared_file_failed(error)
+                    return None
+                self._pid = os.getpid()
+            return self._fd
+
+
+def _shared_file_failed(error):
+    log.warning("Idempotency-Keys are held in this worker only: %s", error)
 
 
 def running():

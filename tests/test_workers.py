@@ -420,10 +420,19 @@ def test_the_workers_shared_folder_gone_gives_no_5xx_to_bot_requests(database, s
         for victim in worker_pids(process):  # workers started now open the files afresh, and find none
             os.kill(victim, signal.SIGKILL)
             wait_for_ready_replacement(log_path, victim)
+        shutil.rmtree(shared)  # made again for the replacements, gone again before they open a file
         statuses = [
             requests.get(f"{base_url}/api/bots/my-bot/state", headers=headers, timeout=TIMEOUT).status_code
             for _ in range(8)
         ]
+        body = {"states": [{"accountId": ACCOUNTS[2], "tickerId": TICKERS[2], "state": {"kept": True}}]}
+        for n in range(4):  # with an Idempotency-Key: the workers' lock file cannot be opened either
+            keyed = {**headers, "Idempotency-Key": f"gone-{n}"}
+            statuses.append(
+                requests.post(
+                    f"{base_url}/api/bots/my-bot/state", json=body, headers=keyed, timeout=TIMEOUT
+                ).status_code
+            )
         scrape = requests.get(f"{base_url}/metrics", timeout=TIMEOUT)
     finally:
         stop_server(process)
