@@ -17,7 +17,8 @@ DEFAULTS = {
     "DATABASE": None,
     # postgresql://user:password@host:5432/dbname selects PostgreSQL; empty is SQLite at DATABASE.
     "DATABASE_URL": "",
-    "THREADS": 4,
+    # Waitress threads per process: "auto" is AUTO_THREADS_ALONE for one process, 1 per worker of several.
+    "THREADS": "auto",
     # Server processes sharing the port: "auto" is one per CPU this process may run on, at most AUTO_WORKERS_MAX.
     "WORKERS": "auto",
     "MAX_STATES": 1000,
@@ -67,6 +68,9 @@ INT_RANGES = {
 }
 
 WORKERS_RANGE = (1, 64)
+# One process serves slow and fast requests side by side on 4 threads; a worker among several
+# serves on 1, since its threads would only wait for its one GIL (docs/performance.md).
+AUTO_THREADS_ALONE = 4
 # Past 4 workers on SQLite, writes queue on its one write lock and more processes add only memory (docs/performance.md).
 AUTO_WORKERS_MAX = 4
 
@@ -107,10 +111,13 @@ def _as_int(value):
 
 def check(config):
     """Coerce and validate every known setting in `config` in place."""
+    config["WORKERS"] = workers_setting(config["WORKERS"])
+    config["THREADS"] = threads_setting(config["THREADS"], config["WORKERS"])
     for key, (low, high) in INT_RANGES.items():
         value = _as_int(config[key])
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(f"{ENV_PREFIX}_{key} must be an integer from {low} to {high}, got {value!r}")
+            kind = "auto or an integer" if key == "THREADS" else "an integer"
+            raise ConfigError(f"{ENV_PREFIX}_{key} must be {kind} from {low} to {high}, got {value!r}")
         config[key] = value
     for key, allowed in CHOICES.items():
         value = str(config[key]).upper()
@@ -122,7 +129,6 @@ def check(config):
         if value is None or str(value).strip() == "":
             raise ConfigError(f"{ENV_PREFIX}_{key} must not be empty")
         config[key] = str(value)
-    config["WORKERS"] = workers_setting(config["WORKERS"])
     config["DATABASE"] = os.path.abspath(os.path.expanduser(config["DATABASE"]))
     config["DATABASE_URL"] = _database_url(config["DATABASE_URL"])
     config["RATE_LIMIT"] = _rate_limit(config["RATE_LIMIT"])
@@ -188,3 +194,11 @@ def workers_setting(value):
     if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
         raise ConfigError(f"{ENV_PREFIX}_WORKERS must be auto or an integer from {low} to {high}, got {number!r}")
     return number
+
+
+def threads_setting(value, workers):
+    """Waitress threads per process: "auto" (AUTO_THREADS_ALONE for one process, 1 for each of several
+    `workers`), else the value as given, which check() then holds to INT_RANGES."""
+    if str(value).strip().lower() == "auto":
+        return AUTO_THREADS_ALONE if workers == 1 else 1
+    return value

@@ -143,10 +143,9 @@ def announce(server_url, app, no_bots, workers=""):
     """Say the server is up (the line tests and people wait for), and how to make the first bot."""
     log_format = app.config["LOG_FORMAT"]
     location = app.extensions["botstate.storage"].location
-    say(
-        f"botstate listening on {server_url} (database {location}, {workers}{app.config['THREADS']} threads)",
-        log_format,
-    )
+    threads = app.config["THREADS"]
+    threads_said = f"{threads} thread{'' if threads == 1 else 's'}"
+    say(f"botstate listening on {server_url} (database {location}, {workers}{threads_said})", log_format)
     if no_bots:
         say(f"No bot exists yet. Create one with: {create_bot_hint()}", log_format)
 
@@ -232,16 +231,20 @@ def serve_workers(app, workers, shared_dir):
     no_bots = storage.count_bots() == 0
     storage.close()  # nothing of it may cross the fork: each worker opens its own
     try:
-        sockets = supervisor.bind(app.config["HOST"], app.config["PORT"], LISTEN_BACKLOG)
+        sets = supervisor.bind_per_worker(app.config["HOST"], app.config["PORT"], LISTEN_BACKLOG, workers)
     except (OSError, ValueError) as error:
         message = cannot_listen(error, app.config)
         if message is None:
             raise
         sys.exit(message)
-    host, port = sockets[0].getsockname()[:2]
+    host, port = sets[0][0].getsockname()[:2]
+    every_socket = {sock for sockets in sets for sock in sockets}
 
     def run_worker(worker, ready):
-        return serve_worker(worker, sockets, ready)
+        # A worker's slot keeps its sockets: what queued there while it was replaced waits for the next one.
+        for sock in every_socket.difference(sets[worker.slot]):
+            sock.close()
+        return serve_worker(worker, sets[worker.slot], ready)
 
     def on_ready():
         announce(url_of(host, port), app, no_bots, workers=f"{workers} workers of ")
@@ -250,7 +253,7 @@ def serve_workers(app, workers, shared_dir):
     try:
         return supervising.run()
     finally:
-        for sock in sockets:
+        for sock in every_socket:
             sock.close()
         if supervising.announced:
             say("botstate stopped", app.config["LOG_FORMAT"])

@@ -85,12 +85,40 @@ def bind(host, port, backlog):
     """Listening sockets for host and port, as waitress would bind them; OSError or ValueError as waitress's."""
     from waitress.adjustments import Adjustments
 
+    return _listen_on(Adjustments(host=host, port=port).listen, backlog)
+
+
+def bind_per_worker(host, port, backlog, count):
+    """`count` sets of listening sockets on host and port, one per worker, joined by SO_REUSEPORT: the kernel
+    spreads new connections over them evenly, where on one shared socket the worker that wakes first
+    takes a burst of connections whole. Without SO_REUSEPORT (not Linux), one set that all share."""
+    probe = bind(host, port, backlog)  # waitress's errors, a port of 0 chosen, and nobody else on it
+    if count == 1 or not hasattr(socket, "SO_REUSEPORT"):
+        return [probe] * count
+    addresses = [(sock.family, sock.type, sock.proto, sock.getsockname()) for sock in probe]
+    for sock in probe:
+        sock.close()
+    sets = []
+    try:
+        for _ in range(count):
+            sets.append(_listen_on(addresses, backlog, share_port=True))
+    except BaseException:
+        for sock in {sock for sockets in sets for sock in sockets}:
+            sock.close()
+        raise
+    return sets
+
+
+def _listen_on(addresses, backlog, share_port=False):
+    """A listening, non-blocking socket on each (family, type, proto, address)."""
     sockets = []
     try:
-        for family, socktype, proto, address in Adjustments(host=host, port=port).listen:
+        for family, socktype, proto, address in addresses:
             sock = socket.socket(family, socktype, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if share_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)

@@ -85,7 +85,7 @@ def start_botstate(database, workers=None):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTSTATE_")}
     env.update({f"BOTSTATE_{key}": str(value) for key, value in database.items()})
-    env.update(BOTSTATE_PORT=str(port), BOTSTATE_THREADS=str(THREADS))
+    env["BOTSTATE_PORT"] = str(port)  # threads as `make run` has them: 4 in one process, 1 per worker of several
     if workers is not None:
         env["BOTSTATE_WORKERS"] = str(workers)
     process = subprocess.Popen(
@@ -106,7 +106,7 @@ def start_botstate(database, workers=None):
 
 
 def start_reference(script, *args):
-    """bench/ceiling.py or bench/floor.py on a free port, same waitress thread count."""
+    """bench/ceiling.py or bench/floor.py on a free port, one process of THREADS waitress threads."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / script), str(port), str(THREADS), *map(str, args)],

@@ -20,7 +20,7 @@ def test_defaults(tmp_path, monkeypatch):
             monkeypatch.delenv(name)
     app = create_app({"DATABASE": str(tmp_path / "x.db")})
     app.extensions["botstate.storage"].close()
-    assert (app.config["HOST"], app.config["PORT"], app.config["THREADS"]) == ("127.0.0.1", 8080, 4)
+    assert (app.config["HOST"], app.config["PORT"]) == ("127.0.0.1", 8080)
     assert (app.config["MAX_STATES"], app.config["MAX_STATE_BYTES"]) == (1000, 65536)
     assert app.config["MAX_BODY_BYTES"] == 10 * 1024 * 1024
     assert app.config["RATE_LIMIT"] == "", "no rate limit"
@@ -94,11 +94,11 @@ RATE = "a rate such as 600/minute (or several: 10/second;600/minute)"
     (
         ("PORT", "http", "BOTSTATE_PORT must be an integer from 0 to 65535, got 'http'"),
         ("PORT", "70000", "BOTSTATE_PORT must be an integer from 0 to 65535, got 70000"),
-        ("THREADS", "0", "BOTSTATE_THREADS must be an integer from 1 to 256, got 0"),
+        ("THREADS", "0", "BOTSTATE_THREADS must be auto or an integer from 1 to 256, got 0"),
         ("MAX_STATES", "true", "BOTSTATE_MAX_STATES must be an integer from 1 to 100000, got 'true'"),
         ("PORT", "--5", "BOTSTATE_PORT must be an integer from 0 to 65535, got '--5'"),
-        ("THREADS", "²", "BOTSTATE_THREADS must be an integer from 1 to 256, got '²'"),
-        ("THREADS", "4\n5", "BOTSTATE_THREADS must be an integer from 1 to 256, got '4\\n5'"),
+        ("THREADS", "²", "BOTSTATE_THREADS must be auto or an integer from 1 to 256, got '²'"),
+        ("THREADS", "4\n5", "BOTSTATE_THREADS must be auto or an integer from 1 to 256, got '4\\n5'"),
         # The deepest state a write body read in pieces holds (the encoder writes 254); deeper ones got a 500.
         ("MAX_STATE_DEPTH", "252", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 251, got 252"),
         ("MAX_STATE_DEPTH", "500", "BOTSTATE_MAX_STATE_DEPTH must be an integer from 1 to 251, got 500"),
@@ -122,16 +122,39 @@ def test_bad_settings_are_named(tmp_path, monkeypatch, name, value, message):
     assert raised.value.message == message
 
 
-@pytest.mark.parametrize("value", (None, "auto", " AUTO ", "3"))
-def test_workers_are_one_per_usable_cpu_at_most_four_unless_set(tmp_path, monkeypatch, value):
-    if value is None:
-        monkeypatch.delenv("BOTSTATE_WORKERS", raising=False)
-    else:
-        monkeypatch.setenv("BOTSTATE_WORKERS", value)
+def configured(tmp_path, monkeypatch, **settings):
+    """The app's config with these BOTSTATE_ variables set (or unset, for None)."""
+    for name, value in settings.items():
+        if value is None:
+            monkeypatch.delenv(f"BOTSTATE_{name}", raising=False)
+        else:
+            monkeypatch.setenv(f"BOTSTATE_{name}", value)
     app = create_app({"DATABASE": str(tmp_path / "x.db")})
     app.extensions["botstate.storage"].close()
+    return app.config
+
+
+@pytest.mark.parametrize("value", (None, "auto", " AUTO ", "3"))
+def test_workers_are_one_per_usable_cpu_at_most_four_unless_set(tmp_path, monkeypatch, value):
     automatic = min(len(os.sched_getaffinity(0)), config.AUTO_WORKERS_MAX)
-    assert app.config["WORKERS"] == (3 if value == "3" else automatic)
+    assert configured(tmp_path, monkeypatch, WORKERS=value)["WORKERS"] == (3 if value == "3" else automatic)
+
+
+@pytest.mark.parametrize(
+    "workers,threads,expected",
+    (
+        ("1", None, config.AUTO_THREADS_ALONE),
+        ("1", " Auto ", config.AUTO_THREADS_ALONE),
+        ("2", None, 1),
+        ("3", "auto", 1),
+        ("1", "7", 7),
+        ("2", "3", 3),
+    ),
+)
+def test_threads_are_four_alone_and_one_per_worker_of_several_unless_set(
+    tmp_path, monkeypatch, workers, threads, expected
+):
+    assert configured(tmp_path, monkeypatch, WORKERS=workers, THREADS=threads)["THREADS"] == expected
 
 
 @pytest.mark.parametrize(
@@ -168,6 +191,13 @@ def test_serve_says_where_it_listens_and_how_to_create_a_bot(tmp_path):
     assert f"botstate listening on {url} (database {database}, 4 threads)" in log
     assert f"Create one with: BOTSTATE_DATABASE={database} {BOTSTATE_SCRIPT} bots create my-bot" in log
     assert process.returncode == 0, "SIGTERM stops the server cleanly"
+
+
+def test_serve_says_each_of_several_workers_has_one_thread_by_default(tmp_path):
+    database = tmp_path / "new.db"
+    process, url, log_path = start_server(database, WORKERS=2)
+    stop_server(process)
+    assert f"botstate listening on {url} (database {database}, 2 workers of 1 thread)" in log_path.read_text()
 
 
 def test_serve_gives_no_hint_once_a_bot_exists(database, bot):

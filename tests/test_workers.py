@@ -12,11 +12,19 @@ import shutil
 import signal
 import threading
 import time
+import urllib.parse
 
 import pytest
 import requests
 from conftest import RELIABILITY, holding_write_lock, register_ids, start_server, stop_server, stored_rows
-from worker_processes import TIMEOUT, WorkerConnection, connections_to_every_worker, wait_for_workers, worker_pids
+from worker_processes import (
+    TIMEOUT,
+    WorkerConnection,
+    connections_to_every_worker,
+    listening_inodes,
+    wait_for_workers,
+    worker_pids,
+)
 
 from backends.process_lock import ProcessLock
 from backends.sqlite import SQLiteStorage
@@ -29,6 +37,7 @@ TICKERS = [f"60000000-0000-4000-8000-00000000000{i}" for i in range(3)]
 KEYS = list(itertools.product(ACCOUNTS, TICKERS))
 WORKERS = 2
 KILLS = 3
+QUEUED = 8
 
 
 @pytest.fixture
@@ -440,3 +449,26 @@ def test_the_workers_shared_folder_gone_gives_no_5xx_to_bot_requests(database, s
     assert scrape.status_code in (200, 503) and scrape.headers["Content-Type"].startswith(
         ("text/plain", "application/json")
     )
+
+
+def test_each_worker_listens_on_a_socket_of_its_own_that_its_replacement_takes_over(database, seeded, workers_server):
+    process, base_url, log_path = workers_server
+    port = urllib.parse.urlsplit(base_url).port
+    before = {pid: listening_inodes(pid, port) for pid in worker_pids(process)}
+    assert all(len(inodes) == 1 for inodes in before.values()), before
+    assert len(set.union(*before.values())) == WORKERS  # the kernel spreads connections over these
+    assert set.union(*before.values()) <= listening_inodes(process.pid, port)  # and the supervisor keeps them
+    victim = worker_pids(process)[0]
+    os.kill(victim, signal.SIGKILL)
+    queued = []  # connections made while the victim's socket has no worker: they wait for its replacement
+    for _ in range(QUEUED):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+        connection.request("GET", "/healthz")
+        queued.append(connection)
+    replacement = wait_for_ready_replacement(log_path, victim)
+    assert listening_inodes(replacement, port) == before[victim]
+    statuses = []
+    for connection in queued:
+        statuses.append(connection.getresponse().status)
+        connection.close()
+    assert statuses == [200] * QUEUED

@@ -53,6 +53,17 @@ def _socket_inodes(pid):
     return inodes
 
 
+def listening_inodes(pid, port):
+    """The inodes of the listening sockets on `port` that the process holds."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                listening.add(int(fields[9]))
+    return listening & _socket_inodes(pid)
+
+
 def _server_side_inode(server_port, client_port):
     """The inode of the server's socket of the loopback connection between these two ports."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -65,6 +76,12 @@ def _server_side_inode(server_port, client_port):
     return None
 
 
+def accepting_worker(process, server_port, client_port):
+    """The pid of the worker that holds the server's side of a loopback connection (None if none does)."""
+    inode = _server_side_inode(server_port, client_port)
+    return next((pid for pid in worker_pids(process) if inode in _socket_inodes(pid)), None)
+
+
 class WorkerConnection:
     """A keep-alive HTTP connection to the server, and the worker that accepted it."""
 
@@ -72,9 +89,7 @@ class WorkerConnection:
         url = urllib.parse.urlsplit(base_url)
         self.connection = http.client.HTTPConnection(url.hostname, url.port, timeout=TIMEOUT)
         self.request("GET", "/healthz")  # answered: so a worker has accepted it
-        client_port = self.connection.sock.getsockname()[1]
-        inode = _server_side_inode(url.port, client_port)
-        self.worker = next((pid for pid in worker_pids(process) if inode in _socket_inodes(pid)), None)
+        self.worker = accepting_worker(process, url.port, self.connection.sock.getsockname()[1])
 
     def request(self, method, path, body=None, headers=None):
         """(status, body bytes) of one request on this connection."""

@@ -28,8 +28,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server that lets each bot make 4 requests a second."""
-    running = start_server(tmp_path_factory.mktemp("limited"), new_ids(10), new_ids(2), RATE_LIMIT="4/second")
+    """A server that lets each bot make 4 requests a second, with two threads a worker (so a request
+    that lands on the worker of one still waiting runs beside it)."""
+    running = start_server(
+        tmp_path_factory.mktemp("limited"), new_ids(10), new_ids(2), RATE_LIMIT="4/second", THREADS="2"
+    )
     yield running
     running.stop()
 

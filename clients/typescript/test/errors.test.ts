@@ -22,7 +22,8 @@ let server: Server;
 let limitedKey: string;
 before(async () => {
   server = await startServer({
-    settings: { BOTSTATE_MAX_BODY_BYTES: "1048576", BOTSTATE_BUSY_TIMEOUT_MS: "1000", BOTSTATE_RATE_LIMIT: "40/second" },
+    // Two threads a worker: a repeat that lands on the first request's worker runs beside it, not after it.
+    settings: { BOTSTATE_MAX_BODY_BYTES: "1048576", BOTSTATE_BUSY_TIMEOUT_MS: "1000", BOTSTATE_RATE_LIMIT: "40/second", BOTSTATE_THREADS: "2" },
   });
   limitedKey = (JSON.parse(await server.cli("bots", "create", "limited-bot", "--json")) as { apiKey: string }).apiKey;
 });
