@@ -1,6 +1,7 @@
 """Settings: defaults, overridden by BOTSTATE_* environment variables, then checked."""
 
 import os
+import re
 
 import click
 
@@ -101,11 +102,9 @@ def from_environ(config, environ=os.environ):
 
 
 def _as_int(value):
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return value
+    # Plain ASCII digits only: int() would also take "1_0", "+3" and other scripts' digits.
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        return int(value.strip())
     return value
 
 

@@ -77,7 +77,7 @@ def test_waitress_limits_are_set_deliberately(tmp_path):
 def test_environment_overrides_defaults(tmp_path, monkeypatch):
     monkeypatch.setenv("BOTSTATE_DATABASE", str(tmp_path / "env.db"))
     monkeypatch.setenv("BOTSTATE_THREADS", "8")
-    monkeypatch.setenv("BOTSTATE_MAX_STATES", "50")
+    monkeypatch.setenv("BOTSTATE_MAX_STATES", " 50 ")  # spaces around a number are fine
     monkeypatch.setenv("BOTSTATE_SYNCHRONOUS", "full")
     app = create_app()
     app.extensions["botstate.storage"].close()
@@ -113,6 +113,9 @@ RATE = "a rate such as 600/minute (or several: 10/second;600/minute)"
         ("WORKERS", "65", "BOTSTATE_WORKERS must be auto or an integer from 1 to 64, got 65"),
         ("WORKERS", "many", "BOTSTATE_WORKERS must be auto or an integer from 1 to 64, got 'many'"),
         ("WORKERS", "", "BOTSTATE_WORKERS must be auto or an integer from 1 to 64, got ''"),
+        ("WORKERS", "1_0", "BOTSTATE_WORKERS must be auto or an integer from 1 to 64, got '1_0'"),
+        ("PORT", "+80", "BOTSTATE_PORT must be an integer from 0 to 65535, got '+80'"),
+        ("THREADS", "٣", "BOTSTATE_THREADS must be auto or an integer from 1 to 256, got '٣'"),
     ),
 )
 def test_bad_settings_are_named(tmp_path, monkeypatch, name, value, message):
