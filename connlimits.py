@@ -130,6 +130,19 @@ class TimedChannel(HTTPChannel):
         )
 
 
+class DrainingDispatcher(ThreadedTaskDispatcher):
+    """Waitress's task threads, whose shutdown also answers the requests received in full but not yet
+    started: waitress cancels those, closing their connections unanswered, and a worker of one
+    thread has one queued behind its running request whenever two arrive together."""
+
+    def shutdown(self, cancel_pending=True, timeout=5):
+        """Let the threads take what is queued, then stop them, all within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.queue and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return super().shutdown(cancel_pending, max(0.0, deadline - time.monotonic()))
+
+
 class GuardedServer(TcpWSGIServer):
     """A waitress TCP server that drops clients past their deadlines and, at its
     connection limit, closes idle connections to make room for new ones."""
@@ -217,7 +230,7 @@ def create_server(application, deadlines, sockets=(), **settings):
     clients_limit = adj.connection_limit
     adj.connection_limit += len(listening) + 1  # waitress counts its listening sockets and trigger too
     socket_map = {}
-    dispatcher = ThreadedTaskDispatcher()
+    dispatcher = DrainingDispatcher()
     dispatcher.set_thread_count(adj.threads)
     servers = [
         GuardedServer(

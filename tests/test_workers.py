@@ -26,6 +26,7 @@ from worker_processes import (
     worker_pids,
 )
 
+import config
 from backends.process_lock import ProcessLock
 from backends.sqlite import SQLiteStorage
 from backends.sqlite_upkeep import CHECKPOINT_INTERVAL
@@ -382,6 +383,45 @@ def test_sigterm_answers_small_requests_in_flight_even_when_every_process_gets_i
     rows, _ = stored_rows(database, seeded["id"])
     assert rows[(ACCOUNTS[1], TICKERS[1])][0] == WORKERS  # both stored, as answered
     assert log_path.read_text().rstrip().endswith("botstate stopped")
+
+
+@pytest.mark.parametrize("workers", (WORKERS, 1))
+def test_sigterm_answers_every_request_received_in_full_even_those_queued_for_a_thread(database, seeded, workers):
+    # Review: at its stop waitress cancelled the requests queued for a busy thread, closing their
+    # connections unanswered; a worker of 1 thread queues one whenever two arrive together.
+    process, base_url, log_path = start_server(database, WORKERS=workers)
+    threads = config.AUTO_THREADS_ALONE if workers == 1 else 1
+    if workers > 1:
+        wait_for_workers(process, workers)
+    sent = 3 * threads * workers  # so that two thirds of them wait in a queue
+    headers = {"x-api-key": seeded["apiKey"], "Content-Type": "application/json"}
+    answers = {}
+
+    def send(n):
+        account, ticker = KEYS[n % len(KEYS)]
+        body = json.dumps({"states": [{"accountId": account, "tickerId": ticker, "state": {"n": n}}]})
+        try:
+            answers[n] = requests.post(f"{base_url}/api/bots/my-bot/state", data=body, headers=headers, timeout=30)
+        except requests.RequestException as error:
+            answers[n] = error
+
+    senders = [threading.Thread(target=send, args=(n,)) for n in range(sent)]
+    with holding_write_lock(database):
+        for thread in senders:
+            thread.start()
+        time.sleep(0.5)  # each request has arrived: running, waiting for the lock, or queued for a thread
+        process.terminate()
+        time.sleep(0.3)
+    for thread in senders:
+        thread.join(timeout=30)
+    assert process.wait(timeout=30) == 0
+    assert {n: getattr(answer, "status_code", answer) for n, answer in answers.items()} == dict.fromkeys(
+        range(sent), 200
+    )
+    rows, _ = stored_rows(database, seeded["id"])
+    assert sum(version for version, _ in rows.values()) == sent  # each answered write stored, once
+    assert log_path.read_text().rstrip().endswith("botstate stopped")
+    RELIABILITY["SIGTERM with requests queued for a thread"] += sent
 
 
 @pytest.mark.sqlite_only("a SQLite file moved away")
