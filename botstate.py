@@ -2,6 +2,7 @@
 
 import errno
 import os
+import re
 import sys
 
 import click
@@ -10,7 +11,7 @@ from flask.cli import ScriptInfo
 import envfile
 from cli import COMMANDS
 from cli.common import OneLineCommand, OneLineUsage
-from config import INT_RANGES, WORKERS_RANGE, ConfigError, workers_setting
+from config import INT_RANGES, WORKERS_RANGE
 from version import VERSION
 
 
@@ -106,18 +107,22 @@ class Integer(click.IntRange):
     name = "integer"
 
 
-class WorkerCount(click.ParamType):
-    """auto, or a number of worker processes in config.WORKERS_RANGE."""
+class CountOrAuto(click.ParamType):
+    """auto, or an integer from low to high (plain digits): an option for a setting that takes both."""
 
-    name = "worker count"
+    name = "count"
+
+    def __init__(self, low, high):
+        self.low, self.high = low, high
 
     def convert(self, value, param, ctx):
-        """The value as BOTSTATE_WORKERS takes it, or click's usage error."""
-        try:
-            return str(workers_setting(value)) if str(value).strip().lower() != "auto" else "auto"
-        except ConfigError:
-            low, high = WORKERS_RANGE
-            self.fail(f"{value!r} is not auto or an integer from {low} to {high}", param, ctx)
+        """The value as its BOTSTATE_* setting takes it, or click's usage error."""
+        text = str(value).strip()
+        if text.lower() == "auto":
+            return "auto"
+        if re.fullmatch(r"[0-9]+", text) and self.low <= int(text) <= self.high:
+            return text
+        self.fail(f"{value!r} is not auto or an integer from {self.low} to {self.high}", param, ctx)
 
 
 @main.command(cls=OneLineCommand)
@@ -125,12 +130,13 @@ class WorkerCount(click.ParamType):
 @click.option("--port", type=Integer(*INT_RANGES["PORT"]), help="Listen on this port instead of BOTSTATE_PORT.")
 @click.option(
     "--threads",
-    type=Integer(*INT_RANGES["THREADS"]),
-    help="Serve with this many threads instead of BOTSTATE_THREADS.",
+    type=CountOrAuto(*INT_RANGES["THREADS"]),
+    metavar="N|auto",
+    help="Serve with this many threads per process instead of BOTSTATE_THREADS (auto: 4 alone, 1 per worker).",
 )
 @click.option(
     "--workers",
-    type=WorkerCount(),
+    type=CountOrAuto(*WORKERS_RANGE),
     metavar="N|auto",
     help="Serve from this many processes instead of BOTSTATE_WORKERS (auto: one per CPU, at most 4).",
 )

@@ -1,13 +1,16 @@
 """Worker processes behind one port: the listening sockets bound once, N forked workers that
 inherit them, a worker that dies replaced at once, and SIGTERM passed on to every worker and waited for.
 
-The kernel hands each new connection to whichever worker accepts it first. Workers share
+On Linux each worker has a listening socket of its own, joined on the port by SO_REUSEPORT, and the
+kernel spreads new connections over them; elsewhere they all share one. Workers share
 nothing in memory: what must hold across them lives in the database (states, keys, kept
 answers) or in the folder of files they share (the rate limit's counts, the metrics).
 """
 
 import contextlib
 import dataclasses
+import errno
+import ipaddress
 import logging
 import os
 import selectors
@@ -91,9 +94,10 @@ def bind(host, port, backlog):
 def bind_per_worker(host, port, backlog, count):
     """`count` sets of listening sockets on host and port, one per worker, joined by SO_REUSEPORT: the kernel
     spreads new connections over them evenly, where on one shared socket the worker that wakes first
-    takes a burst of connections whole. Without SO_REUSEPORT (not Linux), one set that all share."""
+    takes a burst of connections whole. Elsewhere than Linux (whose kernels do not spread them), one
+    set that all share."""
     probe = bind(host, port, backlog)  # waitress's errors, a port of 0 chosen, and nobody else on it
-    if count == 1 or not hasattr(socket, "SO_REUSEPORT"):
+    if count == 1 or not sys.platform.startswith("linux"):
         return [probe] * count
     addresses = [(sock.family, sock.type, sock.proto, sock.getsockname()) for sock in probe]
     for sock in probe:
@@ -102,11 +106,52 @@ def bind_per_worker(host, port, backlog, count):
     try:
         for _ in range(count):
             sets.append(_listen_on(addresses, backlog, share_port=True))
+        # Between the probe's close and these binds another server could join the port's group: its
+        # listening sockets would then take a share of the connections.
+        ours = {os.fstat(sock.fileno()).st_ino for sockets in sets for sock in sockets}
+        mine = [_ip_and_port(sock.getsockname()) for sock in sets[0]]
+        if any(_overlap(theirs, mine) for inode, theirs in tcp_listeners() if inode not in ours):
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
     except BaseException:
         for sock in {sock for sockets in sets for sock in sockets}:
             sock.close()
         raise
     return sets
+
+
+def tcp_listeners():
+    """(inode, (address, port)) of every listening TCP socket, from /proc/net/tcp and tcp6 (Linux)."""
+    listeners = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as lines:
+            next(lines, None)
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "0A":  # LISTEN
+                    address, port = fields[1].rsplit(":", 1)
+                    # The address is in 32-bit words, each in the host's byte order.
+                    words = bytes.fromhex(address)
+                    packed = b"".join(
+                        int.from_bytes(words[i : i + 4], sys.byteorder).to_bytes(4, "big")
+                        for i in range(0, len(words), 4)
+                    )
+                    listeners.append((int(fields[9]), (ipaddress.ip_address(packed), int(port, 16))))
+    return listeners
+
+
+def _ip_and_port(sockname):
+    return ipaddress.ip_address(sockname[0].split("%")[0]), sockname[1]
+
+
+def _overlap(theirs, mine):
+    """Whether a listener on `theirs` (address, port) would take connections meant for one of `mine`."""
+    address, port = theirs
+    return any(
+        port == my_port
+        and address.version == my_address.version
+        and (address == my_address or address.is_unspecified or my_address.is_unspecified)
+        for my_address, my_port in mine
+    )
 
 
 def _listen_on(addresses, backlog, share_port=False):
@@ -310,7 +355,8 @@ class Supervisor:
             self._stop(signal.SIGTERM, None)
             return
         # A replacement that could not start is started again: what stopped it (the database down, a
-        # full disk) may pass, and the other workers serve meanwhile.
+        # full disk) may pass. The other workers serve meanwhile, and new connections to this slot's
+        # socket wait for the replacement.
         lived = time.monotonic() - started
         self.short_lives = self.short_lives + 1 if lived < SHORT_LIFE or not ready else 0
         if self.short_lives >= SHORT_LIVES:

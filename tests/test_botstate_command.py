@@ -132,17 +132,27 @@ def test_serve_takes_host_port_threads_and_workers_over_the_settings(tmp_path):
         stop_server(process)
 
 
+def test_serve_takes_threads_auto_over_the_setting(tmp_path):
+    command = [*BOTSTATE, "serve", "--port", "0", "--threads", "auto", "--workers", "2"]
+    process, _, log_path = start_server(tmp_path / "b.db", command=command, THREADS=3)
+    try:
+        assert ", 2 workers of 1 thread)" in log_path.read_text()
+    finally:
+        stop_server(process)
+
+
 @pytest.mark.parametrize(
     "override, message",
     (
         (["--port", "http"], "Error: Invalid value for '--port': 'http' is not a valid integer."),
-        (["--threads", "0"], "Error: Invalid value for '--threads': 0 is not in the range 1<=x<=256."),
+        (["--threads", "0"], "Error: Invalid value for '--threads': '0' is not auto or an integer from 1 to 256."),
+        (["--threads", "+2"], "Error: Invalid value for '--threads': '+2' is not auto or an integer from 1 to 256."),
         (["--host", "bogus.invalid"], "botstate: cannot listen on bogus.invalid:"),
         (["--workers", "0"], "Error: Invalid value for '--workers': '0' is not auto or an integer from 1 to 64."),
         (["--workers", "two"], "Error: Invalid value for '--workers': 'two' is not auto or an integer from 1 to 64."),
         (["--workers", "2", "--host", "bogus.invalid"], "botstate: cannot listen on bogus.invalid:"),
     ),
-    ids=["port", "threads", "host", "workers", "workers-word", "workers-host"],
+    ids=["port", "threads", "threads-sign", "host", "workers", "workers-word", "workers-host"],
 )
 def test_a_bad_override_is_refused_in_one_line_naming_it(tmp_path, override, message):
     done = run_python([*BOTSTATE, "serve", *override], botstate_env(DATABASE=tmp_path / "b.db", PORT=0))
