@@ -139,7 +139,8 @@ def report(results, prefill, memory, postgres_note=None, disk=None, rounds=cases
     )
     print(
         f"The change log on and off rows ran on twin data sets, {rounds} time{'s' if rounds > 1 else ''} each"
-        " in turn; each shows its median round."
+        f" in turn, and so did the rows of the ratio targets ({', '.join(cases.HEADLINE)}); each shows its"
+        " median round."
     )
     print(
         f"\nThe reference rows are bare Flask routes that make one SQLite call and nothing else"

@@ -81,6 +81,7 @@ def test_bench_runs_every_case_without_errors():
     assert re.search(r"request at the body limit raised peak RSS by \d+ MB", result.stdout)
     assert re.search(r"Change log: [\d,]+ bytes per logged version; after 20,000 writes", result.stdout)
     assert "The change log on and off rows ran on twin data sets, 2 times each in turn" in result.stdout
+    assert "and so did the rows of the ratio targets (ceiling: trivial route, 1 state, POST 1 state" in result.stdout
     assert re.search(r"they reach \d\.\d\dx \(upsert\) and \d\.\d\dx \(read\) of the ceiling", result.stdout)
     assert re.search(r"the writers' lock was held \d+\.\d% of the time at [\d,]+ writes/s", result.stdout)
     from bench.report import SCALING_CORES
@@ -96,9 +97,14 @@ def test_bench_runs_every_case_without_errors():
 def test_turns_keep_the_median_round_and_every_rounds_errors(rates, kept):
     from bench.run import median_round
 
-    rows = [{"rps": rate, "errors": n, "postgres": {"rps": -rate, "errors": 1}} for n, rate in enumerate(rates)]
+    rows = [
+        {"rps": rate, "errors": n, "postgres": {"rps": -rate, "errors": 1}, "alone": {"rps": 2 - rate, "errors": 2}}
+        for n, rate in enumerate(rates)
+    ]
     row = median_round(rows)
     assert row["rps"] == kept
     assert row["errors"] == sum(range(len(rates)))
-    assert row["postgres"] == {"rps": sorted(-rate for rate in rates)[(len(rates) - 1) // 2], "errors": len(rates)}
-    assert median_round([dict(r, postgres=None) for r in rows])["postgres"] is None
+    middle = (len(rates) - 1) // 2
+    assert row["postgres"] == {"rps": sorted(-rate for rate in rates)[middle], "errors": len(rates)}
+    assert row["alone"] == {"rps": sorted(2 - rate for rate in rates)[middle], "errors": 2 * len(rates)}
+    assert median_round([dict(r, postgres=None, alone=None) for r in rows])["postgres"] is None
