@@ -135,12 +135,35 @@ class DrainingDispatcher(ThreadedTaskDispatcher):
     started: waitress cancels those, closing their connections unanswered, and a worker of one
     thread has one queued behind its running request whenever two arrive together."""
 
+    shut_down = False
+
     def shutdown(self, cancel_pending=True, timeout=5):
-        """Let the threads take what is queued, then stop them, all within `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while self.queue and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return super().shutdown(cancel_pending, max(0.0, deadline - time.monotonic()))
+        """Let the threads take what is queued, then stop them, all within `timeout` seconds, once (a
+        later call waits no more); whether every thread has stopped. What is still queued then is
+        cancelled, as waitress does."""
+        if not self.shut_down:
+            self.shut_down = True
+            deadline = time.monotonic() + timeout
+            while self.queue and time.monotonic() < deadline:
+                time.sleep(0.005)
+            super().shutdown(cancel_pending, max(0.0, deadline - time.monotonic()))
+        with self.lock:
+            return not self.threads
+
+
+class ListeningOnSeveral(MultiSocketServer):
+    """Waitress's server of several listening sockets (a host of several addresses), whose stop leaves
+    the closing to its owner, as the one-socket server's does: closed while a request still runs, its
+    wake-up pipe would be written to after it was closed."""
+
+    def run(self):
+        """Serve until Ctrl-C or SIGTERM, then stop the threads (see DrainingDispatcher.shutdown)."""
+        try:
+            self.asyncore.loop(
+                timeout=self.adj.asyncore_loop_timeout, map=self.map, use_poll=self.adj.asyncore_use_poll
+            )
+        except (SystemExit, KeyboardInterrupt):
+            self.task_dispatcher.shutdown()
 
 
 class GuardedServer(TcpWSGIServer):
@@ -249,4 +272,4 @@ def create_server(application, deadlines, sockets=(), **settings):
     if len(servers) == 1:
         return servers[0]
     listening = [(server.effective_host, server.effective_port) for server in servers]
-    return MultiSocketServer(socket_map, adj, listening, dispatcher, servers[-1].log_info)
+    return ListeningOnSeveral(socket_map, adj, listening, dispatcher, servers[-1].log_info)

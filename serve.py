@@ -220,9 +220,10 @@ def serve_alone(app):
     except KeyboardInterrupt:  # before waitress's loop began
         pass
     finally:
-        server.close()
-        storage.close()
+        stopped = stop_serving(server, storage)
         say("botstate stopped", app.config["LOG_FORMAT"])
+        if not stopped:
+            leave_now(0)
 
 
 def serve_workers(app, workers, shared_dir):
@@ -291,9 +292,30 @@ def serve_worker(worker, sockets, ready):
     except KeyboardInterrupt:
         pass
     finally:
+        stop_serving(server, storage)  # what is left running ends with the process (supervisor._be_worker)
+    return 0
+
+
+def stop_serving(server, storage):
+    """Close the server and the storage once every request thread has stopped (waitress gives them 5 s);
+    False, closing nothing, when a request still runs: closed under it, SQLite's connection could crash
+    the process, and the storage's close would wait for the write lock that request holds."""
+    if server.task_dispatcher.shutdown():
         server.close()
         storage.close()
-    return 0
+        return True
+    log.warning(
+        "stopping with %d request(s) still running: their connections are cut", len(server.task_dispatcher.threads)
+    )
+    return False
+
+
+def leave_now(code):
+    """Exit at once, the logs flushed, without Python's teardown (threads still run, see stop_serving)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

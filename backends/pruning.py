@@ -10,6 +10,7 @@ import logging
 import threading
 
 from backends.changes import NO_HORIZON
+from records import DatabaseBusy
 
 log = logging.getLogger("botstate.storage")
 
@@ -174,6 +175,8 @@ class Pruning:
             ):
                 try:
                     prune(stop=self._stop_pruning)
+                except DatabaseBusy as error:  # a long write, or another program's: nothing is wrong
+                    log.warning("pruning %s waits for its next pass: %s", what, error)
                 except Exception:  # the next pass tries again; serving goes on
                     log.exception("pruning %s failed", what)
 
