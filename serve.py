@@ -211,7 +211,8 @@ def serve_alone(app):
         raise
     tune_garbage_collection()
     # From here on SIGTERM stops cleanly; only then say that the server is up.
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    signal.signal(signal.SIGTERM, stop_once)  # a second SIGTERM or Ctrl-C leaves the drain its time
+    signal.signal(signal.SIGINT, stop_once)
     try:
         announce(url_of(server.effective_host, server.effective_port), app, no_bots)
         # Returns on Ctrl-C or SIGTERM once the requests in flight are answered
@@ -261,8 +262,9 @@ def serve_workers(app, workers, shared_dir):
 
 
 def stop_once(signum, frame):
-    """The first SIGTERM or SIGINT stops the worker like Ctrl-C; later ones (the supervisor passes on what
-    the whole process group got too) are ignored, so that they never cut waitress's wait for the requests."""
+    """The first SIGTERM or SIGINT stops the server or worker like Ctrl-C; later ones (a worker gets what the
+    whole process group got from the supervisor too) are ignored, so that they never cut waitress's wait
+    for the requests."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt

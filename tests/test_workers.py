@@ -386,6 +386,18 @@ def test_sigterm_answers_small_requests_in_flight_even_when_every_process_gets_i
     assert log_path.read_text().rstrip().endswith("botstate stopped")
 
 
+def assert_exit_0_and_every_write_answered_and_stored(process, senders, answers, database, bot_id):
+    """Once the senders end: the server exited 0, each of them got a 200, and each write is stored, once."""
+    for thread in senders:
+        thread.join(timeout=30)
+    assert process.wait(timeout=30) == 0
+    assert {n: getattr(answer, "status_code", answer) for n, answer in answers.items()} == dict.fromkeys(
+        range(len(senders)), 200
+    )
+    rows, _ = stored_rows(database, bot_id)
+    assert sum(version for version, _ in rows.values()) == len(senders)
+
+
 def one_state_senders(base_url, api_key, count, answers):
     """`count` threads, not started, that each POST one state n and put its answer (or error) in answers[n]."""
     headers = {"x-api-key": api_key, "Content-Type": "application/json"}
@@ -418,14 +430,7 @@ def test_sigterm_answers_every_request_received_in_full_even_those_queued_for_a_
         time.sleep(0.5)  # each request has arrived: running, waiting for the lock, or queued for a thread
         process.terminate()
         time.sleep(0.3)
-    for thread in senders:
-        thread.join(timeout=30)
-    assert process.wait(timeout=30) == 0
-    assert {n: getattr(answer, "status_code", answer) for n, answer in answers.items()} == dict.fromkeys(
-        range(sent), 200
-    )
-    rows, _ = stored_rows(database, seeded["id"])
-    assert sum(version for version, _ in rows.values()) == sent  # each answered write stored, once
+    assert_exit_0_and_every_write_answered_and_stored(process, senders, answers, database, seeded["id"])
     assert log_path.read_text().rstrip().endswith("botstate stopped")
     RELIABILITY["SIGTERM with requests queued for a thread"] += sent
 
@@ -464,6 +469,28 @@ def test_a_second_shutdown_of_the_threads_waits_no_more():
     while not dispatcher.shutdown() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert dispatcher.shutdown() is True
+
+
+@pytest.mark.parametrize("second", (signal.SIGTERM, signal.SIGINT), ids=("SIGTERM", "SIGINT"))
+@pytest.mark.parametrize("workers", (WORKERS, 1))
+def test_a_second_signal_leaves_the_drain_its_time(database, seeded, workers, second):
+    # Review: one process stopped its drain at a second SIGTERM or Ctrl-C, cutting requests
+    # that the lock, let go a moment later, would have let it answer.
+    process, base_url, log_path = start_server(database, WORKERS=workers, THREADS=1)
+    if workers > 1:
+        wait_for_workers(process, workers)
+    sent = 2 * workers
+    answers = {}
+    senders = one_state_senders(base_url, seeded["apiKey"], sent, answers)
+    with holding_write_lock(database):
+        for thread in senders:
+            thread.start()
+        time.sleep(0.5)
+        process.terminate()
+        time.sleep(0.5)
+        process.send_signal(second)
+        time.sleep(1)
+    assert_exit_0_and_every_write_answered_and_stored(process, senders, answers, database, seeded["id"])
 
 
 @pytest.mark.parametrize("workers", (WORKERS, 1))
