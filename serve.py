@@ -224,7 +224,7 @@ def serve_alone(app):
         stopped = stop_serving(server, storage)
         say("botstate stopped", app.config["LOG_FORMAT"])
         if not stopped:
-            leave_now(0)
+            supervisor.leave_now(0)  # threads still run: see stop_serving
 
 
 def serve_workers(app, workers, shared_dir):
@@ -310,14 +310,6 @@ def stop_serving(server, storage):
         "stopping with %d request(s) still running: their connections are cut", len(server.task_dispatcher.threads)
     )
     return False
-
-
-def leave_now(code):
-    """Exit at once, the logs flushed, without Python's teardown (threads still run, see stop_serving)."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 if __name__ == "__main__":

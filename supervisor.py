@@ -299,11 +299,7 @@ class Supervisor:
         except BaseException:
             traceback.print_exc()
         finally:
-            with contextlib.suppress(Exception):
-                logging.shutdown()
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code or 0)
+            leave_now(code or 0)
 
     def _note_ready(self):
         data = self._drain(self._ready_read)
@@ -365,6 +361,15 @@ class Supervisor:
         if new_pid is not None:
             ended = _exit_status(status)
             log.warning("worker %d (pid %d) %s: started worker %d again (pid %d)", slot, pid, ended, slot, new_pid)
+
+
+def leave_now(code):
+    """Exit at once, the logs flushed, without Python's teardown (a forked child, or threads that still run)."""
+    with contextlib.suppress(Exception):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def touch_tree(folder):
